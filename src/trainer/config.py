@@ -1,0 +1,224 @@
+"""Typed settings for the engine and the checks that run before any tensor exists.
+
+The `trainer` config group is the dataclass `TrainerConfig`: Hydra merges the YAML onto it, so a wrong type
+fails at compose time and the defaults live here, once. The other groups point `_target_` at torch's classes or
+ours; `validate` checks their values against the `RULES` table, so that a bad value is one line naming the key,
+the value and what is allowed, before torch is imported and before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+PRECISIONS = ("32", "bf16", "16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+METRICS_MAXIMISED = ("val_accuracy", "val_r2")
+METRICS = ("val_loss", "val_accuracy", "val_mse", "val_rmse", "val_r2")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work. The message names the key, the value given and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}: got {value!r}, expected {allowed}")
+
+
+def _one_of(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(key, value, "one of " + ", ".join(choices))
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: str = "val_loss"
+    """Validation metric that picks the best epoch (best.pt) and decides early stopping."""
+    mode: Optional[str] = None
+    """min or max: whether a smaller or a larger value is better; null takes it from the metric."""
+    patience: Optional[int] = 10
+    """Epochs without improvement before the run stops; null never stops early."""
+    min_delta: float = 0.0
+    """Smallest change of the metric that counts as an improvement."""
+
+    def __post_init__(self) -> None:
+        _one_of("early_stopping.monitor", self.monitor, METRICS)
+        if self.mode is not None:
+            _one_of("early_stopping.mode", self.mode, ("min", "max"))
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError("early_stopping.patience", self.patience, "an integer >= 1, or null")
+        if self.min_delta < 0:
+            raise ConfigError("early_stopping.min_delta", self.min_delta, "a number >= 0")
+
+    @property
+    def direction(self) -> str:
+        """`mode`, or when it is null the metric's own: max for accuracy and R^2, min for losses and errors."""
+        # Derived here rather than written into `mode` by __post_init__: Hydra builds the schema's defaults by
+        # calling this class, and a filled-in mode would become the default for every monitor.
+        if self.mode is not None:
+            return self.mode
+        return "max" if self.monitor in METRICS_MAXIMISED else "min"
+
+
+@dataclass
+class CheckpointConfig:
+    dir: str = "checkpoints"
+    """Folder for best.pt and last.pt, relative to the run directory."""
+    save_last: bool = True
+    """Write last.pt at the end of every epoch (best.pt is always written: the test uses it)."""
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 100
+    """Upper bound on epochs; early stopping may end the run sooner."""
+    device: str = "auto"
+    """auto (cuda, then mps, then cpu), cpu, cuda or mps."""
+    precision: str = "32"
+    """32 (float32), bf16 or 16: autocast of the forward pass to that float type."""
+    grad_clip: Optional[float] = None
+    """Clip the global gradient norm to this value before each step; null does not clip."""
+    l1: float = 0.0
+    """Weight of the L1 penalty sum(|w|) over weight matrices, added to the loss."""
+    l2: float = 0.0
+    """Weight of the L2 penalty sum(w^2) over weight matrices, added to the loss."""
+    log_every_n_steps: int = 10
+    """Steps between reads of the running loss for the progress bar (each read syncs with the device)."""
+    eval_batch_size: int = 1024
+    """Batch size for validation and test, which need no gradients and so fit larger batches."""
+    deterministic: bool = False
+    """Use only deterministic kernels, so that a run repeats bit for bit on the same machine."""
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    """When to stop and which epoch counts as best."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Where and when weights are saved."""
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1:
+            raise ConfigError("max_epochs", self.max_epochs, "an integer >= 1")
+        _one_of("device", self.device, DEVICES)
+        _one_of("precision", self.precision, PRECISIONS)
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError("grad_clip", self.grad_clip, "a number > 0, or null")
+        for name in ("l1", "l2"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(name, getattr(self, name), "a number >= 0")
+        for name in ("log_every_n_steps", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, getattr(self, name), "an integer >= 1")
+
+
+# The `trainer` group's one option is the dataclass itself: Hydra type-checks overrides against it while composing,
+# and its defaults are the only ones (`train --cfg job` prints them).
+ConfigStore.instance().store(group="trainer", name="default", node=TrainerConfig)
+
+
+def config_dir() -> Path:
+    """The YAML config groups: inside the installed package, or at the top of a source checkout (editable)."""
+    packaged = Path(__file__).parent / "configs"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one key of a component config accepts."""
+
+    accepts: Callable[[Any], bool]
+    allowed: str
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+POSITIVE_INT = Rule(lambda v: _integer(v) and v > 0, "an integer >= 1")
+NON_NEGATIVE_INT = Rule(lambda v: _integer(v) and v >= 0, "an integer >= 0")
+POSITIVE = Rule(lambda v: _number(v) and v > 0, "a number > 0")
+NON_NEGATIVE = Rule(lambda v: _number(v) and v >= 0, "a number >= 0")
+PROBABILITY = Rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)")
+OPEN_FRACTION = Rule(lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)")
+FACTOR = Rule(lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]")
+BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
+INT_LIST = Rule(lambda v: isinstance(v, (list, tuple)) and all(_integer(n) and n > 0 for n in v),
+                "a list of integers >= 1, e.g. [128,64]")
+BETAS = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+             "two numbers in [0, 1), e.g. [0.9,0.999]")
+
+
+def _choice(*options: str) -> Rule:
+    return Rule(lambda v: v in options, "one of " + ", ".join(options))
+
+
+# Keys of the component groups (data, model, loss, optimizer, scheduler) and what each accepts. A key a config
+# does not have is not checked, so a user's own `_target_` with other arguments passes through untouched.
+RULES: dict[str, Rule] = {
+    "seed": NON_NEGATIVE_INT,
+    "data.batch_size": POSITIVE_INT,
+    "data.val_fraction": OPEN_FRACTION,
+    "data.test_fraction": OPEN_FRACTION,
+    "data.split_seed": NON_NEGATIVE_INT,
+    "data.standardize": BOOL,
+    "data.n_samples": POSITIVE_INT,
+    "data.noise": NON_NEGATIVE,
+    "model.hidden_sizes": INT_LIST,
+    "model.activation": _choice("relu", "tanh", "sigmoid", "gelu"),
+    "model.norm": _choice("none", "batchnorm", "layernorm"),
+    "model.residual": BOOL,
+    "model.init": _choice("default", "he", "xavier"),
+    "model.dropout": PROBABILITY,
+    "model.d_model": POSITIVE_INT,
+    "model.num_heads": POSITIVE_INT,
+    "model.num_layers": POSITIVE_INT,
+    "model.dim_feedforward": POSITIVE_INT,
+    "model.norm_first": BOOL,
+    "loss.label_smoothing": PROBABILITY,
+    "loss.beta": POSITIVE,
+    "optimizer.lr": POSITIVE,
+    "optimizer.weight_decay": NON_NEGATIVE,
+    "optimizer.momentum": PROBABILITY,
+    "optimizer.nesterov": BOOL,
+    "optimizer.alpha": PROBABILITY,
+    "optimizer.eps": POSITIVE,
+    "optimizer.betas": BETAS,
+    "optimizer.lr_decay": NON_NEGATIVE,
+    "scheduler.step_size": POSITIVE_INT,
+    "scheduler.gamma": FACTOR,
+    "scheduler.warmup_steps": NON_NEGATIVE_INT,
+    "scheduler.eta_min": NON_NEGATIVE,
+    "scheduler.factor": OPEN_FRACTION,
+    "scheduler.patience": NON_NEGATIVE_INT,
+    "scheduler.interval": _choice("step", "epoch"),
+}
+
+
+def validate(cfg: DictConfig) -> TrainerConfig:
+    """Check a composed config; return the engine's typed settings. Raises ConfigError naming the first bad key."""
+    for key, rule in RULES.items():
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf not in node.keys():
+            continue
+        if OmegaConf.is_missing(node, leaf):
+            raise ConfigError(key, "???", f"{rule.allowed} (a value is required)")
+        value = node[leaf]
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        if not rule.accepts(value):
+            raise ConfigError(key, value, rule.allowed)
+    model = cfg.model
+    if "num_heads" in model and "d_model" in model and model.d_model % model.num_heads:
+        raise ConfigError("model.d_model", model.d_model,
+                          f"a multiple of model.num_heads={model.num_heads} (each head gets d_model/num_heads)")
+    try:
+        return OmegaConf.to_object(cfg.trainer)
+    except ConfigError as error:
+        raise ConfigError(f"trainer.{error.key}", error.value, error.allowed) from None

@@ -1,0 +1,169 @@
+"""The training loop: forward, loss, zero_grad, backward, step; validation, early stopping and checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from tqdm import tqdm
+
+from trainer import __version__
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.config import ConfigError, TrainerConfig
+from trainer.data import Batcher, DataSplits
+from trainer.early_stopping import EarlyStopping, StopReason
+from trainer.losses import targets_for, weight_penalty
+from trainer.metrics import MetricsLog, accuracy, regression_errors
+
+log = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_value: float
+    stop_reason: StopReason
+    epochs: int
+    train_seconds: float
+
+
+class Engine:
+    def __init__(self, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                 settings: TrainerConfig, device: torch.device, run_dir: Path,
+                 scheduler: Optional[LRScheduler | ReduceLROnPlateau] = None, scheduler_interval: Optional[str] = None,
+                 config: Optional[dict[str, Any]] = None):
+        self.model, self.criterion, self.optimizer = model, criterion, optimizer
+        self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
+        self.settings, self.device, self.config = settings, device, config or {}
+        self.checkpoint_dir = run_dir / settings.checkpoint.dir
+        self.metrics_log = MetricsLog(run_dir / "metrics.csv")
+        stopping = settings.early_stopping
+        self.early_stopping = EarlyStopping(stopping.monitor, stopping.direction, stopping.patience, stopping.min_delta)
+        self.autocast_dtype = AUTOCAST_DTYPES[settings.precision]
+        # float16 gradients underflow; the scaler multiplies the loss up before backward and divides it out after.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "16")
+        self.epoch = 0
+        """Epochs completed."""
+        self.global_step = 0
+        """Optimiser steps taken."""
+
+    def fit(self, data: DataSplits, batcher: Batcher) -> FitResult:
+        """Train until max_epochs or early stopping; best.pt holds the weights of the best validation epoch."""
+        x_val, y_val = (t.to(self.device) for t in data.val)
+        monitor = self.early_stopping.monitor
+        stop_reason = StopReason.MAX_EPOCHS
+        start = time.perf_counter()
+        while self.epoch < self.settings.max_epochs:
+            epoch_start = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss = self.train_epoch(batcher)
+            val = {f"val_{name}": value for name, value in self.evaluate(x_val, y_val, data.target_std).items()}
+            if monitor not in val:
+                raise ConfigError("trainer.early_stopping.monitor", monitor,
+                                  f"one of {', '.join(val)} (what a {data.task} set measures)")
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
+                self._step_epoch_scheduler(val[monitor])
+            self.epoch += 1
+            self.metrics_log.append({"epoch": self.epoch, "step": self.global_step, "lr": lr,
+                                     "train_loss": train_loss, **val, "seconds": time.perf_counter() - epoch_start})
+            log.info("epoch %d/%d  train_loss %.4f  %s  lr %.3g", self.epoch, self.settings.max_epochs, train_loss,
+                     "  ".join(f"{k} {v:.4f}" for k, v in val.items()), lr)
+
+            if self.early_stopping.update(val[monitor], self.epoch):
+                save_checkpoint(self.state_dict(), self.checkpoint_dir / "best.pt")
+            if self.settings.checkpoint.save_last:
+                save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
+            if self.early_stopping.should_stop:
+                log.info(self.early_stopping.message())
+                stop_reason = StopReason.EARLY_STOPPING
+                break
+        return FitResult(best_epoch=self.early_stopping.best_epoch, best_value=self.early_stopping.best,
+                         stop_reason=stop_reason, epochs=self.epoch, train_seconds=time.perf_counter() - start)
+
+    def train_epoch(self, batcher: Batcher) -> float:
+        """One pass over the training batches; returns the mean training loss."""
+        self.model.train()
+        # Summed on the device: reading a loss with .item() would wait for the device at every step.
+        loss_sum = torch.zeros((), device=self.device)
+        seen = 0
+        start = time.perf_counter()
+        with tqdm(total=len(batcher), initial=batcher.position, desc=f"epoch {self.epoch + 1}", leave=False,
+                  disable=None) as bar:
+            for x, y in batcher:
+                loss = self.train_step(x, y)
+                loss_sum += loss.detach() * len(x)
+                seen += len(x)
+                bar.update()
+                if self.global_step % self.settings.log_every_n_steps == 0:
+                    bar.set_postfix(loss=f"{(loss_sum / seen).item():.4f}",
+                                    lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
+                                    samples_per_s=f"{seen / (time.perf_counter() - start):.0f}")
+        return (loss_sum / max(seen, 1)).item()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on a batch. x: (B, *input_shape); y: (B,) class indices or (B, T) targets."""
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            output = self.model(x)  # (B, num_outputs)
+            loss = self.criterion(output.float(), targets_for(self.criterion, y))
+            loss = loss + weight_penalty(self.model, self.settings.l1, self.settings.l2)
+        self.optimizer.zero_grad(set_to_none=True)  # gradients accumulate in .grad unless cleared
+        self.scaler.scale(loss).backward()  # d loss / d parameter for every parameter, into .grad
+        if self.settings.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        self.scaler.step(self.optimizer)  # parameter -= lr * (the optimiser's reading of) .grad
+        self.scaler.update()
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        self.global_step += 1
+        return loss
+
+    @torch.inference_mode()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor,
+                 target_std: Optional[torch.Tensor] = None) -> dict[str, float]:
+        """Loss and metrics of a whole split: accuracy for classes (int64 y), MSE, RMSE and R^2 for values."""
+        self.model.eval()
+        size = self.settings.eval_batch_size
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            output = torch.cat([self.model(x[i:i + size]) for i in range(0, len(x), size)]).float()  # (N, outputs)
+        metrics = {"loss": self.criterion(output, targets_for(self.criterion, y))}
+        if y.dtype == torch.int64:
+            metrics["accuracy"] = accuracy(output, y)
+        else:
+            metrics.update(regression_errors(output, y, target_std))
+        return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))  # one device sync for all
+
+    def test(self, data: DataSplits) -> dict[str, float]:
+        """Metrics of the test split with the best weights (best.pt)."""
+        best = load_checkpoint(self.checkpoint_dir / "best.pt", map_location=self.device)
+        self.model.load_state_dict(best["model"])
+        x_test, y_test = (t.to(self.device) for t in data.test)
+        return self.evaluate(x_test, y_test, data.target_std)
+
+    def _step_epoch_scheduler(self, monitored: float) -> None:
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(monitored)
+        else:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint holds, as plain values and tensors."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "early_stopping": self.early_stopping.state_dict(),
+            "engine": {"epoch": self.epoch, "global_step": self.global_step},
+            "metrics": self.metrics_log.rows,
+            "config": self.config,
+            "version": __version__,
+        }

@@ -1,0 +1,42 @@
+"""How a loss meets the data: which loss a task gets by default, how many outputs the model needs for it, the
+form the targets take, and the optional L1 / L2 penalties."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.config import ConfigError
+from trainer.data import DataSplits
+
+DEFAULT_LOSS = {"multiclass": "cross_entropy", "binary": "bce", "regression": "mse"}
+
+
+def num_outputs(criterion: nn.Module, data: DataSplits) -> int:
+    """Logits per class for cross-entropy, one logit for binary cross-entropy, one value per target otherwise."""
+    if isinstance(criterion, nn.CrossEntropyLoss):
+        if data.task == "regression":
+            raise ConfigError("loss", "cross_entropy", "a regression loss (mse, smooth_l1, l1) for a regression set")
+        return data.num_classes
+    if isinstance(criterion, nn.BCEWithLogitsLoss):
+        if data.task != "binary":
+            raise ConfigError("loss", "bce", f"cross_entropy for a {data.task} set (bce needs two classes)")
+        return 1
+    if data.task != "regression":
+        raise ConfigError("loss", type(criterion).__name__, f"cross_entropy or bce for a {data.task} set")
+    return data.num_targets
+
+
+def targets_for(criterion: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy compares one logit per sample with a float 0/1: class indices (N,) -> (N, 1) floats."""
+    if isinstance(criterion, nn.BCEWithLogitsLoss):
+        return y.float().unsqueeze(1)
+    return y
+
+
+def weight_penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
+    """l1 * sum|w| + l2 * sum w^2 over weight matrices (biases and norm scales are not penalised)."""
+    if not (l1 or l2):
+        return 0.0
+    weights = [p for p in model.parameters() if p.dim() >= 2]
+    return (l1 * sum(w.abs().sum() for w in weights)) + (l2 * sum(w.pow(2).sum() for w in weights))

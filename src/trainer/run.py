@@ -1,0 +1,87 @@
+"""One run, top to bottom: build everything from the config, fit, test the best weights, write the summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from trainer.config import config_dir, validate
+from trainer.data import Batcher, build_data
+from trainer.device import resolve_device
+from trainer.engine import Engine
+from trainer.losses import DEFAULT_LOSS, num_outputs
+from trainer.schedules import build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> float:
+    """Train, test and summarise one run in `run_dir`; return the best value of the monitored metric."""
+    settings = validate(cfg)
+    device = resolve_device(settings.device)
+    seed_everything(cfg.seed, settings.deterministic)
+
+    data = build_data(cfg.data)
+    if "_target_" not in cfg.loss:  # loss=auto: the task picks it, and the saved config records which
+        with open_dict(cfg):
+            cfg.loss = OmegaConf.load(config_dir() / "loss" / f"{DEFAULT_LOSS[data.task]}.yaml")
+    criterion = instantiate(cfg.loss)
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=num_outputs(criterion, data))
+    model = model.to(device)
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    batcher = Batcher(*(t.to(device) for t in data.train), batch_size=cfg.data.batch_size, seed=cfg.seed)
+    scheduler, interval = build_scheduler(cfg.scheduler, optimizer, total_steps=len(batcher) * settings.max_epochs,
+                                          mode=settings.early_stopping.direction)
+    num_parameters = sum(p.numel() for p in model.parameters())
+    log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s",
+             data.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
+             f"{num_parameters:,}", device)
+
+    engine = Engine(model, criterion, optimizer, settings, device, run_dir, scheduler=scheduler,
+                    scheduler_interval=interval, config=OmegaConf.to_container(cfg, resolve=True))
+    result = engine.fit(data, batcher)
+    test = engine.test(data)
+
+    summary = {
+        "test": test,
+        "monitor": settings.early_stopping.monitor,
+        "best_value": result.best_value,
+        "best_epoch": result.best_epoch,
+        "stop_reason": result.stop_reason.value,
+        "epochs": result.epochs,
+        "steps": engine.global_step,
+        "train_seconds": round(result.train_seconds, 3),
+        "device": str(device),
+        "num_parameters": num_parameters,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(result_table(summary))
+    return result.best_value
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed python, numpy and torch; with `deterministic`, allow only kernels that repeat bit for bit."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def result_table(summary: dict) -> str:
+    """The test metrics as a small table, with how the run ended."""
+    width = max(len(name) for name in summary["test"])
+    lines = [f"test metrics (best epoch {summary['best_epoch']} of {summary['epochs']}, "
+             f"stopped by {summary['stop_reason']}, {summary['train_seconds']:.1f}s on {summary['device']})"]
+    lines += [f"  {name:<{width}}  {value:.4f}" for name, value in summary["test"].items()]
+    return "\n".join(lines)

@@ -8,8 +8,10 @@ starts, so `train --help` and config errors come back quickly.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,20 +20,25 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from trainer.config import ConfigError, config_dir, validate
 
 USAGE_ERROR = 2
+TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 class ValidateBeforeRun(Callback):
-    """Hydra calls this after composing the config and before it creates the run directory."""
+    """Hydra calls this after composing the config and before it creates the run directory. Hydra turns a
+    callback's exceptions into warnings and carries on, so a bad config exits here, before anything is written."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from trainer.device import resolve_device
 
-        resolve_device(validate(config).device)
+        try:
+            resolve_device(validate(config).device)
+        except ConfigError as error:
+            _exit_with(str(error))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -59,13 +66,19 @@ def describe_config_error(error: Exception) -> str:
         group, _, option = error.missing_cfg_file.rpartition("/")
         return str(ConfigError(group, option, "one of " + ", ".join(sorted(error.options))))
     cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
-    if isinstance(cause, OmegaConfBaseException) and cause.full_key:
-        key = cause.full_key
-        if isinstance(cause, ConfigKeyError):
-            return f"{key}: no such setting (`train --cfg job` lists the settings)"
-        expected = cause.ref_type_str or "a value of the declared type"
-        return str(ConfigError(key, cause.value, expected.replace("Optional[", "").rstrip("]") + " value"))
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key:
+        return f"{cause.full_key}: no such setting (`train --cfg job` lists the settings)"
+    if isinstance(cause, ValidationError) and cause.full_key and dataclasses.is_dataclass(cause.object_type):
+        declared = typing.get_type_hints(cause.object_type)[cause.key]
+        return str(ConfigError(cause.full_key, cause.value, _describe_type(declared)))
     return " ".join(str(error).split("\n")[0].split())
+
+
+def _describe_type(declared: Any) -> str:
+    """int -> 'an integer', Optional[float] -> 'a number, or null'."""
+    options = [t for t in typing.get_args(declared) if t is not type(None)] or [declared]
+    described = TYPE_NAMES.get(options[0], getattr(options[0], "__name__", str(options[0])))
+    return described + (", or null" if type(None) in typing.get_args(declared) else "")
 
 
 def _exit_with(message: str) -> NoReturn:

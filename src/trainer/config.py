@@ -214,7 +214,11 @@ def validate(cfg: DictConfig) -> TrainerConfig:
             value = OmegaConf.to_container(value, resolve=True)
         if not rule.accepts(value):
             raise ConfigError(key, value, rule.allowed)
-    model = cfg.model
+    data, model = cfg.data, cfg.model
+    if data.val_fraction + data.test_fraction >= 1:
+        raise ConfigError("data.val_fraction", data.val_fraction,
+                          f"a fraction that leaves samples to train: val_fraction + test_fraction < 1 "
+                          f"(test_fraction={data.test_fraction})")
     if "num_heads" in model and "d_model" in model and model.d_model % model.num_heads:
         raise ConfigError("model.d_model", model.d_model,
                           f"a multiple of model.num_heads={model.num_heads} (each head gets d_model/num_heads)")

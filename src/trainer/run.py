@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainer.config import config_dir, validate
-from trainer.data import Batcher, build_data
+from trainer.data import Batcher, DataSplits, build_data
 from trainer.device import resolve_device
 from trainer.engine import Engine
 from trainer.losses import DEFAULT_LOSS, num_outputs
@@ -23,8 +24,17 @@ from trainer.schedules import build_scheduler
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> float:
-    """Train, test and summarise one run in `run_dir`; return the best value of the monitored metric."""
+@dataclass
+class Run:
+    """Everything a run is made of, built from the config and ready to fit."""
+
+    engine: Engine
+    data: DataSplits
+    batcher: Batcher
+
+
+def build(cfg: DictConfig, run_dir: Path) -> Run:
+    """Data first, since the model's input and output sizes and the default loss come from it."""
     settings = validate(cfg)
     device = resolve_device(settings.device)
     seed_everything(cfg.seed, settings.deterministic)
@@ -40,27 +50,31 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     batcher = Batcher(*(t.to(device) for t in data.train), batch_size=cfg.data.batch_size, seed=cfg.seed)
     scheduler, interval = build_scheduler(cfg.scheduler, optimizer, total_steps=len(batcher) * settings.max_epochs,
                                           mode=settings.early_stopping.direction)
-    num_parameters = sum(p.numel() for p in model.parameters())
     log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s",
              data.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
-             f"{num_parameters:,}", device)
-
+             f"{sum(p.numel() for p in model.parameters()):,}", device)
     engine = Engine(model, criterion, optimizer, settings, device, run_dir, scheduler=scheduler,
                     scheduler_interval=interval, config=OmegaConf.to_container(cfg, resolve=True))
-    result = engine.fit(data, batcher)
-    test = engine.test(data)
+    return Run(engine, data, batcher)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> float:
+    """Train, test and summarise one run in `run_dir`; return the best value of the monitored metric."""
+    run = build(cfg, run_dir)
+    result = run.engine.fit(run.data, run.batcher)
+    test = run.engine.test(run.data)
 
     summary = {
         "test": test,
-        "monitor": settings.early_stopping.monitor,
+        "monitor": run.engine.early_stopping.monitor,
         "best_value": result.best_value,
         "best_epoch": result.best_epoch,
         "stop_reason": result.stop_reason.value,
         "epochs": result.epochs,
-        "steps": engine.global_step,
+        "steps": run.engine.global_step,
         "train_seconds": round(result.train_seconds, 3),
-        "device": str(device),
-        "num_parameters": num_parameters,
+        "device": str(run.engine.device),
+        "num_parameters": sum(p.numel() for p in run.engine.model.parameters()),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(result_table(summary))

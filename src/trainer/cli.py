@@ -33,10 +33,11 @@ class ValidateBeforeRun(Callback):
     callback's exceptions into warnings and carries on, so a bad config exits here, before anything is written."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from trainer.device import resolve_device
-
         try:
-            resolve_device(validate(config).device)
+            settings = validate(config)
+            from trainer.device import resolve_device  # imports torch: only once the config is known good
+
+            resolve_device(settings.device)
         except ConfigError as error:
             _exit_with(str(error))
 

@@ -52,7 +52,7 @@ class EarlyStoppingConfig:
             _one_of("early_stopping.mode", self.mode, ("min", "max"))
         if self.patience is not None and self.patience < 1:
             raise ConfigError("early_stopping.patience", self.patience, "an integer >= 1, or null")
-        if self.min_delta < 0:
+        if not self.min_delta >= 0:  # also refuses nan
             raise ConfigError("early_stopping.min_delta", self.min_delta, "a number >= 0")
 
     @property

@@ -1,0 +1,196 @@
+"""The `train` command as a user runs it: a subprocess, from some other working directory.
+
+Each subprocess costs seconds, so each test asks several questions of one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import options
+from trainer.checkpoint import load_checkpoint
+
+TRAIN = shutil.which("train", path=str(Path(sys.executable).parent))
+"""The console script installed next to this Python."""
+
+GROUPS = ("data", "model", "loss", "optimizer", "scheduler")
+
+
+def run_command(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    env["OMP_NUM_THREADS"] = "1"  # tiny models: one thread is faster than two contending for a 2-core CPU
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    assert TRAIN, f"no `train` console script next to {sys.executable}: is the package installed?"
+    return run_command([TRAIN, *args], cwd)
+
+
+def python_m_trainer(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run_command([sys.executable, "-m", "trainer", *args], cwd)
+
+
+def assert_succeeded(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Path:
+    """A working directory that is neither the repository nor the run directory."""
+    path = tmp_path / "elsewhere"
+    path.mkdir()
+    return path
+
+
+# --- runs -------------------------------------------------------------------------------------------------------
+
+def test_train_runs_end_to_end_from_another_directory(tmp_path, elsewhere):
+    run_dir = tmp_path / "run"
+    result = train("trainer.max_epochs=3", f"hydra.run.dir={run_dir}", cwd=elsewhere)
+    assert_succeeded(result)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["epochs"], summary["stop_reason"]) == (3, "max_epochs")
+    assert summary["test"]["accuracy"] > 0.8
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 1 + 3
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").trainer.max_epochs == 3
+    assert "epoch 3/3" in (run_dir / "train.log").read_text()
+    assert f"test metrics (best epoch {summary['best_epoch']} of 3, stopped by max_epochs" in result.stdout
+    for name, value in summary["test"].items():
+        assert re.search(rf"^\s+{name}\s+{value:.4f}$", result.stdout, re.MULTILINE), name
+    assert list(elsewhere.iterdir()) == [], "the run wrote into the working directory"
+
+
+def test_python_m_trainer_runs_like_train(tmp_path, elsewhere):
+    run_dir = tmp_path / "run"
+    result = python_m_trainer("trainer.max_epochs=1", "model.hidden_sizes=[32]", f"hydra.run.dir={run_dir}",
+                              cwd=elsewhere)
+    assert_succeeded(result)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 1
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
+    assert "test metrics (best epoch 1 of 1" in result.stdout
+
+
+def test_a_user_config_folder_adds_options(tmp_path, elsewhere):
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "tiny.yaml").write_text("_target_: trainer.models.MLP\nhidden_sizes: [8]\n")
+    run_dir = tmp_path / "run"
+    result = train("--config-dir", str(tmp_path / "conf"), "model=tiny", "trainer.max_epochs=1",
+                   f"hydra.run.dir={run_dir}", cwd=elsewhere)
+    assert_succeeded(result)
+    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").model.hidden_sizes == [8]
+    weights = load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"]
+    assert weights["hidden.0.linear.weight"].shape == (8, 64)  # 8 units over the 8x8 digit pixels
+
+
+# --- help and the composed config -------------------------------------------------------------------------------
+
+def test_help_lists_every_option_of_every_group(elsewhere):
+    result = train("--help", cwd=elsewhere)
+    assert_succeeded(result)
+    groups_section = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = dict(re.findall(r"^(\w+): (.+)$", groups_section, re.MULTILINE))
+    for group in GROUPS:
+        assert listed.get(group, "").split(", ") == options(group), group
+
+
+LIGHT_IMPORT = """
+import json, sys
+sys.argv = ["train", *json.loads(sys.argv[1])]
+from trainer.cli import train
+try:
+    train()
+    code = 0
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({"exit": code, "torch imported": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("args, exit_code", [
+    (["--help"], 0),
+    (["model=foo"], 2),
+    (["optimizer.lr=-1"], 2),
+], ids=["help", "unknown-option", "bad-value"])
+def test_help_and_config_errors_do_not_import_torch(tmp_path, elsewhere, args, exit_code):
+    result = run_command([sys.executable, "-c", LIGHT_IMPORT, json.dumps([*args, f"hydra.run.dir={tmp_path / 'run'}"])],
+                         elsewhere)
+    assert json.loads(result.stdout.splitlines()[-1]) == {"exit": exit_code, "torch imported": False}
+
+
+def test_cfg_job_prints_the_composed_config_with_the_overrides(tmp_path, elsewhere):
+    run_dir = tmp_path / "run"
+    result = train("--cfg", "job", "model=transformer", "optimizer.lr=0.123", f"hydra.run.dir={run_dir}",
+                   cwd=elsewhere)
+    assert_succeeded(result)
+    cfg = OmegaConf.create(result.stdout)
+    assert cfg.model._target_ == "trainer.models.Transformer"
+    assert cfg.optimizer.lr == 0.123
+    assert cfg.trainer.max_epochs == 100
+    assert "hydra" not in cfg
+    assert not run_dir.exists()
+
+
+# --- mistakes ---------------------------------------------------------------------------------------------------
+
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU, so cuda is a valid device")
+
+
+@pytest.mark.parametrize("args, key, value", [
+    (["model=foo"], "model", "'foo'"),
+    (["data=nope"], "data", "'nope'"),
+    (["data.batch_size=abc"], "data.batch_size", "'abc'"),
+    (["optimizer.lr=-1"], "optimizer.lr", "-1"),
+    (["model=dropout_net", "model.dropout=1.5"], "model.dropout", "1.5"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs", "0"),
+    (["trainer.max_epochs=abc"], "trainer.max_epochs", "'abc'"),
+    pytest.param(["trainer.device=cuda"], "trainer.device", "'cuda'", marks=NO_GPU),
+    (["data.batch_size=???"], "data.batch_size", "'???'"),
+    (["trainer.foo=1"], "trainer.foo", None),  # the key itself is the mistake
+    (["model=transformer", "model.d_model=30"], "model.d_model", "30"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_a_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, elsewhere, args, key, value):
+    run_dir = tmp_path / "run"
+    result = train(*args, f"hydra.run.dir={run_dir}", cwd=elsewhere)
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    if value is None:
+        assert lines[0].startswith(f"train: error: {key}: no such setting"), lines[0]
+    else:
+        assert lines[0].startswith(f"train: error: {key}: got {value}, expected "), lines[0]
+    if key in GROUPS:  # an unknown option: the message lists the ones there are
+        assert lines[0].endswith("one of " + ", ".join(options(key))), lines[0]
+    assert not run_dir.exists()
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["loss=cross_entropy"],
+    ["trainer.early_stopping.monitor=val_accuracy"],
+], ids=["classification-loss", "classification-monitor"])
+def test_a_setting_the_regression_set_cannot_use_exits_2_with_one_line_and_writes_nothing(tmp_path, elsewhere, args):
+    run_dir = tmp_path / "run"
+    result = train("data=regression", "data.n_samples=300", "trainer.max_epochs=1", *args, f"hydra.run.dir={run_dir}",
+                   cwd=elsewhere)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("train: error: "), result.stderr
+    assert not run_dir.exists()

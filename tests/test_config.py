@@ -1,0 +1,141 @@
+"""The typed trainer settings and `validate`: every bad value is a ConfigError naming the key and the value, and
+every option of every config group composes and validates as shipped."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import compose_config, options
+from trainer.config import ConfigError, EarlyStoppingConfig, TrainerConfig, config_dir, validate
+
+
+def assert_names_key_and_value(error: ConfigError, key: str, value_text: str) -> None:
+    assert error.key == key
+    assert str(error).startswith(f"{key}: got {value_text}, expected "), str(error)
+
+
+# --- TrainerConfig and EarlyStoppingConfig ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("key, value", [
+    ("max_epochs", 0),
+    ("max_epochs", -3),
+    ("device", "tpu"),
+    ("precision", "64"),
+    ("precision", 16),
+    ("grad_clip", 0.0),
+    ("grad_clip", -1.0),
+    ("grad_clip", math.nan),
+    ("l1", -0.1),
+    ("l1", math.nan),
+    ("l2", -1.0),
+    ("l2", math.nan),
+    ("log_every_n_steps", 0),
+    ("eval_batch_size", 0),
+])
+def test_trainer_config_rejects_a_bad_value_naming_key_and_value(key, value):
+    with pytest.raises(ConfigError) as error:
+        TrainerConfig(**{key: value})
+    assert_names_key_and_value(error.value, key, repr(value))
+
+
+@pytest.mark.parametrize("settings", [
+    {},
+    {"max_epochs": 1, "grad_clip": None, "l1": 0.0, "l2": 0.0},
+    {"device": "cpu", "precision": "bf16", "grad_clip": 1e-6, "l1": 1e-4, "l2": 1e-3, "eval_batch_size": 1},
+])
+def test_trainer_config_accepts_good_values(settings):
+    config = TrainerConfig(**settings)
+    assert all(getattr(config, key) == value for key, value in settings.items())
+
+
+@pytest.mark.parametrize("key, value", [
+    ("monitor", "val_acc"),
+    ("monitor", "train_loss"),
+    ("mode", "up"),
+    ("patience", 0),
+    ("patience", -1),
+    ("min_delta", -0.1),
+    ("min_delta", math.nan),
+])
+def test_early_stopping_config_rejects_a_bad_value_naming_key_and_value(key, value):
+    with pytest.raises(ConfigError) as error:
+        EarlyStoppingConfig(**{key: value})
+    assert_names_key_and_value(error.value, f"early_stopping.{key}", repr(value))
+
+
+@pytest.mark.parametrize("monitor, mode, direction", [
+    ("val_accuracy", None, "max"),
+    ("val_r2", None, "max"),
+    ("val_loss", None, "min"),
+    ("val_mse", None, "min"),
+    ("val_rmse", None, "min"),
+    ("val_loss", "max", "max"),
+    ("val_accuracy", "min", "min"),
+])
+def test_early_stopping_direction_follows_the_metric_unless_mode_is_given(monitor, mode, direction):
+    assert EarlyStoppingConfig(monitor=monitor, mode=mode).direction == direction
+
+
+def test_a_filled_in_direction_does_not_leak_into_the_default_mode():
+    assert EarlyStoppingConfig(monitor="val_accuracy").direction == "max"
+    assert EarlyStoppingConfig().mode is None
+    assert validate(compose_config("trainer.early_stopping.monitor=val_r2")).early_stopping.direction == "max"
+    assert validate(compose_config()).early_stopping.direction == "min"
+
+
+# --- validate on composed configs -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, key, value_text", [
+    (["data.batch_size=abc"], "data.batch_size", "'abc'"),
+    (["data.batch_size=0"], "data.batch_size", "0"),
+    (["data.batch_size=2.5"], "data.batch_size", "2.5"),
+    (["data.batch_size=???"], "data.batch_size", "'???'"),
+    (["optimizer.lr=-1"], "optimizer.lr", "-1"),
+    (["optimizer.lr=0"], "optimizer.lr", "0"),
+    (["optimizer.betas=[0.9,1.0]"], "optimizer.betas", "[0.9, 1.0]"),
+    (["model=dropout_net", "model.dropout=1.5"], "model.dropout", "1.5"),
+    (["model.hidden_sizes=[0]"], "model.hidden_sizes", "[0]"),
+    (["model.activation=swish"], "model.activation", "'swish'"),
+    (["model=transformer", "model.d_model=30"], "model.d_model", "30"),
+    (["data.val_fraction=0.6", "data.test_fraction=0.5"], "data.val_fraction", "0.6"),
+    (["data=moons", "data.noise=-1"], "data.noise", "-1"),
+    (["loss=cross_entropy", "loss.label_smoothing=1.0"], "loss.label_smoothing", "1.0"),
+    (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma", "0"),
+    (["scheduler=cosine", "scheduler.interval=batch"], "scheduler.interval", "'batch'"),
+    (["seed=-1"], "seed", "-1"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs", "0"),
+    (["trainer.grad_clip=0"], "trainer.grad_clip", "0.0"),
+    (["trainer.early_stopping.patience=0"], "trainer.early_stopping.patience", "0"),
+    (["trainer.early_stopping.monitor=val_acc"], "trainer.early_stopping.monitor", "'val_acc'"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_validate_rejects_a_bad_override_naming_key_and_value(overrides, key, value_text):
+    cfg = compose_config(*overrides)
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    assert_names_key_and_value(error.value, key, value_text)
+
+
+def test_validate_returns_the_typed_trainer_settings():
+    settings = validate(compose_config("trainer.max_epochs=7", "trainer.grad_clip=0.5", "trainer.precision=bf16"))
+    assert isinstance(settings, TrainerConfig)
+    assert (settings.max_epochs, settings.grad_clip, settings.precision) == (7, 0.5, "bf16")
+    assert isinstance(settings.early_stopping, EarlyStoppingConfig)
+
+
+GROUPS = sorted(path.name for path in config_dir().iterdir() if path.is_dir())
+
+
+def test_the_config_groups_are_the_ones_the_suite_covers():
+    assert GROUPS == ["data", "loss", "model", "optimizer", "scheduler"]
+
+
+@pytest.mark.parametrize("group, option", [(group, option) for group in GROUPS for option in options(group)])
+def test_every_option_of_every_group_composes_and_validates(group, option):
+    cfg = compose_config(f"{group}={option}", shrink=False)
+    assert isinstance(validate(cfg), TrainerConfig)
+    shipped = OmegaConf.load(config_dir() / group / f"{option}.yaml") or {}
+    composed = OmegaConf.to_container(cfg[group])
+    assert {key: composed.get(key) for key in shipped} == OmegaConf.to_container(OmegaConf.create(shipped))

@@ -1,0 +1,290 @@
+"""The engine, built by `trainer.run.build` from the real configs: every option of every group trains, and the
+trainer settings (precision, gradient clipping, weight penalties, checkpoints, the metrics log, early stopping,
+the schedules) do what they say."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compose_config, options
+from trainer.checkpoint import load_checkpoint
+from trainer.config import ConfigError
+from trainer.early_stopping import StopReason
+from trainer.run import Run, build
+
+SMALL_MLP = "model.hidden_sizes=[32]"
+"""Where the model is not what a test is about, a small one keeps the test fast."""
+
+CLEARLY_LOWER = 0.75
+"""A training loss 'went clearly down' when it ends below this fraction of where it started."""
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These models are tiny: on a 2-core machine one thread is many times faster than two that contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build_run(run_dir: Path, *overrides: str) -> Run:
+    return build(compose_config("trainer.device=cpu", *overrides), run_dir)
+
+
+def train_split_loss(run: Run) -> float:
+    x, y = run.data.train
+    return run.engine.evaluate(x, y, run.data.target_std)["loss"]
+
+
+def assert_training_lowers_the_loss(run: Run, epochs: int) -> None:
+    before = train_split_loss(run)
+    for _ in range(epochs):
+        run.engine.train_epoch(run.batcher)
+    after = train_split_loss(run)
+    assert after < CLEARLY_LOWER * before, f"train loss {before:.4f} -> {after:.4f} after {epochs} epochs"
+
+
+def class_name(target: str) -> str:
+    """'torch.optim.Adam' -> 'Adam'."""
+    return target.rpartition(".")[2]
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def column(rows: list[dict[str, str]], name: str) -> list[float]:
+    return [float(row[name]) for row in rows]
+
+
+# --- every option of every group trains -------------------------------------------------------------------------
+
+# Per data set: extra overrides and epochs. A data option missing here is trained with its own settings.
+DATA_CASES = {
+    "circles": (("data.n_samples=500",), 3),
+    "moons": (("data.n_samples=500",), 3),
+    "regression": (("data.n_samples=500",), 3),
+    "xor": (("data.n_samples=500",), 3),
+    "spiral": (("data.n_samples=1000",), 10),  # the hardest set: two interleaved arms take more epochs
+}
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_data_set_trains_with_its_default_loss_and_the_mlp(run_dir, data):
+    extra, epochs = DATA_CASES.get(data, ((), 3))
+    run = build_run(run_dir, f"data={data}", "loss=auto", "model=mlp", "model.hidden_sizes=[64,64]",
+                    "optimizer.lr=0.01", *extra)
+    assert_training_lowers_the_loss(run, epochs)
+
+
+# Per model: overrides that shrink it without changing what it is.
+MODEL_CASES = {
+    "mlp": (SMALL_MLP,),
+    "dropout_net": ("model.hidden_sizes=[64]",),
+}
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_trains_on_digits(run_dir, model):
+    run = build_run(run_dir, "data=digits", f"model={model}", *MODEL_CASES.get(model, ()))
+    assert type(run.engine.model).__name__ == class_name(run.engine.config["model"]["_target_"])
+    assert_training_lowers_the_loss(run, epochs=3)
+
+
+# Each loss with the data sets it is meant for; a binary set can take either classification loss.
+LOSS_DATA = {
+    "auto": ["digits"],
+    "bce": ["moons"],
+    "cross_entropy": ["moons", "digits"],
+    "mse": ["regression"],
+    "smooth_l1": ["regression"],
+    "l1": ["regression"],
+}
+SMALL_SYNTHETIC = ("data.n_samples=500", "optimizer.lr=0.01")
+
+
+@pytest.mark.parametrize("loss, data", [(loss, data) for loss in options("loss") for data in LOSS_DATA.get(loss, [None])])
+def test_every_loss_trains_on_a_data_set_of_its_task(run_dir, loss, data):
+    if data is None:
+        pytest.fail(f"loss={loss} has no data set to train on here: add it to LOSS_DATA")
+    run = build_run(run_dir, f"loss={loss}", f"data={data}", SMALL_MLP,
+                    *(SMALL_SYNTHETIC if data != "digits" else ()))
+    assert type(run.engine.criterion).__name__ == class_name(run.engine.config["loss"]["_target_"])
+    assert_training_lowers_the_loss(run, epochs=3)
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+def test_every_optimizer_trains_on_digits(run_dir, optimizer):
+    run = build_run(run_dir, "data=digits", f"optimizer={optimizer}", SMALL_MLP)
+    assert type(run.engine.optimizer).__name__ == class_name(run.engine.config["optimizer"]["_target_"])
+    assert_training_lowers_the_loss(run, epochs=3)
+
+
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_every_scheduler_trains_on_digits_through_fit(run_dir, scheduler):
+    # fit, not train_epoch: epoch schedules step after each validation, which only fit runs.
+    run = build_run(run_dir, "data=digits", f"scheduler={scheduler}", SMALL_MLP, "optimizer.lr=0.003",
+                    "trainer.max_epochs=3")
+    assert (run.engine.scheduler is None) == (scheduler == "none")
+    before = train_split_loss(run)
+    run.engine.fit(run.data, run.batcher)
+    after = train_split_loss(run)
+    assert after < CLEARLY_LOWER * before, f"train loss {before:.4f} -> {after:.4f}"
+
+
+# --- trainer settings -------------------------------------------------------------------------------------------
+
+def test_bf16_precision_trains_on_cpu_with_a_bfloat16_forward_pass(run_dir):
+    run = build_run(run_dir, "trainer.precision=bf16", SMALL_MLP)
+    head_output_dtypes = []
+    run.engine.model.head.register_forward_hook(lambda module, inputs, output: head_output_dtypes.append(output.dtype))
+    assert_training_lowers_the_loss(run, epochs=3)
+    assert head_output_dtypes and set(head_output_dtypes) == {torch.bfloat16}
+
+
+def _first_sgd_step(run_dir: Path, lr: float, *overrides: str) -> tuple[float, float]:
+    """One optimiser step of plain SGD on the first 64 training samples: (norm of the change of all parameters,
+    norm of the gradients the step used)."""
+    run = build_run(run_dir, SMALL_MLP, "optimizer=sgd", f"optimizer.lr={lr}", *overrides)
+    parameters = list(run.engine.model.parameters())
+    before = [p.detach().clone() for p in parameters]
+    x, y = run.data.train
+    run.engine.train_step(x[:64], y[:64])
+    update = torch.cat([(p.detach() - b).flatten() for p, b in zip(parameters, before)]).norm().item()
+    grad = torch.cat([p.grad.flatten() for p in parameters]).norm().item()
+    return update, grad
+
+
+def test_grad_clip_rescales_the_gradient_to_the_clip_norm(run_dir):
+    lr, clip = 0.1, 1e-3
+    free_update, free_grad = _first_sgd_step(run_dir, lr)
+    clipped_update, clipped_grad = _first_sgd_step(run_dir, lr, f"trainer.grad_clip={clip}")
+    assert free_grad > 100 * clip, "the unclipped gradient must be far above the clip for this test to mean anything"
+    assert free_update == pytest.approx(lr * free_grad, rel=1e-4)
+    assert clipped_grad == pytest.approx(clip, rel=1e-3)
+    assert clipped_update == pytest.approx(lr * clip, rel=1e-3)
+
+
+@pytest.mark.parametrize("penalty, norm", [
+    ("trainer.l1=0.001", lambda w: w.abs().sum()),
+    ("trainer.l2=0.01", lambda w: w.pow(2).sum()),
+], ids=["l1", "l2"])
+def test_weight_penalty_shrinks_the_weights_compared_with_none(run_dir, penalty, norm):
+    def weight_norm_after_two_epochs(*overrides: str) -> float:
+        run = build_run(run_dir, SMALL_MLP, "seed=0", *overrides)
+        for _ in range(2):
+            run.engine.train_epoch(run.batcher)
+        return sum(norm(p.detach()) for p in run.engine.model.parameters() if p.dim() >= 2).item()
+
+    plain = weight_norm_after_two_epochs("trainer.l1=0", "trainer.l2=0")
+    penalised = weight_norm_after_two_epochs(penalty)
+    assert penalised < 0.95 * plain
+
+
+# --- fit: outputs, best checkpoint, early stopping --------------------------------------------------------------
+
+@pytest.mark.parametrize("data, metric_columns", [
+    (["data=digits"], ["val_loss", "val_accuracy"]),
+    (["data=regression", "data.n_samples=500"], ["val_loss", "val_mse", "val_rmse", "val_r2"]),
+], ids=["classification", "regression"])
+def test_fit_writes_both_checkpoints_and_one_metrics_row_per_epoch(run_dir, data, metric_columns):
+    run = build_run(run_dir, *data, SMALL_MLP, "trainer.max_epochs=3")
+    result = run.engine.fit(run.data, run.batcher)
+
+    assert (result.epochs, result.stop_reason) == (3, StopReason.MAX_EPOCHS)
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    rows = read_metrics(run_dir)
+    assert list(rows[0]) == ["epoch", "step", "lr", "train_loss", *metric_columns, "seconds"]
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    assert [int(row["step"]) for row in rows] == [len(run.batcher) * epoch for epoch in (1, 2, 3)]
+    assert all(value != "" for row in rows for value in row.values())
+
+
+def _validation_metrics_of(checkpoint: Path, run_dir: Path, *overrides: str) -> dict[str, float]:
+    """The validation metrics of a checkpoint's weights, loaded into a freshly built model."""
+    fresh = build_run(run_dir, *overrides)
+    fresh.engine.model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    x_val, y_val = fresh.data.val
+    return fresh.engine.evaluate(x_val, y_val, fresh.data.target_std)
+
+
+def test_best_checkpoint_reloaded_gives_the_validation_metrics_of_the_best_epoch(tmp_path):
+    # mode=max on a falling val_loss makes the first epoch the best, so best.pt and last.pt must differ.
+    overrides = (SMALL_MLP, "trainer.max_epochs=3", "trainer.early_stopping.mode=max")
+    fit_dir = tmp_path / "fit"
+    fit_dir.mkdir()
+    run = build_run(fit_dir, *overrides)
+    result = run.engine.fit(run.data, run.batcher)
+    rows = read_metrics(fit_dir)
+    best_row = max(rows, key=lambda row: float(row["val_loss"]))
+    assert result.best_epoch == int(best_row["epoch"])
+    assert best_row is not rows[-1], "val_loss did not fall, so this run cannot tell best.pt from last.pt"
+
+    best = _validation_metrics_of(fit_dir / "checkpoints" / "best.pt", tmp_path, *overrides)
+    last = _validation_metrics_of(fit_dir / "checkpoints" / "last.pt", tmp_path, *overrides)
+    assert best["loss"] == pytest.approx(float(best_row["val_loss"]), rel=1e-5)
+    assert best["accuracy"] == pytest.approx(float(best_row["val_accuracy"]), abs=1e-6)
+    assert best["loss"] == pytest.approx(result.best_value, rel=1e-5)
+    assert last["loss"] == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-5)
+
+
+@pytest.mark.parametrize("patience, epochs, stop_reason", [
+    ("2", 3, StopReason.EARLY_STOPPING),
+    ("null", 5, StopReason.MAX_EPOCHS),
+])
+def test_early_stopping_ends_fit_after_patience_epochs_without_improvement(run_dir, patience, epochs, stop_reason):
+    # min_delta=1e9: no epoch after the first counts as an improvement, however the loss moves.
+    run = build_run(run_dir, SMALL_MLP, "trainer.max_epochs=5", f"trainer.early_stopping.patience={patience}",
+                    "trainer.early_stopping.min_delta=1e9")
+    result = run.engine.fit(run.data, run.batcher)
+    assert (result.stop_reason, result.epochs, result.best_epoch) == (stop_reason, epochs, 1)
+    assert len(read_metrics(run_dir)) == epochs
+
+
+def test_monitoring_a_metric_the_task_does_not_measure_is_a_config_error(run_dir):
+    run = build_run(run_dir, SMALL_MLP, "data=regression", "data.n_samples=300",
+                    "trainer.early_stopping.monitor=val_accuracy")
+    with pytest.raises(ConfigError) as error:
+        run.engine.fit(run.data, run.batcher)
+    assert error.value.key == "trainer.early_stopping.monitor"
+    assert str(error.value).startswith("trainer.early_stopping.monitor: got 'val_accuracy'")
+    assert "val_r2" in str(error.value)
+
+
+# --- schedules --------------------------------------------------------------------------------------------------
+
+def test_cosine_schedule_anneals_the_lr_to_eta_min_by_the_last_step(run_dir):
+    run = build_run(run_dir, SMALL_MLP, "scheduler=cosine", "scheduler.eta_min=1e-5", "optimizer.lr=0.01",
+                    "trainer.max_epochs=3")
+    run.engine.fit(run.data, run.batcher)
+    lrs = column(read_metrics(run_dir), "lr")  # each epoch's lr at its start
+    assert lrs[0] == pytest.approx(0.01)
+    assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == 3
+    assert run.engine.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5, rel=1e-6)
+
+
+def test_step_schedule_halves_the_lr_every_step_size_epochs(run_dir):
+    run = build_run(run_dir, SMALL_MLP, "scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.5",
+                    "optimizer.lr=0.01", "trainer.max_epochs=5")
+    run.engine.fit(run.data, run.batcher)
+    assert column(read_metrics(run_dir), "lr") == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])
+
+
+@pytest.mark.parametrize("overrides, mode", [
+    (["trainer.early_stopping.monitor=val_accuracy"], "max"),
+    (["trainer.early_stopping.monitor=val_loss"], "min"),
+    (["data=regression", "data.n_samples=300", "trainer.early_stopping.monitor=val_r2"], "max"),
+    (["data=regression", "data.n_samples=300", "trainer.early_stopping.monitor=val_rmse"], "min"),
+    (["trainer.early_stopping.monitor=val_loss", "trainer.early_stopping.mode=max"], "max"),
+], ids=["val_accuracy", "val_loss", "val_r2", "val_rmse", "explicit-mode"])
+def test_plateau_schedule_judges_the_monitored_metric_in_its_direction(run_dir, overrides, mode):
+    run = build_run(run_dir, SMALL_MLP, "scheduler=plateau", *overrides)
+    assert isinstance(run.engine.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert run.engine.scheduler.mode == mode

@@ -82,7 +82,8 @@ def test_early_stopping_direction_follows_the_metric_unless_mode_is_given(monito
 def test_a_filled_in_direction_does_not_leak_into_the_default_mode():
     assert EarlyStoppingConfig(monitor="val_accuracy").direction == "max"
     assert EarlyStoppingConfig().mode is None
-    assert validate(compose_config("trainer.early_stopping.monitor=val_r2")).early_stopping.direction == "max"
+    assert validate(compose_config("data=regression", "trainer.early_stopping.monitor=val_r2")
+                    ).early_stopping.direction == "max"
     assert validate(compose_config()).early_stopping.direction == "min"
 
 
@@ -110,12 +111,35 @@ def test_a_filled_in_direction_does_not_leak_into_the_default_mode():
     (["trainer.grad_clip=0"], "trainer.grad_clip", "0.0"),
     (["trainer.early_stopping.patience=0"], "trainer.early_stopping.patience", "0"),
     (["trainer.early_stopping.monitor=val_acc"], "trainer.early_stopping.monitor", "'val_acc'"),
+    (["data.task=ordinal"], "data.task", "'ordinal'"),
+    (["~data.task"], "data.task", "None"),
+    # a loss or a monitored metric the data's task cannot use
+    (["loss=bce"], "loss", "'bce'"),
+    (["data=regression", "loss=bce"], "loss", "'bce'"),
+    (["data=regression", "loss=cross_entropy"], "loss", "'cross_entropy'"),
+    (["loss=mse"], "loss", "'mse'"),
+    (["data=moons", "loss=l1"], "loss", "'l1'"),
+    (["data=breast_cancer", "loss=smooth_l1"], "loss", "'smooth_l1'"),
+    (["data=regression", "trainer.early_stopping.monitor=val_accuracy"], "trainer.early_stopping.monitor",
+     "'val_accuracy'"),
+    (["trainer.early_stopping.monitor=val_r2"], "trainer.early_stopping.monitor", "'val_r2'"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_validate_rejects_a_bad_override_naming_key_and_value(overrides, key, value_text):
     cfg = compose_config(*overrides)
     with pytest.raises(ConfigError) as error:
         validate(cfg)
     assert_names_key_and_value(error.value, key, value_text)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["data=breast_cancer", "loss=cross_entropy"],  # two logits for a binary set is fine
+    ["data=moons", "loss=bce"],
+    ["data=diabetes", "loss=smooth_l1"],
+    ["data=regression", "trainer.early_stopping.monitor=val_r2"],
+    ["trainer.early_stopping.monitor=val_accuracy"],
+])
+def test_validate_accepts_a_loss_and_monitor_the_task_can_use(overrides):
+    validate(compose_config(*overrides))
 
 
 def test_validate_returns_the_typed_trainer_settings():
@@ -132,9 +156,15 @@ def test_the_config_groups_are_the_ones_the_suite_covers():
     assert GROUPS == ["data", "loss", "model", "optimizer", "scheduler"]
 
 
+# A loss option needs a data set whose task it can train (the default, digits, is multiclass).
+DATA_FOR_LOSS = {"bce": "data=moons", "mse": "data=regression", "smooth_l1": "data=regression",
+                 "l1": "data=regression"}
+
+
 @pytest.mark.parametrize("group, option", [(group, option) for group in GROUPS for option in options(group)])
 def test_every_option_of_every_group_composes_and_validates(group, option):
-    cfg = compose_config(f"{group}={option}", shrink=False)
+    partner = [DATA_FOR_LOSS[option]] if group == "loss" and option in DATA_FOR_LOSS else []
+    cfg = compose_config(f"{group}={option}", *partner, shrink=False)
     assert isinstance(validate(cfg), TrainerConfig)
     shipped = OmegaConf.load(config_dir() / group / f"{option}.yaml") or {}
     composed = OmegaConf.to_container(cfg[group])

@@ -7,12 +7,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import compose_config, options
+from trainer.config import ConfigError
 from trainer.data import Arrays, build_data
+from trainer.data.splits import SPLIT_KEYS
 from trainer.data.synthetic import regression
 
 DATA = options("data")
-# The keys train.yaml shares across data sets: how to split and serve, not what to load.
-SHARED_KEYS = ("batch_size", "val_fraction", "test_fraction", "split_seed", "standardize")
 # What each data option must come out as: task, input_shape, num_classes.
 EXPECTED = {
     "breast_cancer": ("binary", (30,), 2),
@@ -43,7 +43,7 @@ def raw_splits(option: str, *overrides: str):
 def loader_arrays(option: str) -> Arrays:
     """What the option's loader itself returns, before any splitting."""
     cfg = compose_config(f"data={option}").data
-    return instantiate(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in SHARED_KEYS]))
+    return instantiate(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in SPLIT_KEYS]))
 
 
 def sorted_rows(x, y) -> np.ndarray:
@@ -178,7 +178,7 @@ def test_regression_without_standardisation_has_no_target_std():
 def test_synthetic_regression_follows_its_formula_exactly_without_noise():
     arrays = regression(n_samples=200, noise=0.0, seed=1)
     x = arrays.x
-    assert arrays.task == "regression" and x.shape == (200, 3)
+    assert x.shape == (200, 3)
     np.testing.assert_array_equal(arrays.y, x[:, 0] ** 2 + 2 * x[:, 1] - 0.5 * x[:, 2])
 
 
@@ -199,12 +199,13 @@ def test_built_regression_split_keeps_each_target_with_its_features():
         assert torch.allclose(y[:, 0].double(), formula, atol=1e-4), name
 
 
-def test_arrays_rejects_an_unknown_task():
-    with pytest.raises(ValueError, match=r"task must be one of multiclass, binary, regression, got 'ordinal'"):
-        Arrays(x=np.zeros((3, 2)), y=np.zeros(3), task="ordinal")
+def test_a_binary_task_on_labels_with_more_classes_is_a_config_error():
+    with pytest.raises(ConfigError) as error:
+        build_data(compose_config("data.task=binary").data)
+    assert str(error.value) == "data.task: got 'binary', expected multiclass: the labels have 10 classes"
 
 
 def test_arrays_rejects_features_and_targets_of_different_lengths():
     with pytest.raises(ValueError, match=r"x has 3 samples but y has 2"):
-        Arrays(x=np.zeros((3, 2)), y=np.zeros(2), task="binary")
+        Arrays(x=np.zeros((3, 2)), y=np.zeros(2))
 

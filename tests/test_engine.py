@@ -248,16 +248,6 @@ def test_early_stopping_ends_fit_after_patience_epochs_without_improvement(run_d
     assert len(read_metrics(run_dir)) == epochs
 
 
-def test_monitoring_a_metric_the_task_does_not_measure_is_a_config_error(run_dir):
-    run = build_run(run_dir, SMALL_MLP, "data=regression", "data.n_samples=300",
-                    "trainer.early_stopping.monitor=val_accuracy")
-    with pytest.raises(ConfigError) as error:
-        run.engine.fit(run.data, run.batcher)
-    assert error.value.key == "trainer.early_stopping.monitor"
-    assert str(error.value).startswith("trainer.early_stopping.monitor: got 'val_accuracy'")
-    assert "val_r2" in str(error.value)
-
-
 # --- schedules --------------------------------------------------------------------------------------------------
 
 def test_cosine_schedule_anneals_the_lr_to_eta_min_by_the_last_step(run_dir):

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+TASKS = ("multiclass", "binary", "regression")
 PRECISIONS = ("32", "bf16", "16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 METRICS_MAXIMISED = ("val_accuracy", "val_r2")
@@ -154,6 +155,23 @@ BETAS = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_num
              "two numbers in [0, 1), e.g. [0.9,0.999]")
 
 
+# The losses of configs/loss/ by `_target_`: their option name and the tasks they can train. (A loss of your own
+# is not checked.)
+LOSSES = {
+    "torch.nn.CrossEntropyLoss": ("cross_entropy", ("multiclass", "binary")),
+    "torch.nn.BCEWithLogitsLoss": ("bce", ("binary",)),
+    "torch.nn.MSELoss": ("mse", ("regression",)),
+    "torch.nn.SmoothL1Loss": ("smooth_l1", ("regression",)),
+    "torch.nn.L1Loss": ("l1", ("regression",)),
+}
+
+
+def measured_metrics(task: str) -> tuple[str, ...]:
+    """The validation metrics a run of this task logs (Engine.evaluate computes them)."""
+    names = ("loss", "mse", "rmse", "r2") if task == "regression" else ("loss", "accuracy")
+    return tuple(f"val_{name}" for name in names)
+
+
 def _choice(*options: str) -> Rule:
     return Rule(lambda v: v in options, "one of " + ", ".join(options))
 
@@ -162,6 +180,7 @@ def _choice(*options: str) -> Rule:
 # does not have is not checked, so a user's own `_target_` with other arguments passes through untouched.
 RULES: dict[str, Rule] = {
     "seed": NON_NEGATIVE_INT,
+    "data.task": _choice(*TASKS),
     "data.batch_size": POSITIVE_INT,
     "data.val_fraction": OPEN_FRACTION,
     "data.test_fraction": OPEN_FRACTION,
@@ -223,6 +242,23 @@ def validate(cfg: DictConfig) -> TrainerConfig:
         raise ConfigError("model.d_model", model.d_model,
                           f"a multiple of model.num_heads={model.num_heads} (each head gets d_model/num_heads)")
     try:
-        return OmegaConf.to_object(cfg.trainer)
+        settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     except ConfigError as error:
         raise ConfigError(f"trainer.{error.key}", error.value, error.allowed) from None
+    _check_task_fit(cfg, settings)
+    return settings
+
+
+def _check_task_fit(cfg: DictConfig, settings: TrainerConfig) -> None:
+    """The loss and the monitored metric must suit the data's task (data.task)."""
+    task = cfg.data.get("task")
+    if task is None:
+        raise ConfigError("data.task", task, f"one of {', '.join(TASKS)} (every data config says what it is for)")
+    target = cfg.loss.get("_target_")
+    if target in LOSSES and task not in LOSSES[target][1]:
+        suitable = [name for name, tasks in LOSSES.values() if task in tasks]
+        raise ConfigError("loss", LOSSES[target][0], f"one of {', '.join(suitable)} for a {task} set (or auto)")
+    measured = measured_metrics(task)
+    if settings.early_stopping.monitor not in measured:
+        raise ConfigError("trainer.early_stopping.monitor", settings.early_stopping.monitor,
+                          f"one of {', '.join(measured)} (what a {task} set measures)")

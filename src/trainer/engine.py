@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from trainer import __version__
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.config import ConfigError, TrainerConfig
+from trainer.config import TrainerConfig
 from trainer.data import Batcher, DataSplits
 from trainer.early_stopping import EarlyStopping, StopReason
 from trainer.losses import targets_for, weight_penalty
@@ -66,9 +66,6 @@ class Engine:
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss = self.train_epoch(batcher)
             val = {f"val_{name}": value for name, value in self.evaluate(x_val, y_val, data.target_std).items()}
-            if monitor not in val:
-                raise ConfigError("trainer.early_stopping.monitor", monitor,
-                                  f"one of {', '.join(val)} (what a {data.task} set measures)")
             if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self._step_epoch_scheduler(val[monitor])
             self.epoch += 1

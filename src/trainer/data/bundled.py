@@ -10,7 +10,7 @@ def digits() -> Arrays:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    return Arrays(x=bunch.images[:, None, :, :], y=bunch.target, task="multiclass")
+    return Arrays(x=bunch.images[:, None, :, :], y=bunch.target)
 
 
 def breast_cancer() -> Arrays:
@@ -18,7 +18,7 @@ def breast_cancer() -> Arrays:
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer()
-    return Arrays(x=bunch.data, y=bunch.target, task="binary")
+    return Arrays(x=bunch.data, y=bunch.target)
 
 
 def diabetes() -> Arrays:
@@ -26,4 +26,4 @@ def diabetes() -> Arrays:
     from sklearn.datasets import load_diabetes
 
     bunch = load_diabetes()
-    return Arrays(x=bunch.data, y=bunch.target, task="regression")
+    return Arrays(x=bunch.data, y=bunch.target)

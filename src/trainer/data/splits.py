@@ -10,9 +10,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-TASKS = ("multiclass", "binary", "regression")
-# Keys of a data config that say how to split and serve the set; every other key goes to the loader (`_target_`).
-SPLIT_KEYS = ("batch_size", "val_fraction", "test_fraction", "split_seed", "standardize")
+from trainer.config import ConfigError
+
+# Keys of a data config that say what the set is for and how to split and serve it; every other key goes to the
+# loader (`_target_`).
+SPLIT_KEYS = ("task", "batch_size", "val_fraction", "test_fraction", "split_seed", "standardize")
 
 
 @dataclass
@@ -23,12 +25,8 @@ class Arrays:
     """Features, shape (N, *input_shape)."""
     y: np.ndarray
     """Class indices, shape (N,), for classification; values, shape (N,) or (N, T), for regression."""
-    task: str
-    """multiclass, binary or regression."""
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if len(self.x) != len(self.y):
             raise ValueError(f"x has {len(self.x)} samples but y has {len(self.y)}")
 
@@ -57,9 +55,13 @@ def build_data(cfg: DictConfig) -> DataSplits:
     """Load the set named by `cfg._target_`, split it (stratified for classes) and standardise it on train."""
     loader_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in SPLIT_KEYS])
     arrays: Arrays = instantiate(loader_cfg)
-    classification = arrays.task != "regression"
+    classification = cfg.task != "regression"
     x = arrays.x.astype(np.float32)
     y = arrays.y.astype(np.int64) if classification else arrays.y.astype(np.float32).reshape(len(arrays.y), -1)
+
+    num_classes = int(y.max()) + 1 if classification else None
+    if cfg.task == "binary" and num_classes != 2:
+        raise ConfigError("data.task", "binary", f"multiclass: the labels have {num_classes} classes")
 
     x_train, y_train, x_val, y_val, x_test, y_test = _split(x, y, cfg.val_fraction, cfg.test_fraction,
                                                             cfg.split_seed, stratify=classification)
@@ -75,8 +77,8 @@ def build_data(cfg: DictConfig) -> DataSplits:
 
     return DataSplits(
         train=tensors(x_train, y_train), val=tensors(x_val, y_val), test=tensors(x_test, y_test),
-        task=arrays.task, input_shape=tuple(x.shape[1:]),
-        num_classes=int(y.max()) + 1 if classification else None, target_std=target_std,
+        task=cfg.task, input_shape=tuple(x.shape[1:]),
+        num_classes=num_classes, target_std=target_std,
     )
 
 

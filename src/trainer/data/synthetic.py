@@ -12,7 +12,7 @@ def regression(n_samples: int = 5000, noise: float = 0.1, seed: int = 0) -> Arra
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n_samples, 3))
     y = x[:, 0] ** 2 + 2 * x[:, 1] - 0.5 * x[:, 2] + noise * rng.standard_normal(n_samples)
-    return Arrays(x=x, y=y, task="regression")
+    return Arrays(x=x, y=y)
 
 
 def moons(n_samples: int = 1000, noise: float = 0.2, seed: int = 0) -> Arrays:
@@ -20,7 +20,7 @@ def moons(n_samples: int = 1000, noise: float = 0.2, seed: int = 0) -> Arrays:
     from sklearn.datasets import make_moons
 
     x, y = make_moons(n_samples=n_samples, noise=noise, random_state=seed)
-    return Arrays(x=x, y=y, task="binary")
+    return Arrays(x=x, y=y)
 
 
 def circles(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> Arrays:
@@ -28,7 +28,7 @@ def circles(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> Arrays:
     from sklearn.datasets import make_circles
 
     x, y = make_circles(n_samples=n_samples, noise=noise, factor=0.5, random_state=seed)
-    return Arrays(x=x, y=y, task="binary")
+    return Arrays(x=x, y=y)
 
 
 def spiral(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> Arrays:
@@ -39,7 +39,7 @@ def spiral(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> Arrays:
     angle = 1.75 * 2 * np.pi * t + np.pi * y
     radius = 5 * t
     x = np.stack([radius * np.sin(angle), radius * np.cos(angle)], axis=1)
-    return Arrays(x=x + 5 * noise * rng.standard_normal(x.shape), y=y, task="binary")
+    return Arrays(x=x + 5 * noise * rng.standard_normal(x.shape), y=y)
 
 
 def xor(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> Arrays:
@@ -48,4 +48,4 @@ def xor(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> Arrays:
     x = rng.uniform(-5, 5, (n_samples, 2))
     x += np.sign(x) * 0.3
     y = (x[:, 0] * x[:, 1] > 0).astype(np.int64)
-    return Arrays(x=x + 5 * noise * rng.standard_normal(x.shape), y=y, task="binary")
+    return Arrays(x=x + 5 * noise * rng.standard_normal(x.shape), y=y)

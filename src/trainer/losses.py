@@ -29,7 +29,10 @@ def targets_for(criterion: nn.Module, y: torch.Tensor) -> torch.Tensor:
 
 def weight_penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
     """l1 * sum|w| + l2 * sum w^2 over weight matrices (biases and norm scales are not penalised)."""
-    if not (l1 or l2):
-        return 0.0
     weights = [p for p in model.parameters() if p.dim() >= 2]
-    return (l1 * sum(w.abs().sum() for w in weights)) + (l2 * sum(w.pow(2).sum() for w in weights))
+    penalty = 0.0
+    if l1:
+        penalty = penalty + l1 * sum(w.abs().sum() for w in weights)
+    if l2:
+        penalty = penalty + l2 * sum(w.pow(2).sum() for w in weights)
+    return penalty

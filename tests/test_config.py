@@ -142,6 +142,13 @@ def test_validate_accepts_a_loss_and_monitor_the_task_can_use(overrides):
     validate(compose_config(*overrides))
 
 
+def test_model_rules_leave_a_model_of_your_own_alone():
+    cfg = compose_config("model._target_=my_package.Net", "model.activation=silu", "model.dropout=2")
+    validate(cfg)
+    with pytest.raises(ConfigError, match="^model.activation: got 'silu'"):
+        validate(compose_config("model.activation=silu"))
+
+
 def test_validate_returns_the_typed_trainer_settings():
     settings = validate(compose_config("trainer.max_epochs=7", "trainer.grad_clip=0.5", "trainer.precision=bf16"))
     assert isinstance(settings, TrainerConfig)

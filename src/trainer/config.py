@@ -177,7 +177,8 @@ def _choice(*options: str) -> Rule:
 
 
 # Keys of the component groups (data, model, loss, optimizer, scheduler) and what each accepts. A key a config
-# does not have is not checked, so a user's own `_target_` with other arguments passes through untouched.
+# does not have is not checked, and the model keys only for our models (trainer.models), so a user's own
+# `_target_` takes its arguments as it likes.
 RULES: dict[str, Rule] = {
     "seed": NON_NEGATIVE_INT,
     "data.task": _choice(*TASKS),
@@ -221,7 +222,11 @@ RULES: dict[str, Rule] = {
 
 def validate(cfg: DictConfig) -> TrainerConfig:
     """Check a composed config; return the engine's typed settings. Raises ConfigError naming the first bad key."""
+    data, model = cfg.data, cfg.model
+    our_model = str(model.get("_target_")).startswith("trainer.models.")
     for key, rule in RULES.items():
+        if key.startswith("model.") and not our_model:
+            continue
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if not isinstance(node, DictConfig) or leaf not in node.keys():
@@ -233,12 +238,11 @@ def validate(cfg: DictConfig) -> TrainerConfig:
             value = OmegaConf.to_container(value, resolve=True)
         if not rule.accepts(value):
             raise ConfigError(key, value, rule.allowed)
-    data, model = cfg.data, cfg.model
     if data.val_fraction + data.test_fraction >= 1:
         raise ConfigError("data.val_fraction", data.val_fraction,
                           f"a fraction that leaves samples to train: val_fraction + test_fraction < 1 "
                           f"(test_fraction={data.test_fraction})")
-    if "num_heads" in model and "d_model" in model and model.d_model % model.num_heads:
+    if our_model and "num_heads" in model and "d_model" in model and model.d_model % model.num_heads:
         raise ConfigError("model.d_model", model.d_model,
                           f"a multiple of model.num_heads={model.num_heads} (each head gets d_model/num_heads)")
     try:

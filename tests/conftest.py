@@ -25,6 +25,17 @@ def options(group: str) -> list[str]:
     return sorted(path.stem for path in (config_dir() / group).glob("*.yaml"))
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The suite's models are tiny: on a 2-core machine one thread is many times faster than two that contend."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     path = tmp_path / "run"

@@ -23,15 +23,6 @@ CLEARLY_LOWER = 0.75
 """A training loss 'went clearly down' when it ends below this fraction of where it started."""
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These models are tiny: on a 2-core machine one thread is many times faster than two that contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build_run(run_dir: Path, *overrides: str) -> Run:
     return build(compose_config("trainer.device=cpu", *overrides), run_dir)
 

@@ -16,13 +16,8 @@ MODELS = {
 
 
 @pytest.fixture(autouse=True)
-def seeded_single_thread():
-    """Seeded weights and data; one CPU thread, since on tensors this small extra threads only add waiting."""
-    threads = torch.get_num_threads()
+def seeded():
     torch.manual_seed(0)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def linears(model):

@@ -17,15 +17,6 @@ from trainer.run import build, train
 SMALL_MLP = "model.hidden_sizes=[32]"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These models are tiny: on a 2-core machine one thread is many times faster than two that contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def restore_deterministic_algorithms():
     """trainer.deterministic=true switches torch to deterministic kernels for the whole process; undo it."""

@@ -26,8 +26,8 @@ TRAIN = shutil.which("train", path=str(Path(sys.executable).parent))
 GROUPS = ("data", "model", "loss", "optimizer", "scheduler")
 
 
-def run_command(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+def run_command(command: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"} | (extra_env or {})
     env["OMP_NUM_THREADS"] = "1"  # tiny models: one thread is faster than two contending for a 2-core CPU
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -194,3 +194,36 @@ def test_a_setting_the_regression_set_cannot_use_exits_2_with_one_line_and_write
     assert "Traceback" not in result.stdout + result.stderr
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("train: error: "), result.stderr
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["+model.foo=1"], "Error in call to target 'trainer.models.MLP': TypeError: "),
+    (["data.task=binary"], "data.task: got 'binary', expected multiclass: the labels have 10 classes"),
+], ids=["argument-the-model-rejects", "task-the-labels-contradict"])
+def test_a_mistake_found_once_the_run_started_still_exits_2_with_one_line(tmp_path, elsewhere, args, message):
+    result = train(*args, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=elsewhere)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"train: error: {message}"), result.stderr
+
+
+def test_a_regular_install_carries_the_configs_inside_the_package(tmp_path, elsewhere):
+    """The wheel (not the editable install) puts configs/ in trainer/configs, and `train` runs from there."""
+    wheel_dir, site = tmp_path / "wheel", tmp_path / "site"
+    project = Path(__file__).resolve().parents[1]
+    build = run_command([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheel_dir),
+                         str(project)], elsewhere)
+    assert build.returncode == 0, build.stderr
+    install = run_command([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site),
+                           *map(str, wheel_dir.glob("*.whl"))], elsewhere)
+    assert install.returncode == 0, install.stderr
+    env_path = {"PYTHONPATH": str(site)}  # the wheel's trainer shadows the editable one
+    where = run_command([sys.executable, "-c", "import trainer.config as c; print(c.config_dir())"], elsewhere,
+                        env_path)
+    assert where.stdout.strip() == str(site / "trainer" / "configs")
+    run_dir = tmp_path / "run"
+    result = run_command([sys.executable, "-m", "trainer", "data=moons", "trainer.max_epochs=1",
+                          f"hydra.run.dir={run_dir}"], elsewhere, env_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 1

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_config, options
-from trainer.config import ConfigError, EarlyStoppingConfig, TrainerConfig, config_dir, validate
+from trainer.config import LOSSES, ConfigError, EarlyStoppingConfig, TrainerConfig, config_dir, validate
 
 
 def assert_names_key_and_value(error: ConfigError, key: str, value_text: str) -> None:
@@ -112,6 +112,9 @@ def test_a_filled_in_direction_does_not_leak_into_the_default_mode():
     (["trainer.early_stopping.patience=0"], "trainer.early_stopping.patience", "0"),
     (["trainer.early_stopping.monitor=val_acc"], "trainer.early_stopping.monitor", "'val_acc'"),
     (["data.task=ordinal"], "data.task", "'ordinal'"),
+    (["data=moons", "data.seed=abc"], "data.seed", "'abc'"),
+    (["data.drop_last=maybe"], "data.drop_last", "'maybe'"),
+    (["scheduler=plateau", "scheduler.interval=step"], "scheduler.interval", "'step'"),
     (["~data.task"], "data.task", "None"),
     # a loss or a monitored metric the data's task cannot use
     (["loss=bce"], "loss", "'bce'"),
@@ -140,6 +143,23 @@ def test_validate_rejects_a_bad_override_naming_key_and_value(overrides, key, va
 ])
 def test_validate_accepts_a_loss_and_monitor_the_task_can_use(overrides):
     validate(compose_config(*overrides))
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_data_option_brings_a_loss_its_task_can_train(data):
+    cfg = compose_config(f"data={data}")
+    option, tasks = LOSSES[cfg.loss._target_]
+    assert cfg.data.task in tasks
+    validate(cfg)
+
+
+@pytest.mark.parametrize("order", [["data=regression", "loss=l1"], ["loss=l1", "data=regression"]])
+def test_a_loss_on_the_command_line_beats_the_data_option_s_loss(order):
+    assert compose_config(*order).loss._target_ == "torch.nn.L1Loss"
+
+
+def test_the_loss_settings_of_the_data_option_s_loss_can_be_overridden():
+    assert compose_config("loss.label_smoothing=0.3").loss.label_smoothing == 0.3
 
 
 def test_model_rules_leave_a_model_of_your_own_alone():
@@ -173,6 +193,7 @@ def test_every_option_of_every_group_composes_and_validates(group, option):
     partner = [DATA_FOR_LOSS[option]] if group == "loss" and option in DATA_FOR_LOSS else []
     cfg = compose_config(f"{group}={option}", *partner, shrink=False)
     assert isinstance(validate(cfg), TrainerConfig)
-    shipped = OmegaConf.load(config_dir() / group / f"{option}.yaml") or {}
+    shipped = OmegaConf.load(config_dir() / group / f"{option}.yaml") or OmegaConf.create()
+    shipped.pop("defaults", None)  # a defaults list composes other groups; it is not a value of this one
     composed = OmegaConf.to_container(cfg[group])
     assert {key: composed.get(key) for key in shipped} == OmegaConf.to_container(OmegaConf.create(shipped))

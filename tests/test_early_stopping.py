@@ -28,6 +28,13 @@ def test_stops_after_patience_epochs_without_improvement(values, options, stops_
     assert first_stop(values, **options) == stops_at
 
 
+def test_a_non_finite_value_is_never_an_improvement():
+    stopper = EarlyStopping(mode="min", patience=10)
+    assert [stopper.update(v, e) for e, v in enumerate([float("nan"), 5.0, float("-inf"), 4.0])] == [
+        False, True, False, True]
+    assert (stopper.best, stopper.best_epoch) == (4.0, 3)
+
+
 def test_remembers_best_value_and_epoch():
     stopper = EarlyStopping(mode="min", patience=10)
     for epoch, value in enumerate([4.0, 2.0, 3.0, 2.5]):

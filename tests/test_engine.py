@@ -12,7 +12,7 @@ import torch
 
 from conftest import compose_config, options
 from trainer.checkpoint import load_checkpoint
-from trainer.config import ConfigError
+from trainer.config import ConfigError, measured_metrics
 from trainer.early_stopping import StopReason
 from trainer.run import Run, build
 
@@ -69,7 +69,7 @@ DATA_CASES = {
 @pytest.mark.parametrize("data", options("data"))
 def test_every_data_set_trains_with_its_default_loss_and_the_mlp(run_dir, data):
     extra, epochs = DATA_CASES.get(data, ((), 3))
-    run = build_run(run_dir, f"data={data}", "loss=auto", "model=mlp", "model.hidden_sizes=[64,64]",
+    run = build_run(run_dir, f"data={data}", "model=mlp", "model.hidden_sizes=[64,64]",
                     "optimizer.lr=0.01", *extra)
     assert_training_lowers_the_loss(run, epochs)
 
@@ -90,7 +90,6 @@ def test_every_model_trains_on_digits(run_dir, model):
 
 # Each loss with the data sets it is meant for; a binary set can take either classification loss.
 LOSS_DATA = {
-    "auto": ["digits"],
     "bce": ["moons"],
     "cross_entropy": ["moons", "digits"],
     "mse": ["regression"],
@@ -269,3 +268,41 @@ def test_plateau_schedule_judges_the_monitored_metric_in_its_direction(run_dir, 
     run = build_run(run_dir, SMALL_MLP, "scheduler=plateau", *overrides)
     assert isinstance(run.engine.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert run.engine.scheduler.mode == mode
+
+
+def test_a_diverging_run_stops_and_keeps_no_diverged_checkpoint(run_dir):
+    run = build_run(run_dir, SMALL_MLP, "optimizer=sgd", "optimizer.lr=1e4", "trainer.max_epochs=5")
+    result = run.engine.fit(run.data, run.batcher)
+    assert (result.stop_reason, result.epochs, result.best_epoch) == (StopReason.DIVERGED, 1, None)
+    assert not (run_dir / "checkpoints" / "best.pt").exists()
+    assert not (run_dir / "checkpoints" / "last.pt").exists()
+    assert run.engine.test(run.data) == {}
+
+
+def test_train_loss_leaves_out_the_weight_penalty(run_dir):
+    run = build_run(run_dir, SMALL_MLP, "trainer.l2=100", "optimizer=sgd", "optimizer.lr=1e-9")
+    x, y = next(iter(run.batcher))
+    with torch.no_grad():
+        data_loss = run.engine.criterion(run.engine.model(x), y)
+    assert run.engine.train_step(x, y).item() == pytest.approx(data_loss.item(), rel=1e-4)
+
+
+def test_a_last_batch_of_one_sample_is_dropped_when_the_model_has_batchnorm(run_dir):
+    # digits trains on 1,257 samples: batches of 8 leave 1 over, which BatchNorm cannot normalise.
+    run = build_run(run_dir, SMALL_MLP, "model.norm=batchnorm", "data.batch_size=8")
+    assert run.batcher.drop_last and len(run.batcher) == 1257 // 8
+    run.engine.train_epoch(run.batcher)
+    plain = build_run(run_dir, SMALL_MLP, "data.batch_size=8")
+    assert not plain.batcher.drop_last and len(plain.batcher) == 1257 // 8 + 1
+
+
+def test_drop_last_is_a_data_setting(run_dir):
+    run = build_run(run_dir, SMALL_MLP, "data.drop_last=true", "data.batch_size=100")
+    assert [len(y) for _, y in run.batcher] == [100] * 12
+
+
+@pytest.mark.parametrize("data", ["data=digits", "data=moons", "data=regression"])
+def test_evaluate_measures_what_validate_expects_of_the_task(run_dir, data):
+    run = build_run(run_dir, SMALL_MLP, data, "data.n_samples=200" if data != "data=digits" else "seed=0")
+    measured = run.engine.evaluate(*run.data.val, run.data.target_std)
+    assert tuple(f"val_{name}" for name in measured) == measured_metrics(run.data.task)

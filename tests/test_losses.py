@@ -7,7 +7,7 @@ from torch import nn
 from conftest import options
 from trainer.config import TASKS, config_dir
 from trainer.data import DataSplits
-from trainer.losses import DEFAULT_LOSS, num_outputs, targets_for, weight_penalty
+from trainer.losses import num_outputs, targets_for, weight_penalty
 from trainer.models import MLP
 
 
@@ -89,14 +89,3 @@ def test_weight_penalty_has_gradients_for_the_weights():
 
 def test_weight_penalty_is_zero_when_both_weights_are_zero():
     assert weight_penalty(MLP((5,), 2), 0.0, 0.0) == 0
-
-
-def test_default_loss_covers_every_task_with_an_existing_loss_option():
-    assert set(DEFAULT_LOSS) == set(TASKS)
-    assert set(DEFAULT_LOSS.values()) <= set(options("loss"))
-
-
-@pytest.mark.parametrize("task", TASKS)
-def test_default_loss_fits_its_task(task):
-    data = split_set(task, num_classes={"multiclass": 3, "binary": 2}.get(task))
-    assert num_outputs(loss(DEFAULT_LOSS[task]), data) == {"multiclass": 3, "binary": 1, "regression": 1}[task]

@@ -135,8 +135,8 @@ def test_mlp_without_dropout_is_deterministic_in_train_mode():
 
 def test_dropout_net_defaults_to_dropout_after_each_hidden_activation():
     model = DropoutNet(VECTOR, 2)
-    assert [layer.dropout.p for layer in model.hidden] == [0.2, 0.2]
-    assert [linear.out_features for linear in linears(model)] == [256, 128, 2]
+    assert [layer.dropout.p for layer in model.hidden] == [0.3, 0.3]
+    assert [linear.out_features for linear in linears(model)] == [512, 256, 2]
 
 
 @pytest.mark.parametrize("d_model, num_heads", [(10, 3), (64, 5)])

@@ -1,9 +1,10 @@
-"""`trainer.run.train` in-process: the summary it writes, the loss `loss=auto` picks and records, seeding."""
+"""`trainer.run.train` in-process: the summary it writes, the loss a data option brings, seeding."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def model_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     (["data=digits"], {"loss", "accuracy"}),
     (["data=regression", "data.n_samples=500"], {"loss", "mse", "rmse", "r2"}),
 ], ids=["digits", "regression"])
-def test_train_returns_the_best_value_and_writes_the_summary(run_dir, capsys, data, test_metrics):
+def test_train_returns_the_best_value_and_writes_the_summary(run_dir, caplog, data, test_metrics):
+    caplog.set_level(logging.INFO, logger="trainer.run")
     best_value = train_in(run_dir, *data, "trainer.max_epochs=2")
     summary = read_summary(run_dir)
 
@@ -60,7 +62,7 @@ def test_train_returns_the_best_value_and_writes_the_summary(run_dir, capsys, da
     val_losses = [float(row["val_loss"]) for row in read_metrics(run_dir)]
     assert summary["best_epoch"] == 1 + val_losses.index(min(val_losses))
     assert best_value == pytest.approx(min(val_losses), rel=1e-6)
-    assert f"test metrics (best epoch {summary['best_epoch']} of 2" in capsys.readouterr().out
+    assert f"test metrics (best epoch {summary['best_epoch']} of 2" in caplog.text
 
 
 def test_regression_summary_reports_rmse_as_the_root_of_mse(run_dir):
@@ -89,8 +91,8 @@ def test_test_metrics_come_from_the_best_epoch_not_the_last(tmp_path):
     (["data=breast_cancer"], "torch.nn.BCEWithLogitsLoss"),
     (["data=regression", "data.n_samples=300"], "torch.nn.MSELoss"),
 ], ids=["digits", "breast_cancer", "regression"])
-def test_auto_loss_is_the_tasks_loss_and_is_recorded_in_the_checkpoint(run_dir, data, loss_target):
-    train_in(run_dir, *data, "loss=auto", "trainer.max_epochs=1")
+def test_the_data_option_s_loss_is_recorded_in_the_checkpoint(run_dir, data, loss_target):
+    train_in(run_dir, *data, "trainer.max_epochs=1")
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert checkpoint["config"]["loss"]["_target_"] == loss_target
 
@@ -111,3 +113,10 @@ def test_seed_zero_is_a_real_seed_and_other_seeds_give_other_weights(tmp_path):
     zero, zero_again, one = (model_weights(tmp_path / name) for name in ("zero", "zero_again", "one"))
     assert all(torch.equal(zero[key], zero_again[key]) for key in zero)
     assert not any(torch.equal(zero[key], one[key]) for key in zero)
+
+
+def test_a_diverged_run_writes_a_strict_json_summary_with_nothing_to_test(run_dir):
+    best = train_in(run_dir, "optimizer=sgd", "optimizer.lr=1e4", "trainer.max_epochs=3")
+    summary = json.loads((run_dir / "summary.json").read_text(), parse_constant=lambda token: pytest.fail(token))
+    assert (summary["stop_reason"], summary["test"], summary["best_epoch"]) == ("diverged", {}, None)
+    assert math.isnan(best)

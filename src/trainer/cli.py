@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -46,7 +46,14 @@ class ValidateBeforeRun(Callback):
 def _train_app(cfg: DictConfig) -> float:
     from trainer.run import train as run
 
-    return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    # Mistakes found only once the run has started (the data contradicts data.task, a component rejects its
+    # arguments) also end in one line; exiting here, inside the job, keeps Hydra from adding its own report.
+    try:
+        return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as error:
+        _exit_with(str(error))
+    except InstantiationException as error:
+        _exit_with(describe_config_error(error))
 
 
 def train() -> None:
@@ -55,8 +62,6 @@ def train() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         _train_app()
-    except ConfigError as error:
-        _exit_with(str(error))
     except (HydraException, OmegaConfBaseException) as error:
         _exit_with(describe_config_error(error))
 
@@ -72,6 +77,9 @@ def describe_config_error(error: Exception) -> str:
     if isinstance(cause, ValidationError) and cause.full_key and dataclasses.is_dataclass(cause.object_type):
         declared = typing.get_type_hints(cause.object_type)[cause.key]
         return str(ConfigError(cause.full_key, cause.value, _describe_type(declared)))
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        # "Error in call to target 'trainer.models.MLP':" + "MLP.__init__() got an unexpected keyword argument"
+        return f"{str(error).splitlines()[0]} {type(error.__cause__).__name__}: {error.__cause__}"
     return " ".join(str(error).split("\n")[0].split())
 
 

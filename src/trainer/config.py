@@ -166,6 +166,9 @@ LOSSES = {
 }
 
 
+PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+
+
 def measured_metrics(task: str) -> tuple[str, ...]:
     """The validation metrics a run of this task logs (Engine.evaluate computes them)."""
     names = ("loss", "mse", "rmse", "r2") if task == "regression" else ("loss", "accuracy")
@@ -187,6 +190,8 @@ RULES: dict[str, Rule] = {
     "data.test_fraction": OPEN_FRACTION,
     "data.split_seed": NON_NEGATIVE_INT,
     "data.standardize": BOOL,
+    "data.drop_last": BOOL,
+    "data.seed": NON_NEGATIVE_INT,
     "data.n_samples": POSITIVE_INT,
     "data.noise": NON_NEGATIVE,
     "model.hidden_sizes": INT_LIST,
@@ -245,6 +250,9 @@ def validate(cfg: DictConfig) -> TrainerConfig:
     if our_model and "num_heads" in model and "d_model" in model and model.d_model % model.num_heads:
         raise ConfigError("model.d_model", model.d_model,
                           f"a multiple of model.num_heads={model.num_heads} (each head gets d_model/num_heads)")
+    if cfg.scheduler.get("_target_") == PLATEAU and cfg.scheduler.get("interval") != "epoch":
+        raise ConfigError("scheduler.interval", cfg.scheduler.get("interval"),
+                          "epoch (reduce-on-plateau compares the monitored metric, measured once per epoch)")
     try:
         settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     except ConfigError as error:
@@ -261,7 +269,7 @@ def _check_task_fit(cfg: DictConfig, settings: TrainerConfig) -> None:
     target = cfg.loss.get("_target_")
     if target in LOSSES and task not in LOSSES[target][1]:
         suitable = [name for name, tasks in LOSSES.values() if task in tasks]
-        raise ConfigError("loss", LOSSES[target][0], f"one of {', '.join(suitable)} for a {task} set (or auto)")
+        raise ConfigError("loss", LOSSES[target][0], f"one of {', '.join(suitable)} for a {task} set")
     measured = measured_metrics(task)
     if settings.early_stopping.monitor not in measured:
         raise ConfigError("trainer.early_stopping.monitor", settings.early_stopping.monitor,

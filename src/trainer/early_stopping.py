@@ -4,6 +4,7 @@ an improvement of more than `min_delta`."""
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any, Optional
 
 
@@ -12,6 +13,7 @@ class StopReason(str, enum.Enum):
 
     MAX_EPOCHS = "max_epochs"
     EARLY_STOPPING = "early_stopping"
+    DIVERGED = "diverged"
 
 
 class EarlyStopping:
@@ -26,7 +28,9 @@ class EarlyStopping:
         """Epochs since the last improvement."""
 
     def improves(self, value: float) -> bool:
-        """True if `value` beats the best so far by more than min_delta."""
+        """True if `value` beats the best so far by more than min_delta; nan and inf never do."""
+        if not math.isfinite(value):
+            return False
         if self.best is None:
             return True
         if self.mode == "min":

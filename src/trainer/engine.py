@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +75,15 @@ class Engine:
             log.info("epoch %d/%d  train_loss %.4f  %s  lr %.3g", self.epoch, self.settings.max_epochs, train_loss,
                      "  ".join(f"{k} {v:.4f}" for k, v in val.items()), lr)
 
-            if self.early_stopping.update(val[monitor], self.epoch):
-                save_checkpoint(self.state_dict(), self.checkpoint_dir / "best.pt")
-            if self.settings.checkpoint.save_last:
-                save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
+            if not (math.isfinite(train_loss) and math.isfinite(val[monitor])):
+                # Kept out of best.pt and last.pt: the checkpoints stay those of the last finite epoch.
+                log.error("epoch %d: the loss diverged (train_loss %s, %s %s) at learning rate %.3g; stopping. "
+                          "A lower optimizer.lr or trainer.grad_clip usually helps.", self.epoch, train_loss,
+                          monitor, val[monitor], lr)
+                stop_reason = StopReason.DIVERGED
+                break
+            improved = self.early_stopping.update(val[monitor], self.epoch)
+            self._save_checkpoints(best=improved)
             if self.early_stopping.should_stop:
                 log.info(self.early_stopping.message())
                 stop_reason = StopReason.EARLY_STOPPING
@@ -106,13 +112,14 @@ class Engine:
         return (loss_sum / max(seen, 1)).item()
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimisation step on a batch. x: (B, *input_shape); y: (B,) class indices or (B, T) targets."""
+        """One optimisation step on a batch; returns the batch's loss (without the L1/L2 penalty, so that it
+        compares with val_loss). x: (B, *input_shape); y: (B,) class indices or (B, T) targets."""
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             output = self.model(x)  # (B, num_outputs)
             loss = self.criterion(output.float(), targets_for(self.criterion, y))
-            loss = loss + weight_penalty(self.model, self.settings.l1, self.settings.l2)
+            objective = loss + weight_penalty(self.model, self.settings.l1, self.settings.l2)
         self.optimizer.zero_grad(set_to_none=True)  # gradients accumulate in .grad unless cleared
-        self.scaler.scale(loss).backward()  # d loss / d parameter for every parameter, into .grad
+        self.scaler.scale(objective).backward()  # d objective / d parameter for every parameter, into .grad
         if self.settings.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
@@ -139,11 +146,21 @@ class Engine:
         return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))  # one device sync for all
 
     def test(self, data: DataSplits) -> dict[str, float]:
-        """Metrics of the test split with the best weights (best.pt)."""
+        """Metrics of the test split with the best weights (best.pt); empty if no epoch ended with finite losses."""
+        if self.early_stopping.best_epoch is None:
+            return {}
         best = load_checkpoint(self.checkpoint_dir / "best.pt", map_location=self.device)
         self.model.load_state_dict(best["model"])
         x_test, y_test = (t.to(self.device) for t in data.test)
         return self.evaluate(x_test, y_test, data.target_std)
+
+    def _save_checkpoints(self, best: bool) -> None:
+        """best.pt when the monitored metric improved, last.pt every epoch (if configured): one state for both."""
+        names = ["best.pt"] * best + ["last.pt"] * self.settings.checkpoint.save_last
+        if names:
+            state = self.state_dict()
+            for name in names:
+                save_checkpoint(state, self.checkpoint_dir / name)
 
     def _step_epoch_scheduler(self, monitored: float) -> None:
         if isinstance(self.scheduler, ReduceLROnPlateau):

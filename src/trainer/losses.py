@@ -1,5 +1,5 @@
-"""How a loss meets the data: which loss a task gets by default, how many outputs the model needs for it, the
-form the targets take, and the optional L1 / L2 penalties."""
+"""How a loss meets the data: how many outputs the model needs for it, the form the targets take, and the
+optional L1 / L2 penalties."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ import torch
 from torch import nn
 
 from trainer.data import DataSplits
-
-DEFAULT_LOSS = {"multiclass": "cross_entropy", "binary": "bce", "regression": "mse"}
-
 
 def num_outputs(criterion: nn.Module, data: DataSplits) -> int:
     """Logits per class for cross-entropy, one logit for binary cross-entropy, one value per target otherwise."""

@@ -34,7 +34,7 @@ class HiddenLayer(nn.Module):
 class MLP(nn.Module):
     """A multi-layer perceptron: flatten the input, hidden layers, a linear head that outputs logits or values."""
 
-    def __init__(self, input_shape: Sequence[int], num_outputs: int, hidden_sizes: Sequence[int] = (128, 64),
+    def __init__(self, input_shape: Sequence[int], num_outputs: int, hidden_sizes: Sequence[int] = (256, 128),
                  activation: str = "relu", norm: str = "none", residual: bool = False, init: str = "default",
                  dropout: float = 0.0):
         super().__init__()
@@ -53,8 +53,8 @@ class DropoutNet(MLP):
     """The MLP with dropout after each hidden activation: in training each activation is zeroed with probability
     `dropout` (the rest scaled by 1/(1-p)), which keeps units from co-adapting; evaluation uses them all."""
 
-    def __init__(self, input_shape: Sequence[int], num_outputs: int, hidden_sizes: Sequence[int] = (256, 128),
-                 dropout: float = 0.2, **mlp_options):
+    def __init__(self, input_shape: Sequence[int], num_outputs: int, hidden_sizes: Sequence[int] = (512, 256),
+                 dropout: float = 0.3, **mlp_options):
         super().__init__(input_shape, num_outputs, hidden_sizes=hidden_sizes, dropout=dropout, **mlp_options)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -12,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from trainer.config import config_dir, validate
+from trainer.config import validate
 from trainer.data import Batcher, DataSplits, build_data
 from trainer.device import resolve_device
 from trainer.engine import Engine
-from trainer.losses import DEFAULT_LOSS, num_outputs
+from trainer.losses import num_outputs
 from trainer.schedules import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,13 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     seed_everything(cfg.seed, settings.deterministic)
 
     data = build_data(cfg.data)
-    if "_target_" not in cfg.loss:  # loss=auto: the task picks it, and the saved config records which
-        with open_dict(cfg):
-            cfg.loss = OmegaConf.load(config_dir() / "loss" / f"{DEFAULT_LOSS[data.task]}.yaml")
     criterion = instantiate(cfg.loss)
     model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=num_outputs(criterion, data))
     model = model.to(device)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
-    batcher = Batcher(*(t.to(device) for t in data.train), batch_size=cfg.data.batch_size, seed=cfg.seed)
+    batcher = Batcher(*(t.to(device) for t in data.train), batch_size=cfg.data.batch_size,
+                      drop_last=cfg.data.drop_last or _lone_last_sample_breaks_batchnorm(model, data, cfg.data),
+                      seed=cfg.seed)
     scheduler, interval = build_scheduler(cfg.scheduler, optimizer, total_steps=len(batcher) * settings.max_epochs,
                                           mode=settings.early_stopping.direction)
     log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s",
@@ -77,8 +77,18 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         "num_parameters": sum(p.numel() for p in run.engine.model.parameters()),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(result_table(summary))
-    return result.best_value
+    log.info(result_table(summary))
+    return result.best_value if result.best_value is not None else math.nan
+
+
+def _lone_last_sample_breaks_batchnorm(model: torch.nn.Module, data: DataSplits, cfg: DictConfig) -> bool:
+    """BatchNorm cannot normalise a batch of one sample; drop such a last batch rather than fail the run."""
+    batchnorms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+    has_batchnorm = any(isinstance(m, batchnorms) for m in model.modules())
+    if has_batchnorm and len(data.train[0]) % cfg.batch_size == 1:
+        log.info("dropping the last batch of each epoch: it holds 1 sample, and BatchNorm needs at least 2")
+        return True
+    return False
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -94,6 +104,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def result_table(summary: dict) -> str:
     """The test metrics as a small table, with how the run ended."""
+    if not summary["test"]:
+        return f"no epoch ended with a finite loss (stopped by {summary['stop_reason']}): nothing to test"
     width = max(len(name) for name in summary["test"])
     lines = [f"test metrics (best epoch {summary['best_epoch']} of {summary['epochs']}, "
              f"stopped by {summary['stop_reason']}, {summary['train_seconds']:.1f}s on {summary['device']})"]

@@ -14,7 +14,7 @@ from trainer.config import ConfigError
 
 # Keys of a data config that say what the set is for and how to split and serve it; every other key goes to the
 # loader (`_target_`).
-SPLIT_KEYS = ("task", "batch_size", "val_fraction", "test_fraction", "split_seed", "standardize")
+SPLIT_KEYS = ("task", "batch_size", "drop_last", "val_fraction", "test_fraction", "split_seed", "standardize")
 
 
 @dataclass

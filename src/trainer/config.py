@@ -19,8 +19,16 @@ from omegaconf import DictConfig, OmegaConf
 TASKS = ("multiclass", "binary", "regression")
 PRECISIONS = ("32", "bf16", "16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def measured_metrics(task: str) -> tuple[str, ...]:
+    """The validation metrics a run of this task logs (Engine.evaluate computes them)."""
+    names = ("loss", "mse", "rmse", "r2") if task == "regression" else ("loss", "accuracy")
+    return tuple(f"val_{name}" for name in names)
+
+
+METRICS = tuple(dict.fromkeys(measured_metrics("multiclass") + measured_metrics("regression")))
 METRICS_MAXIMISED = ("val_accuracy", "val_r2")
-METRICS = ("val_loss", "val_accuracy", "val_mse", "val_rmse", "val_r2")
 
 
 class ConfigError(ValueError):
@@ -167,12 +175,6 @@ LOSSES = {
 
 
 PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
-
-
-def measured_metrics(task: str) -> tuple[str, ...]:
-    """The validation metrics a run of this task logs (Engine.evaluate computes them)."""
-    names = ("loss", "mse", "rmse", "r2") if task == "regression" else ("loss", "accuracy")
-    return tuple(f"val_{name}" for name in names)
 
 
 def _choice(*options: str) -> Rule:

@@ -29,8 +29,9 @@ AUTOCAST_DTYPES = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
 @dataclass
 class FitResult:
-    best_epoch: int
-    best_value: float
+    best_epoch: Optional[int]
+    """None when no epoch ended with a finite loss."""
+    best_value: Optional[float]
     stop_reason: StopReason
     epochs: int
     train_seconds: float

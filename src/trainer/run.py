@@ -35,7 +35,7 @@ class Run:
 
 
 def build(cfg: DictConfig, run_dir: Path) -> Run:
-    """Data first, since the model's input and output sizes and the default loss come from it."""
+    """Data first, since the model's input and output sizes come from it."""
     settings = validate(cfg)
     device = resolve_device(settings.device)
     seed_everything(cfg.seed, settings.deterministic)
@@ -45,9 +45,9 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=num_outputs(criterion, data))
     model = model.to(device)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
-    batcher = Batcher(*(t.to(device) for t in data.train), batch_size=cfg.data.batch_size,
-                      drop_last=cfg.data.drop_last or _lone_last_sample_breaks_batchnorm(model, data, cfg.data),
-                      seed=cfg.seed)
+    batch_size = cfg.data.batch_size
+    drop_last = cfg.data.drop_last or _lone_last_sample_breaks_batchnorm(model, len(data.train[0]), batch_size)
+    batcher = Batcher(*(t.to(device) for t in data.train), batch_size, drop_last=drop_last, seed=cfg.seed)
     scheduler, interval = build_scheduler(cfg.scheduler, optimizer, total_steps=len(batcher) * settings.max_epochs,
                                           mode=settings.early_stopping.direction)
     log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s",
@@ -81,11 +81,11 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     return result.best_value if result.best_value is not None else math.nan
 
 
-def _lone_last_sample_breaks_batchnorm(model: torch.nn.Module, data: DataSplits, cfg: DictConfig) -> bool:
+def _lone_last_sample_breaks_batchnorm(model: torch.nn.Module, num_samples: int, batch_size: int) -> bool:
     """BatchNorm cannot normalise a batch of one sample; drop such a last batch rather than fail the run."""
     batchnorms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
     has_batchnorm = any(isinstance(m, batchnorms) for m in model.modules())
-    if has_batchnorm and len(data.train[0]) % cfg.batch_size == 1:
+    if has_batchnorm and num_samples % batch_size == 1:
         log.info("dropping the last batch of each epoch: it holds 1 sample, and BatchNorm needs at least 2")
         return True
     return False

@@ -19,7 +19,7 @@ SPLIT_KEYS = ("task", "batch_size", "drop_last", "val_fraction", "test_fraction"
 
 @dataclass
 class Arrays:
-    """What a loader returns: all samples of a set and what they are for."""
+    """What a loader returns: all samples of a set. (What they are for, the task, is the data config's.)"""
 
     x: np.ndarray
     """Features, shape (N, *input_shape)."""

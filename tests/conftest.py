@@ -1,23 +1,65 @@
-"""Shared test helpers: compose the real configs from configs/ (as `train` does) and shrink them to run fast."""
+"""Shared test helpers: compose the real configs from configs/ (as `train` does) and shrink them to run fast;
+write stand-ins, in the real file formats, for the data sets this machine cannot download."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from trainer.config import config_dir
+from trainer.data.formats import write_cifar10, write_mnist
 
 # A few epochs of small batches: enough for a loss to move, short enough for hundreds of runs in the suite.
 SHRINK = ("trainer.max_epochs=3", "trainer.early_stopping.patience=null")
 
+STAND_IN_ROOT = Path()
+"""Where `offline_data_sets` wrote the stand-ins; DATA_DIR points there for the whole session."""
+CSV_CLASSES = ("blue", "green", "red")
+
 
 def compose_config(*overrides: str, shrink: bool = True) -> DictConfig:
-    """The config `train OVERRIDES...` would run, composed from the real YAML."""
+    """The config `train OVERRIDES...` would run, composed from the real YAML; `data=csv` reads the stand-in
+    table unless the overrides name another."""
+    if "data=csv" in overrides and not any(o.startswith("data.path=") for o in overrides):
+        overrides = (*overrides, f"data.path={STAND_IN_ROOT / 'table.csv'}", "data.target=colour")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("train", overrides=[*(SHRINK if shrink else ()), *overrides])
+
+
+def write_csv_table(path: Path, num_rows: int = 300, seed: int = 0) -> Path:
+    """Three Gaussian blobs in 4 features with text labels (CSV_CLASSES) in the column `colour`."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(CSV_CLASSES), num_rows)
+    features = rng.normal(0, 1, (num_rows, 4)) + 3 * np.eye(4)[labels]
+    lines = ["a,b,colour,c,d"] + [f"{x[0]:.5f},{x[1]:.5f},{CSV_CLASSES[k]},{x[2]:.5f},{x[3]:.5f}"
+                                  for x, k in zip(features, labels)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_data_sets(tmp_path_factory):
+    """MNIST, Fashion-MNIST and CIFAR-10 stand-ins that torchvision's own classes read from DATA_DIR (the image
+    configs' default root), and a CSV table for data=csv."""
+    from torchvision.datasets import CIFAR10
+
+    global STAND_IN_ROOT
+    STAND_IN_ROOT = tmp_path_factory.mktemp("data")
+    write_mnist(STAND_IN_ROOT)
+    write_mnist(STAND_IN_ROOT, name="FashionMNIST", seed=1)
+    write_cifar10(STAND_IN_ROOT)
+    write_csv_table(STAND_IN_ROOT / "table.csv")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATA_DIR", str(STAND_IN_ROOT))
+        # torchvision checks the real CIFAR-10 files' MD5 sums; a stand-in passes only its existence check.
+        for split in ("train_list", "test_list"):
+            patch.setattr(CIFAR10, split, [[name, None] for name, _ in getattr(CIFAR10, split)])
+        patch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": None})
+        yield STAND_IN_ROOT
 
 
 def options(group: str) -> list[str]:

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from conftest import compose_config, options
 from trainer.config import ConfigError
 from trainer.data import Arrays, build_data
-from trainer.data.splits import SPLIT_KEYS
+from trainer.data.splits import PIPELINE_KEYS
 from trainer.data.synthetic import regression
 
 DATA = options("data")
@@ -23,7 +23,14 @@ EXPECTED = {
     "regression": ("regression", (3,), None),
     "spiral": ("binary", (2,), 2),
     "xor": ("binary", (2,), 2),
+    "csv": ("multiclass", (4,), 3),
+    "mnist": ("multiclass", (1, 28, 28), 10),
+    "fashion_mnist": ("multiclass", (1, 28, 28), 10),
+    "cifar10": ("multiclass", (3, 32, 32), 10),
 }
+IMAGE_SETS = ["cifar10", "fashion_mnist", "mnist"]
+"""uint8 images with their own test split (tests/test_images.py covers what is special about them)."""
+TABULAR = [name for name in DATA if name not in IMAGE_SETS]
 CLASSIFICATION = [name for name in DATA if EXPECTED.get(name, ("unknown",))[0] != "regression"]
 REGRESSION = [name for name in DATA if EXPECTED.get(name, ("unknown",))[0] == "regression"]
 
@@ -43,12 +50,14 @@ def raw_splits(option: str, *overrides: str):
 def loader_arrays(option: str) -> Arrays:
     """What the option's loader itself returns, before any splitting."""
     cfg = compose_config(f"data={option}").data
-    return instantiate(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in SPLIT_KEYS]))
+    return instantiate(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in PIPELINE_KEYS]))
 
 
 def sorted_rows(x, y) -> np.ndarray:
     """One row per sample (features, then targets), sorted: equal arrays mean the same multiset of samples."""
     x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
+    if y.dtype.kind not in "iufb":  # text labels: their class indices, in sorted order as build_data numbers them
+        y = np.unique(y, return_inverse=True)[1]
     rows = np.concatenate([x.reshape(len(x), -1).astype(np.float64),
                            y.reshape(len(y), -1).astype(np.float32).astype(np.float64)], axis=1)
     return rows[np.lexsort(rows.T[::-1])]
@@ -62,7 +71,7 @@ def test_every_data_option_has_expectations():
     assert sorted(EXPECTED) == DATA
 
 
-@pytest.mark.parametrize("option", DATA)
+@pytest.mark.parametrize("option", TABULAR)
 @pytest.mark.parametrize("val_fraction, test_fraction", [(0.1, 0.2), (0.25, 0.15)])
 def test_splits_are_disjoint_cover_all_samples_with_the_configured_fractions(option, val_fraction, test_fraction):
     default = (val_fraction, test_fraction) == (0.1, 0.2)  # train.yaml's: reuse the cached split
@@ -83,14 +92,15 @@ def test_splits_are_disjoint_cover_all_samples_with_the_configured_fractions(opt
 @pytest.mark.parametrize("option", CLASSIFICATION)
 def test_classification_splits_are_stratified(option):
     data = splits(option)
-    labels = torch.cat([data.train[1], data.val[1], data.test[1]])
+    ours = {name: part for name, part in parts(data).items() if not (name == "test" and option in IMAGE_SETS)}
+    labels = torch.cat([y for _, y in ours.values()])
     whole = torch.bincount(labels, minlength=data.num_classes).double() / len(labels)
-    for name, (_, y) in parts(data).items():
+    for name, (_, y) in ours.items():
         share = torch.bincount(y, minlength=data.num_classes).double() / len(y)
         assert torch.allclose(share, whole, atol=0.02), f"{name}: {share.tolist()} vs whole {whole.tolist()}"
 
 
-@pytest.mark.parametrize("option", DATA)
+@pytest.mark.parametrize("option", TABULAR)
 def test_standardisation_gives_train_features_zero_mean_and_unit_std(option):
     x_train = splits(option).train[0].flatten(1).double()
     raw_std = raw_splits(option).train[0].flatten(1).double().std(dim=0, unbiased=False)
@@ -102,7 +112,7 @@ def test_standardisation_gives_train_features_zero_mean_and_unit_std(option):
     assert torch.all(x_train[:, ~varying] == 0), "a constant feature should stay 0, not become nan or inf"
 
 
-@pytest.mark.parametrize("option", DATA)
+@pytest.mark.parametrize("option", TABULAR)
 def test_val_and_test_features_use_the_train_statistics(option):
     raw, data = raw_splits(option), splits(option)
     raw_train = raw.train[0].double()
@@ -123,7 +133,7 @@ def test_classification_labels_are_int64_class_indices_untouched_by_standardisat
         labels = getattr(data, name)[1]
         assert labels.dtype == torch.int64 and labels.dim() == 1
         assert torch.equal(labels, getattr(raw, name)[1])
-        assert getattr(data, name)[0].dtype == torch.float32
+        assert getattr(data, name)[0].dtype == (torch.uint8 if option in IMAGE_SETS else torch.float32)
 
 
 @pytest.mark.parametrize("option", REGRESSION)
@@ -154,8 +164,11 @@ def test_same_split_seed_gives_the_same_split(option):
 def test_another_split_seed_holds_out_other_samples(option):
     seed0 = raw_splits(option)
     seed1 = raw_splits(option, "data.split_seed=1")
-    assert not np.array_equal(sorted_rows(*seed0.test), sorted_rows(*seed1.test))
     assert not np.array_equal(sorted_rows(*seed0.val), sorted_rows(*seed1.val))
+    if option in IMAGE_SETS:  # the set's own test split, whatever the seed
+        assert torch.equal(seed0.test[0], seed1.test[0])
+    else:
+        assert not np.array_equal(sorted_rows(*seed0.test), sorted_rows(*seed1.test))
 
 
 @pytest.mark.parametrize("option", DATA)

@@ -13,6 +13,7 @@ import torch
 from conftest import compose_config, options
 from trainer.checkpoint import load_checkpoint
 from trainer.config import ConfigError, measured_metrics
+from trainer.data import Batcher
 from trainer.early_stopping import StopReason
 from trainer.run import Run, build
 
@@ -28,14 +29,14 @@ def build_run(run_dir: Path, *overrides: str) -> Run:
 
 
 def train_split_loss(run: Run) -> float:
-    x, y = run.data.train
-    return run.engine.evaluate(x, y, run.data.target_std)["loss"]
+    in_order = Batcher(*run.data.train, batch_size=1024, shuffle=False, normalize=run.data.normalize)
+    return run.engine.evaluate(in_order)["loss"]
 
 
 def assert_training_lowers_the_loss(run: Run, epochs: int) -> None:
     before = train_split_loss(run)
     for _ in range(epochs):
-        run.engine.train_epoch(run.batcher)
+        run.engine.train_epoch(run.train)
     after = train_split_loss(run)
     assert after < CLEARLY_LOWER * before, f"train loss {before:.4f} -> {after:.4f} after {epochs} epochs"
 
@@ -95,7 +96,9 @@ LOSS_DATA = {
     "mse": ["regression"],
     "smooth_l1": ["regression"],
     "l1": ["regression"],
+    "auto": ["moons", "regression", "csv"],
 }
+AUTO_LOSS = {"multiclass": "CrossEntropyLoss", "binary": "BCEWithLogitsLoss", "regression": "MSELoss"}
 SMALL_SYNTHETIC = ("data.n_samples=500", "optimizer.lr=0.01")
 
 
@@ -104,8 +107,10 @@ def test_every_loss_trains_on_a_data_set_of_its_task(run_dir, loss, data):
     if data is None:
         pytest.fail(f"loss={loss} has no data set to train on here: add it to LOSS_DATA")
     run = build_run(run_dir, f"loss={loss}", f"data={data}", SMALL_MLP,
-                    *(SMALL_SYNTHETIC if data != "digits" else ()))
-    assert type(run.engine.criterion).__name__ == class_name(run.engine.config["loss"]["_target_"])
+                    *(SMALL_SYNTHETIC if data not in ("digits", "csv") else ()),
+                    *(("data.batch_size=16",) if data == "csv" else ()))  # 300 rows: more, smaller steps
+    expected = AUTO_LOSS[run.data.task] if loss == "auto" else class_name(run.engine.config["loss"]["_target_"])
+    assert type(run.engine.criterion).__name__ == expected
     assert_training_lowers_the_loss(run, epochs=3)
 
 
@@ -123,7 +128,7 @@ def test_every_scheduler_trains_on_digits_through_fit(run_dir, scheduler):
                     "trainer.max_epochs=3")
     assert (run.engine.scheduler is None) == (scheduler == "none")
     before = train_split_loss(run)
-    run.engine.fit(run.data, run.batcher)
+    run.engine.fit(run.train, run.val)
     after = train_split_loss(run)
     assert after < CLEARLY_LOWER * before, f"train loss {before:.4f} -> {after:.4f}"
 
@@ -169,7 +174,7 @@ def test_weight_penalty_shrinks_the_weights_compared_with_none(run_dir, penalty,
     def weight_norm_after_two_epochs(*overrides: str) -> float:
         run = build_run(run_dir, SMALL_MLP, "seed=0", *overrides)
         for _ in range(2):
-            run.engine.train_epoch(run.batcher)
+            run.engine.train_epoch(run.train)
         return sum(norm(p.detach()) for p in run.engine.model.parameters() if p.dim() >= 2).item()
 
     plain = weight_norm_after_two_epochs("trainer.l1=0", "trainer.l2=0")
@@ -185,7 +190,7 @@ def test_weight_penalty_shrinks_the_weights_compared_with_none(run_dir, penalty,
 ], ids=["classification", "regression"])
 def test_fit_writes_both_checkpoints_and_one_metrics_row_per_epoch(run_dir, data, metric_columns):
     run = build_run(run_dir, *data, SMALL_MLP, "trainer.max_epochs=3")
-    result = run.engine.fit(run.data, run.batcher)
+    result = run.engine.fit(run.train, run.val)
 
     assert (result.epochs, result.stop_reason) == (3, StopReason.MAX_EPOCHS)
     assert (run_dir / "checkpoints" / "best.pt").is_file()
@@ -193,7 +198,7 @@ def test_fit_writes_both_checkpoints_and_one_metrics_row_per_epoch(run_dir, data
     rows = read_metrics(run_dir)
     assert list(rows[0]) == ["epoch", "step", "lr", "train_loss", *metric_columns, "seconds"]
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
-    assert [int(row["step"]) for row in rows] == [len(run.batcher) * epoch for epoch in (1, 2, 3)]
+    assert [int(row["step"]) for row in rows] == [len(run.train) * epoch for epoch in (1, 2, 3)]
     assert all(value != "" for row in rows for value in row.values())
 
 
@@ -201,8 +206,7 @@ def _validation_metrics_of(checkpoint: Path, run_dir: Path, *overrides: str) -> 
     """The validation metrics of a checkpoint's weights, loaded into a freshly built model."""
     fresh = build_run(run_dir, *overrides)
     fresh.engine.model.load_state_dict(load_checkpoint(checkpoint)["model"])
-    x_val, y_val = fresh.data.val
-    return fresh.engine.evaluate(x_val, y_val, fresh.data.target_std)
+    return fresh.engine.evaluate(fresh.val)
 
 
 def test_best_checkpoint_reloaded_gives_the_validation_metrics_of_the_best_epoch(tmp_path):
@@ -211,7 +215,7 @@ def test_best_checkpoint_reloaded_gives_the_validation_metrics_of_the_best_epoch
     fit_dir = tmp_path / "fit"
     fit_dir.mkdir()
     run = build_run(fit_dir, *overrides)
-    result = run.engine.fit(run.data, run.batcher)
+    result = run.engine.fit(run.train, run.val)
     rows = read_metrics(fit_dir)
     best_row = max(rows, key=lambda row: float(row["val_loss"]))
     assert result.best_epoch == int(best_row["epoch"])
@@ -233,7 +237,7 @@ def test_early_stopping_ends_fit_after_patience_epochs_without_improvement(run_d
     # min_delta=1e9: no epoch after the first counts as an improvement, however the loss moves.
     run = build_run(run_dir, SMALL_MLP, "trainer.max_epochs=5", f"trainer.early_stopping.patience={patience}",
                     "trainer.early_stopping.min_delta=1e9")
-    result = run.engine.fit(run.data, run.batcher)
+    result = run.engine.fit(run.train, run.val)
     assert (result.stop_reason, result.epochs, result.best_epoch) == (stop_reason, epochs, 1)
     assert len(read_metrics(run_dir)) == epochs
 
@@ -243,7 +247,7 @@ def test_early_stopping_ends_fit_after_patience_epochs_without_improvement(run_d
 def test_cosine_schedule_anneals_the_lr_to_eta_min_by_the_last_step(run_dir):
     run = build_run(run_dir, SMALL_MLP, "scheduler=cosine", "scheduler.eta_min=1e-5", "optimizer.lr=0.01",
                     "trainer.max_epochs=3")
-    run.engine.fit(run.data, run.batcher)
+    run.engine.fit(run.train, run.val)
     lrs = column(read_metrics(run_dir), "lr")  # each epoch's lr at its start
     assert lrs[0] == pytest.approx(0.01)
     assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == 3
@@ -253,7 +257,7 @@ def test_cosine_schedule_anneals_the_lr_to_eta_min_by_the_last_step(run_dir):
 def test_step_schedule_halves_the_lr_every_step_size_epochs(run_dir):
     run = build_run(run_dir, SMALL_MLP, "scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.5",
                     "optimizer.lr=0.01", "trainer.max_epochs=5")
-    run.engine.fit(run.data, run.batcher)
+    run.engine.fit(run.train, run.val)
     assert column(read_metrics(run_dir), "lr") == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])
 
 
@@ -272,37 +276,38 @@ def test_plateau_schedule_judges_the_monitored_metric_in_its_direction(run_dir, 
 
 def test_a_diverging_run_stops_and_keeps_no_diverged_checkpoint(run_dir):
     run = build_run(run_dir, SMALL_MLP, "optimizer=sgd", "optimizer.lr=1e4", "trainer.max_epochs=5")
-    result = run.engine.fit(run.data, run.batcher)
+    result = run.engine.fit(run.train, run.val)
     assert (result.stop_reason, result.epochs, result.best_epoch) == (StopReason.DIVERGED, 1, None)
     assert not (run_dir / "checkpoints" / "best.pt").exists()
     assert not (run_dir / "checkpoints" / "last.pt").exists()
-    assert run.engine.test(run.data) == {}
+    assert run.engine.test(run.test) == {}
 
 
 def test_train_loss_leaves_out_the_weight_penalty(run_dir):
     run = build_run(run_dir, SMALL_MLP, "trainer.l2=100", "optimizer=sgd", "optimizer.lr=1e-9")
-    x, y = next(iter(run.batcher))
+    x, y = next(iter(run.train))
     with torch.no_grad():
         data_loss = run.engine.criterion(run.engine.model(x), y)
     assert run.engine.train_step(x, y).item() == pytest.approx(data_loss.item(), rel=1e-4)
 
 
 def test_a_last_batch_of_one_sample_is_dropped_when_the_model_has_batchnorm(run_dir):
-    # digits trains on 1,257 samples: batches of 8 leave 1 over, which BatchNorm cannot normalise.
-    run = build_run(run_dir, SMALL_MLP, "model.norm=batchnorm", "data.batch_size=8")
-    assert run.batcher.drop_last and len(run.batcher) == 1257 // 8
-    run.engine.train_epoch(run.batcher)
-    plain = build_run(run_dir, SMALL_MLP, "data.batch_size=8")
-    assert not plain.batcher.drop_last and len(plain.batcher) == 1257 // 8 + 1
+    # digits trains on 1,259 samples: batches of 17 leave 1 over, which BatchNorm cannot normalise.
+    run = build_run(run_dir, SMALL_MLP, "model.norm=batchnorm", "data.batch_size=17")
+    assert run.train.num_samples == 1259
+    assert run.train.drop_last and len(run.train) == 1259 // 17
+    run.engine.train_epoch(run.train)
+    plain = build_run(run_dir, SMALL_MLP, "data.batch_size=17")
+    assert not plain.train.drop_last and len(plain.train) == 1259 // 17 + 1
 
 
 def test_drop_last_is_a_data_setting(run_dir):
     run = build_run(run_dir, SMALL_MLP, "data.drop_last=true", "data.batch_size=100")
-    assert [len(y) for _, y in run.batcher] == [100] * 12
+    assert [len(y) for _, y in run.train] == [100] * 12
 
 
 @pytest.mark.parametrize("data", ["data=digits", "data=moons", "data=regression"])
 def test_evaluate_measures_what_validate_expects_of_the_task(run_dir, data):
     run = build_run(run_dir, SMALL_MLP, data, "data.n_samples=200" if data != "data=digits" else "seed=0")
-    measured = run.engine.evaluate(*run.data.val, run.data.target_std)
+    measured = run.engine.evaluate(run.val)
     assert tuple(f"val_{name}" for name in measured) == measured_metrics(run.data.task)

@@ -79,10 +79,9 @@ def test_test_metrics_come_from_the_best_epoch_not_the_last(tmp_path):
     assert summary["best_epoch"] == 1
 
     fresh = build(compose_config("trainer.device=cpu", SMALL_MLP, *overrides), tmp_path)
-    x_test, y_test = fresh.data.test
     for checkpoint, should_match in (("best.pt", True), ("last.pt", False)):
         fresh.engine.model.load_state_dict(load_checkpoint(tmp_path / "run" / "checkpoints" / checkpoint)["model"])
-        loss = fresh.engine.evaluate(x_test, y_test)["loss"]
+        loss = fresh.engine.evaluate(fresh.test)["loss"]
         assert (loss == pytest.approx(summary["test"]["loss"], rel=1e-5)) is should_match, checkpoint
 
 

@@ -53,7 +53,9 @@ def _train_app(cfg: DictConfig) -> float:
     except ConfigError as error:
         _exit_with(str(error))
     except InstantiationException as error:
-        _exit_with(describe_config_error(error))
+        # A loader or model that found the mistake itself (a missing column, tabular data for a CNN) says so.
+        cause = error.__cause__
+        _exit_with(str(cause) if isinstance(cause, ConfigError) else describe_config_error(error))
 
 
 def train() -> None:

@@ -181,21 +181,41 @@ def _choice(*options: str) -> Rule:
     return Rule(lambda v: v in options, "one of " + ", ".join(options))
 
 
+def _or_null(rule: Rule) -> Rule:
+    return Rule(lambda v: v is None or rule.accepts(v), f"{rule.allowed}, or null")
+
+
+TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
+EXISTING_FILE = Rule(lambda v: isinstance(v, str) and Path(v).is_file(), "the path of a file that exists")
+TEXT_LIST = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(n, str) for n in v),
+                 "a list of column names, e.g. [age,height]")
+
+
 # Keys of the component groups (data, model, loss, optimizer, scheduler) and what each accepts. A key a config
 # does not have is not checked, and the model keys only for our models (trainer.models), so a user's own
 # `_target_` takes its arguments as it likes.
 RULES: dict[str, Rule] = {
     "seed": NON_NEGATIVE_INT,
-    "data.task": _choice(*TASKS),
+    "data.task": _choice(*TASKS, "auto"),
     "data.batch_size": POSITIVE_INT,
     "data.val_fraction": OPEN_FRACTION,
-    "data.test_fraction": OPEN_FRACTION,
+    "data.test_fraction": _or_null(OPEN_FRACTION),
     "data.split_seed": NON_NEGATIVE_INT,
     "data.standardize": BOOL,
     "data.drop_last": BOOL,
     "data.seed": NON_NEGATIVE_INT,
     "data.n_samples": POSITIVE_INT,
     "data.noise": NON_NEGATIVE,
+    "data.pipeline": _choice("device", "dataloader"),
+    "data.num_workers": NON_NEGATIVE_INT,
+    "data.pin_memory": BOOL,
+    "data.root": TEXT,
+    "data.download": BOOL,
+    "data.path": EXISTING_FILE,
+    "data.target": TEXT,
+    "data.features": _or_null(TEXT_LIST),
+    "data.augment.crop_padding": NON_NEGATIVE_INT,
+    "data.augment.horizontal_flip": BOOL,
     "model.hidden_sizes": INT_LIST,
     "model.activation": _choice("relu", "tanh", "sigmoid", "gelu"),
     "model.norm": _choice("none", "batchnorm", "layernorm"),
@@ -207,6 +227,9 @@ RULES: dict[str, Rule] = {
     "model.num_layers": POSITIVE_INT,
     "model.dim_feedforward": POSITIVE_INT,
     "model.norm_first": BOOL,
+    "model.patch_size": _or_null(POSITIVE_INT),
+    "model.channels": INT_LIST,
+    "model.blocks_per_stage": POSITIVE_INT,
     "loss.label_smoothing": PROBABILITY,
     "loss.beta": POSITIVE,
     "optimizer.lr": POSITIVE,
@@ -245,7 +268,7 @@ def validate(cfg: DictConfig) -> TrainerConfig:
             value = OmegaConf.to_container(value, resolve=True)
         if not rule.accepts(value):
             raise ConfigError(key, value, rule.allowed)
-    if data.val_fraction + data.test_fraction >= 1:
+    if data.test_fraction is not None and data.val_fraction + data.test_fraction >= 1:
         raise ConfigError("data.val_fraction", data.val_fraction,
                           f"a fraction that leaves samples to train: val_fraction + test_fraction < 1 "
                           f"(test_fraction={data.test_fraction})")
@@ -259,15 +282,18 @@ def validate(cfg: DictConfig) -> TrainerConfig:
         settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     except ConfigError as error:
         raise ConfigError(f"trainer.{error.key}", error.value, error.allowed) from None
-    _check_task_fit(cfg, settings)
+    check_task_fit(cfg, settings)
     return settings
 
 
-def _check_task_fit(cfg: DictConfig, settings: TrainerConfig) -> None:
-    """The loss and the monitored metric must suit the data's task (data.task)."""
+def check_task_fit(cfg: DictConfig, settings: TrainerConfig) -> None:
+    """The loss and the monitored metric must suit the data's task (data.task). With data.task=auto this waits
+    until the data is read and the task known (trainer.run checks again then)."""
     task = cfg.data.get("task")
     if task is None:
         raise ConfigError("data.task", task, f"one of {', '.join(TASKS)} (every data config says what it is for)")
+    if task == "auto":
+        return
     target = cfg.loss.get("_target_")
     if target in LOSSES and task not in LOSSES[target][1]:
         suitable = [name for name, tasks in LOSSES.values() if task in tasks]

@@ -7,7 +7,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from tqdm import tqdm
 from trainer import __version__
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import TrainerConfig
-from trainer.data import Batcher, DataSplits
+from trainer.data import Batcher
 from trainer.early_stopping import EarlyStopping, StopReason
 from trainer.losses import targets_for, weight_penalty
 from trainer.metrics import MetricsLog, accuracy, regression_errors
@@ -41,8 +41,10 @@ class Engine:
     def __init__(self, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                  settings: TrainerConfig, device: torch.device, run_dir: Path,
                  scheduler: Optional[LRScheduler | ReduceLROnPlateau] = None, scheduler_interval: Optional[str] = None,
-                 config: Optional[dict[str, Any]] = None):
+                 target_std: Optional[torch.Tensor] = None, config: Optional[dict[str, Any]] = None):
         self.model, self.criterion, self.optimizer = model, criterion, optimizer
+        self.target_std = target_std
+        """Regression: the train targets' standard deviation, so that errors are reported in the data's units."""
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.settings, self.device, self.config = settings, device, config or {}
         self.checkpoint_dir = run_dir / settings.checkpoint.dir
@@ -57,33 +59,32 @@ class Engine:
         self.global_step = 0
         """Optimiser steps taken."""
 
-    def fit(self, data: DataSplits, batcher: Batcher) -> FitResult:
+    def fit(self, train: Batcher, val: Batcher) -> FitResult:
         """Train until max_epochs or early stopping; best.pt holds the weights of the best validation epoch."""
-        x_val, y_val = (t.to(self.device) for t in data.val)
         monitor = self.early_stopping.monitor
         stop_reason = StopReason.MAX_EPOCHS
         start = time.perf_counter()
         while self.epoch < self.settings.max_epochs:
             epoch_start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
-            train_loss = self.train_epoch(batcher)
-            val = {f"val_{name}": value for name, value in self.evaluate(x_val, y_val, data.target_std).items()}
+            train_loss = self.train_epoch(train)
+            metrics = {f"val_{name}": value for name, value in self.evaluate(val).items()}
             if self.scheduler is not None and self.scheduler_interval == "epoch":
-                self._step_epoch_scheduler(val[monitor])
+                self._step_epoch_scheduler(metrics[monitor])
             self.epoch += 1
             self.metrics_log.append({"epoch": self.epoch, "step": self.global_step, "lr": lr,
-                                     "train_loss": train_loss, **val, "seconds": time.perf_counter() - epoch_start})
+                                     "train_loss": train_loss, **metrics, "seconds": time.perf_counter() - epoch_start})
             log.info("epoch %d/%d  train_loss %.4f  %s  lr %.3g", self.epoch, self.settings.max_epochs, train_loss,
-                     "  ".join(f"{k} {v:.4f}" for k, v in val.items()), lr)
+                     "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), lr)
 
-            if not (math.isfinite(train_loss) and math.isfinite(val[monitor])):
+            if not (math.isfinite(train_loss) and math.isfinite(metrics[monitor])):
                 # Kept out of best.pt and last.pt: the checkpoints stay those of the last finite epoch.
                 log.error("epoch %d: the loss diverged (train_loss %s, %s %s) at learning rate %.3g; stopping. "
                           "A lower optimizer.lr or trainer.grad_clip usually helps.", self.epoch, train_loss,
-                          monitor, val[monitor], lr)
+                          monitor, metrics[monitor], lr)
                 stop_reason = StopReason.DIVERGED
                 break
-            improved = self.early_stopping.update(val[monitor], self.epoch)
+            improved = self.early_stopping.update(metrics[monitor], self.epoch)
             self._save_checkpoints(best=improved)
             if self.early_stopping.should_stop:
                 log.info(self.early_stopping.message())
@@ -132,28 +133,30 @@ class Engine:
         return loss
 
     @torch.inference_mode()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor,
-                 target_std: Optional[torch.Tensor] = None) -> dict[str, float]:
-        """Loss and metrics of a whole split: accuracy for classes (int64 y), MSE, RMSE and R^2 for values."""
+    def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """Loss and metrics of a whole split, in eval mode without autograd (so in larger batches): accuracy for
+        classes (int64 y), MSE, RMSE and R^2 for values."""
         self.model.eval()
-        size = self.settings.eval_batch_size
+        outputs, targets = [], []
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            output = torch.cat([self.model(x[i:i + size]) for i in range(0, len(x), size)]).float()  # (N, outputs)
+            for x, y in batches:
+                outputs.append(self.model(x).float())  # (B, num_outputs)
+                targets.append(y)
+        output, y = torch.cat(outputs), torch.cat(targets)  # (N, num_outputs), (N,) or (N, T)
         metrics = {"loss": self.criterion(output, targets_for(self.criterion, y))}
         if y.dtype == torch.int64:
             metrics["accuracy"] = accuracy(output, y)
         else:
-            metrics.update(regression_errors(output, y, target_std))
+            metrics.update(regression_errors(output, y, self.target_std))
         return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))  # one device sync for all
 
-    def test(self, data: DataSplits) -> dict[str, float]:
+    def test(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """Metrics of the test split with the best weights (best.pt); empty if no epoch ended with finite losses."""
         if self.early_stopping.best_epoch is None:
             return {}
         best = load_checkpoint(self.checkpoint_dir / "best.pt", map_location=self.device)
         self.model.load_state_dict(best["model"])
-        x_test, y_test = (t.to(self.device) for t in data.test)
-        return self.evaluate(x_test, y_test, data.target_std)
+        return self.evaluate(batches)
 
     def _save_checkpoints(self, best: bool) -> None:
         """best.pt when the monitored metric improved, last.pt every epoch (if configured): one state for both."""

@@ -8,6 +8,12 @@ from torch import nn
 
 from trainer.data import DataSplits
 
+
+def for_task(task: str) -> nn.Module:
+    """`loss=auto`: the usual loss of the data's task, for sets whose task is known only once read (data=csv)."""
+    return {"multiclass": nn.CrossEntropyLoss, "binary": nn.BCEWithLogitsLoss, "regression": nn.MSELoss}[task]()
+
+
 def num_outputs(criterion: nn.Module, data: DataSplits) -> int:
     """Logits per class for cross-entropy, one logit for binary cross-entropy, one value per target otherwise."""
     if isinstance(criterion, nn.CrossEntropyLoss):

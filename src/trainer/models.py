@@ -4,10 +4,12 @@ typed twice; every other argument is a config key (`model.hidden_sizes=[256,128]
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
+
+from trainer.config import ConfigError
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 NORMS = {"none": None, "batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}
@@ -105,15 +107,24 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """A classifier or regressor around a stack of TransformerBlocks.
 
-    Tokens: an image (C, H, W) becomes H tokens, one per row of C*W pixels; a feature vector (F,) becomes F tokens
-    of one value each. Each token is embedded linearly, a learned position embedding is added, the blocks mix the
-    tokens, and their mean feeds a linear head.
+    Tokens: an image (C, H, W) becomes H tokens, one per row of C*W pixels, or with `patch_size` p, (H/p)*(W/p)
+    tokens, one per p x p patch of C*p*p pixels (as in the Vision Transformer); a feature vector (F,) becomes F
+    tokens of one value each. Each token is embedded linearly, a learned position embedding is added, the blocks
+    mix the tokens, and their mean feeds a linear head.
     """
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, d_model: int = 64, num_heads: int = 4,
-                 num_layers: int = 2, dim_feedforward: int = 128, dropout: float = 0.1, norm_first: bool = False):
+                 num_layers: int = 2, dim_feedforward: int = 128, dropout: float = 0.1, norm_first: bool = False,
+                 patch_size: Optional[int] = None):
         super().__init__()
-        if len(input_shape) == 3:
+        self.patch_size = patch_size
+        if len(input_shape) == 3 and patch_size:
+            channels, height, width = input_shape
+            if height % patch_size or width % patch_size:
+                raise ConfigError("model.patch_size", patch_size,
+                                  f"a divisor of both the height and the width of the {height}x{width} images")
+            num_tokens, token_size = (height // patch_size) * (width // patch_size), channels * patch_size ** 2
+        elif len(input_shape) == 3:
             channels, rows, width = input_shape
             num_tokens, token_size = rows, channels * width
         else:
@@ -128,7 +139,12 @@ class Transformer(nn.Module):
         self.head = nn.Linear(d_model, num_outputs)
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, H, C*W) rows as tokens; (B, F) -> (B, F, 1) features as tokens."""
+        """(B, C, H, W) -> (B, H, C*W) rows, or (B, H/p * W/p, C*p*p) patches, as tokens; (B, F) -> (B, F, 1)."""
+        if x.dim() == 4 and self.patch_size:
+            p = self.patch_size
+            batch, channels = x.shape[:2]
+            patches = x.unfold(2, p, p).unfold(3, p, p)  # (B, C, H/p, W/p, p, p)
+            return patches.permute(0, 2, 3, 1, 4, 5).reshape(batch, -1, channels * p * p)
         if x.dim() == 4:
             batch, channels, rows, width = x.shape
             return x.permute(0, 2, 1, 3).reshape(batch, rows, channels * width)
@@ -138,3 +154,51 @@ class Transformer(nn.Module):
         h = self.embed(self.tokens(x)) + self.position  # (B, T, d_model)
         h = self.final_norm(self.blocks(h))
         return self.head(h.mean(dim=1))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with BatchNorm, and the input added back before the last ReLU (He et al., 2016).
+    When the block halves the resolution or changes the width, a strided 1x1 convolution reshapes the input."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H/stride, W/stride)
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        return torch.relu(h + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A small residual CNN for images (the CIFAR-10 network of the tutorials): a 3x3 stem, then one stage of
+    `blocks_per_stage` ResidualBlocks per entry of `channels`, each stage after the first halving the resolution,
+    then global average pooling and a linear head. channels (32, 64, 128) on 3x32x32: 8x8 maps at the end."""
+
+    def __init__(self, input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = (32, 64, 128),
+                 blocks_per_stage: int = 2):
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ConfigError("model", "ResNet", f"image data of shape (C, H, W); this set's samples have shape "
+                                                 f"{tuple(input_shape)}: use model=mlp or model=transformer")
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], channels[0], 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels[0]), nn.ReLU())
+        blocks, width = [], channels[0]
+        for stage, out_channels in enumerate(channels):
+            for block in range(blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                blocks.append(ResidualBlock(width, out_channels, stride))
+                width = out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(width, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_outputs)
+        h = self.blocks(self.stem(x))  # (B, channels[-1], H / 2^(stages-1), W / 2^(stages-1))
+        return self.head(h.mean(dim=(2, 3)))

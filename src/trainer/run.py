@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -15,8 +16,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.config import validate
-from trainer.data import Batcher, DataSplits, build_data
+from trainer.config import check_task_fit, validate
+from trainer.data import Batcher, DataSplits, LoaderBatcher, build_data
 from trainer.device import resolve_device
 from trainer.engine import Engine
 from trainer.losses import num_outputs
@@ -31,7 +32,10 @@ class Run:
 
     engine: Engine
     data: DataSplits
-    batcher: Batcher
+    train: Batcher
+    """Shuffled, augmented training batches."""
+    val: Batcher
+    test: Batcher
 
 
 def build(cfg: DictConfig, run_dir: Path) -> Run:
@@ -41,28 +45,51 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     seed_everything(cfg.seed, settings.deterministic)
 
     data = build_data(cfg.data)
+    if cfg.data.task == "auto":
+        log.info("data.task=auto: the target %r makes this a %s set", cfg.data.get("target"), data.task)
+        cfg.data.task = data.task  # from here on the config says what was inferred (loss=auto reads it)
+        check_task_fit(cfg, settings)
     criterion = instantiate(cfg.loss)
     model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=num_outputs(criterion, data))
     model = model.to(device)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
-    batch_size = cfg.data.batch_size
-    drop_last = cfg.data.drop_last or _lone_last_sample_breaks_batchnorm(model, len(data.train[0]), batch_size)
-    batcher = Batcher(*(t.to(device) for t in data.train), batch_size, drop_last=drop_last, seed=cfg.seed)
-    scheduler, interval = build_scheduler(cfg.scheduler, optimizer, total_steps=len(batcher) * settings.max_epochs,
+    train_batches, val_batches, test_batches = _batchers(cfg.data, data, model, device, cfg.seed,
+                                                         settings.eval_batch_size)
+    scheduler, interval = build_scheduler(cfg.scheduler, optimizer,
+                                          total_steps=len(train_batches) * settings.max_epochs,
                                           mode=settings.early_stopping.direction)
     log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s",
              data.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
              f"{sum(p.numel() for p in model.parameters()):,}", device)
     engine = Engine(model, criterion, optimizer, settings, device, run_dir, scheduler=scheduler,
-                    scheduler_interval=interval, config=OmegaConf.to_container(cfg, resolve=True))
-    return Run(engine, data, batcher)
+                    scheduler_interval=interval, target_std=data.target_std,
+                    config=OmegaConf.to_container(cfg, resolve=True))
+    return Run(engine, data, train_batches, val_batches, test_batches)
+
+
+def _batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, device: torch.device, seed: int,
+              eval_batch_size: int) -> tuple[Batcher, Batcher, Batcher]:
+    """Train, val and test batches: from tensors moved to the device once (data.pipeline=device), or gathered
+    in host memory by DataLoader workers and copied per batch (data.pipeline=dataloader)."""
+    if data_cfg.pipeline == "dataloader":
+        make = functools.partial(LoaderBatcher, device=device, num_workers=data_cfg.num_workers,
+                                 pin_memory=data_cfg.pin_memory)
+    else:
+        def make(x: torch.Tensor, y: torch.Tensor, batch_size: int, **options) -> Batcher:
+            return Batcher(x.to(device), y.to(device), batch_size, **options)
+    batch_size = data_cfg.batch_size
+    drop_last = data_cfg.drop_last or _lone_last_sample_breaks_batchnorm(model, len(data.train[0]), batch_size)
+    return (make(*data.train, batch_size, drop_last=drop_last, seed=seed, normalize=data.normalize,
+                 augment=data.augment),
+            make(*data.val, eval_batch_size, shuffle=False, normalize=data.normalize),
+            make(*data.test, eval_batch_size, shuffle=False, normalize=data.normalize))
 
 
 def train(cfg: DictConfig, run_dir: Path) -> float:
     """Train, test and summarise one run in `run_dir`; return the best value of the monitored metric."""
     run = build(cfg, run_dir)
-    result = run.engine.fit(run.data, run.batcher)
-    test = run.engine.test(run.data)
+    result = run.engine.fit(run.train, run.val)
+    test = run.engine.test(run.test)
 
     summary = {
         "test": test,

@@ -1,4 +1,8 @@
-"""From a loader's arrays to train/val/test tensors: seeded stratified splits and standardisation fitted on train."""
+"""From a loader's arrays to train/val/test tensors: seeded stratified splits, statistics fitted on train only.
+
+Tabular sets become float32 tensors standardised here, once. Image sets (uint8, (N, C, H, W)) stay uint8: their
+per-channel statistics go to a `Normalize` that the batcher applies per batch, on the device.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.config import ConfigError
+from trainer.data.transforms import Augment, Normalize
 
 # Keys of a data config that say what the set is for and how to split and serve it; every other key goes to the
 # loader (`_target_`).
-SPLIT_KEYS = ("task", "batch_size", "drop_last", "val_fraction", "test_fraction", "split_seed", "standardize")
+PIPELINE_KEYS = ("task", "batch_size", "drop_last", "val_fraction", "test_fraction", "split_seed", "standardize",
+                 "augment", "pipeline", "num_workers", "pin_memory")
+
+MAX_INFERRED_CLASSES = 20
+"""data.task=auto: a target of at most this many distinct integers is a set of classes; more is regression."""
 
 
 @dataclass
@@ -22,9 +31,11 @@ class Arrays:
     """What a loader returns: all samples of a set. (What they are for, the task, is the data config's.)"""
 
     x: np.ndarray
-    """Features, shape (N, *input_shape)."""
+    """Features, shape (N, *input_shape): float, or uint8 (N, C, H, W) for images."""
     y: np.ndarray
-    """Class indices, shape (N,), for classification; values, shape (N,) or (N, T), for regression."""
+    """Labels (numbers or text) for classification; values, shape (N,) or (N, T), for regression."""
+    test: Optional[Arrays] = None
+    """The set's own test split, when it has one (torchvision's sets); otherwise data.test_fraction is held out."""
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -33,7 +44,7 @@ class Arrays:
 
 @dataclass
 class DataSplits:
-    """The three splits as tensors (float32 features; int64 classes or float32 (N, T) targets) and their shapes."""
+    """The three splits as tensors (float32 or uint8 features; int64 classes or float32 (N, T) targets)."""
 
     train: tuple[torch.Tensor, torch.Tensor]
     val: tuple[torch.Tensor, torch.Tensor]
@@ -44,6 +55,10 @@ class DataSplits:
     """Number of classes for classification (2 for binary); None for regression."""
     target_std: Optional[torch.Tensor] = None
     """Regression: the train targets' standard deviation, shape (T,); errors are reported in the data's units."""
+    normalize: Optional[Normalize] = None
+    """Images: uint8 batch -> normalised float batch, with the train split's statistics."""
+    augment: Optional[Augment] = None
+    """Images: random crop and flip of training batches."""
 
     @property
     def num_targets(self) -> int:
@@ -52,46 +67,90 @@ class DataSplits:
 
 
 def build_data(cfg: DictConfig) -> DataSplits:
-    """Load the set named by `cfg._target_`, split it (stratified for classes) and standardise it on train."""
-    loader_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in SPLIT_KEYS])
-    arrays: Arrays = instantiate(loader_cfg)
-    classification = cfg.task != "regression"
-    x = arrays.x.astype(np.float32)
-    y = arrays.y.astype(np.int64) if classification else arrays.y.astype(np.float32).reshape(len(arrays.y), -1)
+    """Load the set named by `cfg._target_`, split it (stratified for classes) and fit its statistics on train."""
+    arrays: Arrays = instantiate(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in PIPELINE_KEYS]))
+    task = infer_task(arrays.y) if cfg.task == "auto" else cfg.task
+    parts = [arrays] if arrays.test is None else [arrays, arrays.test]
+    targets, num_classes = _encode_targets([part.y for part in parts], task)
+    images = arrays.x.dtype == np.uint8 and arrays.x.ndim == 4
+    features = [part.x if images else part.x.astype(np.float32) for part in parts]
 
-    num_classes = int(y.max()) + 1 if classification else None
-    if cfg.task == "binary" and num_classes != 2:
-        raise ConfigError("data.task", "binary", f"multiclass: the labels have {num_classes} classes")
-
-    x_train, y_train, x_val, y_val, x_test, y_test = _split(x, y, cfg.val_fraction, cfg.test_fraction,
-                                                            cfg.split_seed, stratify=classification)
-    target_std = None
-    if cfg.standardize:
+    train, val, test = _split(features, targets, cfg, stratify=task != "regression")
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = train, val, test
+    target_std = normalize = None
+    if images:
+        channels = x_train.shape[1]
+        normalize = Normalize.fitted(torch.from_numpy(x_train)) if cfg.standardize else Normalize.unit_range(channels)
+    elif cfg.standardize:
         x_train, x_val, x_test = _standardize(x_train, x_val, x_test)
-        if not classification:
-            target_std = torch.from_numpy(y_train.std(axis=0).clip(min=1e-12))
-            y_train, y_val, y_test = _standardize(y_train, y_val, y_test)
+    if task == "regression" and cfg.standardize:
+        target_std = torch.from_numpy(y_train.std(axis=0).clip(min=1e-12))
+        y_train, y_val, y_test = _standardize(y_train, y_val, y_test)
+
+    augment = Augment(**cfg.augment) if cfg.get("augment") is not None else None
+    if augment is not None and augment.enabled and arrays.x.ndim != 4:
+        raise ConfigError("data.augment", OmegaConf.to_container(cfg.augment),
+                          f"crop_padding 0 and horizontal_flip false: samples of shape {arrays.x.shape[1:]} "
+                          f"are not images (C, H, W)")
 
     def tensors(x_part: np.ndarray, y_part: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(np.ascontiguousarray(x_part)), torch.from_numpy(np.ascontiguousarray(y_part))
 
     return DataSplits(
         train=tensors(x_train, y_train), val=tensors(x_val, y_val), test=tensors(x_test, y_test),
-        task=cfg.task, input_shape=tuple(x.shape[1:]),
-        num_classes=num_classes, target_std=target_std,
+        task=task, input_shape=tuple(arrays.x.shape[1:]), num_classes=num_classes, target_std=target_std,
+        normalize=normalize, augment=augment,
     )
 
 
-def _split(x, y, val_fraction: float, test_fraction: float, seed: int, stratify: bool):
-    """Carve test, then validation, out of the samples; both fractions are of the whole set."""
-    from sklearn.model_selection import train_test_split
+def infer_task(y: np.ndarray) -> str:
+    """data.task=auto: text labels, or at most MAX_INFERRED_CLASSES distinct integers, are classes (binary when
+    there are 2); any other numbers are regression targets."""
+    if y.dtype.kind in "iufb":
+        values = np.unique(y)
+        if len(values) > MAX_INFERRED_CLASSES or not np.array_equal(values, np.round(values)):
+            return "regression"
+    else:
+        values = np.unique(y)
+    return "binary" if len(values) == 2 else "multiclass"
 
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y if stratify else None)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val_fraction / (1 - test_fraction), random_state=seed,
-        stratify=y_rest if stratify else None)
-    return x_train, y_train, x_val, y_val, x_test, y_test
+
+def _encode_targets(targets: list[np.ndarray], task: str) -> tuple[list[np.ndarray], Optional[int]]:
+    """Classes -> int64 indices 0..K-1 in sorted label order; regression -> float32 (N, T)."""
+    if task == "regression":
+        if any(y.dtype.kind not in "iufb" for y in targets):
+            raise ConfigError("data.task", task, "multiclass or binary: the target has text labels")
+        return [y.astype(np.float32).reshape(len(y), -1) for y in targets], None
+    classes, codes = np.unique(np.concatenate(targets), return_inverse=True)
+    if task == "binary" and len(classes) != 2:
+        raise ConfigError("data.task", "binary", f"multiclass: the labels have {len(classes)} classes")
+    return np.split(codes.astype(np.int64).reshape(-1), np.cumsum([len(y) for y in targets])[:-1]), len(classes)
+
+
+def _split(features: list[np.ndarray], targets: list[np.ndarray], cfg: DictConfig, stratify: bool):
+    """(train, val, test) pairs of (x, y). A set with its own test split keeps it, and val_fraction is of its
+    train part; otherwise test_fraction and then val_fraction, both of the whole set, are held out."""
+    rng = np.random.default_rng(cfg.split_seed)
+    x, y = features[0], targets[0]
+    if len(features) == 2:
+        if cfg.test_fraction is not None:
+            raise ConfigError("data.test_fraction", cfg.test_fraction,
+                              "null: this set has its own test split, and that is what the test uses")
+        rest, val = _held_out(y, np.arange(len(y)), cfg.val_fraction, rng, stratify)
+        return (x[rest], y[rest]), (x[val], y[val]), (features[1], targets[1])
+    if cfg.test_fraction is None:
+        raise ConfigError("data.test_fraction", None, "a number in (0, 1): this set has no test split of its own")
+    rest, test = _held_out(y, np.arange(len(y)), cfg.test_fraction, rng, stratify)
+    train, val = _held_out(y, rest, cfg.val_fraction / (1 - cfg.test_fraction), rng, stratify)
+    return (x[train], y[train]), (x[val], y[val]), (x[test], y[test])
+
+
+def _held_out(y: np.ndarray, among: np.ndarray, fraction: float, rng: np.random.Generator, stratify: bool):
+    """Split the sample indices `among` into (kept, held out), holding out `fraction` of them at random; with
+    `stratify`, that fraction of each class, so that every split has the classes in the same proportions."""
+    groups = [among[y[among] == label] for label in np.unique(y[among])] if stratify else [among]
+    held = np.concatenate([rng.permutation(group)[:round(fraction * len(group))] for group in groups])
+    return np.setdiff1d(among, held), np.sort(held)
 
 
 def _standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:

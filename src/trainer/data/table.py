@@ -1,0 +1,63 @@
+"""Your own data as a CSV table: a header row, then one row per sample; numeric features and a target column."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from trainer.config import ConfigError
+from trainer.data.splits import Arrays
+
+
+def read_csv(path: str, target: str, features: Optional[Sequence[str]] = None) -> Arrays:
+    """Features from the `features` columns (all but the target when null), as float32; the target column as
+    numbers, or as text labels (classes) when any value is not a number."""
+    if not Path(path).is_file():
+        raise ConfigError("data.path", path, "a CSV file that exists")
+    with open(path, newline="") as file:
+        rows = list(csv.reader(file))
+    if len(rows) < 2:
+        raise ConfigError("data.path", path, "a CSV file with a header row and at least one row of data")
+    header, rows = [name.strip() for name in rows[0]], rows[1:]
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise ConfigError("data.path", path, f"{len(header)} values per row, as in the header "
+                                                 f"(line {line} has {len(row)})")
+    if target not in header:
+        raise ConfigError("data.target", target, f"a column of {path}: {', '.join(header)}")
+    features = list(features) if features is not None else [name for name in header if name != target]
+    for name in features:
+        if name not in header or name == target:
+            raise ConfigError("data.features", name, f"columns of {path} other than the target: "
+                                                     f"{', '.join(n for n in header if n != target)}")
+    columns = dict(zip(header, zip(*rows)))
+    x = np.stack([_numbers(path, name, columns[name]) for name in features], axis=1).astype(np.float32)
+    labels = [value.strip() for value in columns[target]]
+    try:
+        y = _numbers(path, target, labels)
+    except ConfigError:
+        y = np.asarray(labels)  # text labels: classes
+    return Arrays(x=x, y=y)
+
+
+def _numbers(path: str, name: str, values: Sequence[str]) -> np.ndarray:
+    """A column as float64; the first value that is not a finite number is named, with its line."""
+    try:
+        numbers = np.asarray(values, dtype=np.float64)
+    except ValueError:
+        numbers = None
+    if numbers is None or not np.isfinite(numbers).all():
+        line, bad = next((i, v) for i, v in enumerate(values, start=2) if not _is_finite_number(v))
+        raise ConfigError("data.path", path, f"a finite number in every row of column {name!r} "
+                                             f"(line {line} has {bad!r})")
+    return numbers
+
+
+def _is_finite_number(value: str) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except ValueError:
+        return False

@@ -1,0 +1,85 @@
+"""Per-batch image transforms, as tensor ops on the training device: uint8 pixels in, float model input out.
+
+Images stay uint8 on the device (a quarter of float32's memory) and become floats one batch at a time. Random
+crop and flip act on the whole batch at once, with one random draw per sample from the generator the batcher
+seeds for that batch, so an augmented epoch repeats exactly (and resumes exactly) for the same seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Normalize:
+    """uint8 images (B, C, H, W) -> float32 (x - mean) / std per channel, with mean and std in pixel units."""
+
+    mean: torch.Tensor
+    """(C,) per channel."""
+    std: torch.Tensor
+    """(C,) per channel."""
+
+    @classmethod
+    def fitted(cls, images: torch.Tensor) -> Normalize:
+        """Mean and standard deviation per channel of uint8 images (N, C, H, W), exact, from a histogram of the
+        256 pixel values per channel (no float copy of the whole set)."""
+        values = torch.arange(256, dtype=torch.float64)
+        means, stds = [], []
+        for channel in images.unbind(dim=1):  # (N, H, W) each
+            counts = torch.bincount(channel.flatten(), minlength=256).double()
+            mean = (counts * values).sum() / counts.sum()
+            variance = (counts * (values - mean) ** 2).sum() / counts.sum()
+            means.append(mean)
+            stds.append(variance.sqrt().clamp(min=1e-6))
+        return cls(torch.stack(means).float(), torch.stack(stds).float())
+
+    @classmethod
+    def unit_range(cls, channels: int) -> Normalize:
+        """Pixels scaled to [0, 1], without centring (data.standardize=false)."""
+        return cls(torch.zeros(channels), torch.full((channels,), 255.0))
+
+    def to(self, device: torch.device) -> Normalize:
+        return Normalize(self.mean.to(device), self.std.to(device))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.mean[:, None, None]) / self.std[:, None, None]
+
+
+@dataclass
+class Augment:
+    """CIFAR-style augmentation of a training batch: a random crop of the original size from the image padded
+    with `crop_padding` zero pixels on each side, then a horizontal flip with probability 1/2."""
+
+    crop_padding: int = 0
+    horizontal_flip: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.crop_padding > 0 or self.horizontal_flip
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W), any dtype."""
+        if self.crop_padding:
+            images = random_crop(images, self.crop_padding, generator)
+        if self.horizontal_flip:
+            flip = torch.rand(len(images), generator=generator, device=images.device) < 0.5  # (B,)
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        return images
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image of (B, C, H, W) cropped back to H x W at its own random offset in the zero-padded image."""
+    batch, channels, height, width = images.shape
+    device = images.device
+    padded = F.pad(images, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p)
+    top = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
+    left = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
+    rows = top[:, None] + torch.arange(height, device=device)  # (B, H): the padded rows each image keeps
+    cols = left[:, None] + torch.arange(width, device=device)  # (B, W)
+    # One gather by broadcast indices: sample b, channel c, row rows[b, i], column cols[b, j].
+    return padded[torch.arange(batch, device=device)[:, None, None, None],
+                  torch.arange(channels, device=device)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]

@@ -2,8 +2,12 @@ from itertools import islice
 
 import pytest
 import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
 
-from trainer.data import Batcher
+from trainer.data import Batcher, DataSplits, LoaderBatcher
+from trainer.data.transforms import Augment, Normalize
+from trainer.run import _batchers
 
 
 def make_batcher(n=10, batch_size=3, **options):
@@ -123,3 +127,111 @@ def test_state_dict_round_trip_mid_epoch_resumes_identically(served):
 def test_rejects_features_and_labels_of_different_lengths():
     with pytest.raises(ValueError, match="x has 4 samples but y has 3"):
         Batcher(torch.zeros(4, 2), torch.zeros(3), batch_size=2)
+
+
+# --- LoaderBatcher, augmentation, normalisation --------------------------------------------------------------------
+
+CPU = torch.device("cpu")
+
+
+def image_batcher(cls=Batcher, n=20, batch_size=6, augment=Augment(crop_padding=2, horizontal_flip=True), **options):
+    """uint8 images (1..255, no zeros, so padding shows) whose label is their index, normalised per batch."""
+    x = torch.randint(1, 256, (n, 3, 5, 5), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    if cls is LoaderBatcher:
+        options.setdefault("device", CPU)
+    return cls(x, torch.arange(n), batch_size, normalize=Normalize.fitted(x), augment=augment, **options)
+
+
+def batches(batcher, count=None):
+    return [(x.clone(), y.clone()) for x, y in islice(iter(batcher), count)]
+
+
+def assert_same_batches(one, other):
+    assert len(one) == len(other)
+    for (x1, y1), (x2, y2) in zip(one, other):
+        assert torch.equal(y1, y2) and torch.equal(x1, x2)
+
+
+LOADERS = [pytest.param({"num_workers": 0}, id="workers-0"), pytest.param({"num_workers": 2}, id="workers-2")]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("augment", [None, Augment(crop_padding=2, horizontal_flip=True)], ids=["plain", "augmented"])
+def test_loader_batcher_yields_the_batches_of_batcher(loader, drop_last, augment):
+    reference = image_batcher(seed=3, drop_last=drop_last, augment=augment)
+    loaded = image_batcher(LoaderBatcher, seed=3, drop_last=drop_last, augment=augment, **loader)
+    assert len(loaded) == len(reference) == (3 if drop_last else 4)
+    for _ in range(2):
+        assert_same_batches(batches(loaded), batches(reference))
+    assert loaded.state_dict() == reference.state_dict() == {"seed": 3, "epoch": 2, "position": 0}
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_loader_batcher_resumes_mid_epoch_like_batcher(loader):
+    reference = image_batcher(seed=5)
+    expected = [batches(reference), batches(reference)]
+    interrupted = image_batcher(LoaderBatcher, seed=5, **loader)
+    first = batches(interrupted, 2)
+    assert interrupted.state_dict() == {"seed": 5, "epoch": 0, "position": 2}
+    resumed = image_batcher(LoaderBatcher, seed=0, **loader)
+    resumed.load_state_dict(interrupted.state_dict())
+    assert_same_batches(first + batches(resumed), expected[0])
+    assert_same_batches(batches(resumed), expected[1])
+
+
+def test_augmented_batches_repeat_for_the_same_seed_and_differ_for_another():
+    assert_same_batches(batches(image_batcher(seed=1)), batches(image_batcher(seed=1)))
+    other = batches(image_batcher(seed=2))
+    assert not all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(batches(image_batcher(seed=1)), other))
+
+
+@pytest.mark.parametrize("served", [1, 2])
+def test_augmented_batcher_resumed_mid_epoch_yields_the_same_remaining_batches(served):
+    reference = image_batcher(seed=7)
+    expected = [batches(reference), batches(reference)]
+    interrupted = image_batcher(seed=7)
+    first = batches(interrupted, served)
+    resumed = image_batcher(seed=0)
+    resumed.load_state_dict(interrupted.state_dict())
+    rest = batches(resumed)
+    assert_same_batches(first + rest, expected[0])
+    assert_same_batches(batches(resumed), expected[1])
+
+
+def test_training_batches_are_normalised_crops_or_mirrored_crops_of_their_samples():
+    batcher = image_batcher(seed=0)
+    normalize = batcher.normalize
+    changed = 0
+    for x, y in batcher:
+        assert x.dtype == torch.float32
+        pixels = x * normalize.std[:, None, None] + normalize.mean[:, None, None]
+        assert torch.allclose(pixels, pixels.round(), atol=1e-3)
+        pixels = pixels.round().to(torch.uint8)
+        for image, index in zip(pixels, y):
+            original = batcher.x[index]
+            windows = [F.pad(candidate, (2, 2, 2, 2)).unfold(1, 5, 1).unfold(2, 5, 1).permute(1, 2, 0, 3, 4)
+                       for candidate in (original, original.flip(-1))]
+            assert any((window == image).flatten(2).all(-1).any() for window in windows)
+            changed += not torch.equal(image, original)
+    assert changed > 10
+
+
+@pytest.mark.parametrize("pipeline", ["device", "dataloader"])
+def test_eval_batchers_serve_samples_in_order_normalised_and_not_augmented(pipeline):
+    x = torch.randint(1, 256, (30, 3, 6, 6), generator=torch.Generator().manual_seed(1)).to(torch.uint8)
+    y = torch.arange(30)
+    normalize = Normalize.fitted(x[:20])
+    data = DataSplits(train=(x[:20], y[:20]), val=(x[20:25], y[20:25]), test=(x[25:], y[25:]), task="multiclass",
+                      input_shape=(3, 6, 6), num_classes=30, normalize=normalize,
+                      augment=Augment(crop_padding=2, horizontal_flip=True))
+    cfg = OmegaConf.create({"pipeline": pipeline, "num_workers": 0, "pin_memory": False, "batch_size": 4,
+                            "drop_last": False})
+    train, val, test = _batchers(cfg, data, torch.nn.Linear(1, 1), CPU, seed=0, eval_batch_size=2)
+    for batcher, (x_part, y_part) in ((val, data.val), (test, data.test)):
+        served = list(batcher)
+        assert [len(labels) for _, labels in served] == [2, 2, 1]
+        assert torch.equal(torch.cat([labels for _, labels in served]), y_part)
+        assert torch.equal(torch.cat([images for images, _ in served]), normalize(x_part))
+    train_x, train_y = map(torch.cat, zip(*train))
+    assert not torch.equal(train_x, normalize(x[:20])[train_y])  # the training batches are augmented

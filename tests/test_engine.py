@@ -79,6 +79,7 @@ def test_every_data_set_trains_with_its_default_loss_and_the_mlp(run_dir, data):
 MODEL_CASES = {
     "mlp": (SMALL_MLP,),
     "dropout_net": ("model.hidden_sizes=[64]",),
+    "resnet": ("model.channels=[8,16]", "model.blocks_per_stage=1", "optimizer.lr=0.01"),
 }
 
 
@@ -108,7 +109,7 @@ def test_every_loss_trains_on_a_data_set_of_its_task(run_dir, loss, data):
         pytest.fail(f"loss={loss} has no data set to train on here: add it to LOSS_DATA")
     run = build_run(run_dir, f"loss={loss}", f"data={data}", SMALL_MLP,
                     *(SMALL_SYNTHETIC if data not in ("digits", "csv") else ()),
-                    *(("data.batch_size=16",) if data == "csv" else ()))  # 300 rows: more, smaller steps
+                    *(("data.batch_size=16", "optimizer.lr=0.01") if data == "csv" else ()))  # only 300 rows
     expected = AUTO_LOSS[run.data.task] if loss == "auto" else class_name(run.engine.config["loss"]["_target_"])
     assert type(run.engine.criterion).__name__ == expected
     assert_training_lowers_the_loss(run, epochs=3)
@@ -292,13 +293,13 @@ def test_train_loss_leaves_out_the_weight_penalty(run_dir):
 
 
 def test_a_last_batch_of_one_sample_is_dropped_when_the_model_has_batchnorm(run_dir):
-    # digits trains on 1,259 samples: batches of 17 leave 1 over, which BatchNorm cannot normalise.
-    run = build_run(run_dir, SMALL_MLP, "model.norm=batchnorm", "data.batch_size=17")
-    assert run.train.num_samples == 1259
-    assert run.train.drop_last and len(run.train) == 1259 // 17
+    # digits trains on 1,258 samples: batches of 419 leave 1 over, which BatchNorm cannot normalise.
+    run = build_run(run_dir, SMALL_MLP, "model.norm=batchnorm", "data.batch_size=419")
+    assert run.train.num_samples == 1258
+    assert run.train.drop_last and len(run.train) == 3
     run.engine.train_epoch(run.train)
-    plain = build_run(run_dir, SMALL_MLP, "data.batch_size=17")
-    assert not plain.train.drop_last and len(plain.train) == 1259 // 17 + 1
+    plain = build_run(run_dir, SMALL_MLP, "data.batch_size=419")
+    assert not plain.train.drop_last and len(plain.train) == 4
 
 
 def test_drop_last_is_a_data_setting(run_dir):

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.models import ACTIVATIONS, MLP, NORMS, DropoutNet, HiddenLayer, Transformer, TransformerBlock
+from trainer.config import ConfigError
+from trainer.models import ACTIVATIONS, MLP, NORMS, DropoutNet, HiddenLayer, ResNet, Transformer, TransformerBlock
 
 IMAGE, VECTOR = (1, 8, 8), (30,)
 MODELS = {
@@ -228,3 +229,79 @@ def test_model_fits_a_tiny_batch(name, input_shape):
         optimizer.step()
     after = eval_loss()
     assert after < 0.25 * before, (before, after)
+
+
+# --- ResNet and patch tokens ----------------------------------------------------------------------------------------
+
+def small_resnet(input_shape, num_outputs=10, **options):
+    return ResNet(input_shape, num_outputs, **{"channels": (8, 16), "blocks_per_stage": 1, **options})
+
+
+@pytest.mark.parametrize("input_shape", [(3, 32, 32), (1, 28, 28), (1, 8, 8)], ids=["cifar", "mnist", "digits"])
+@pytest.mark.parametrize("options", [{}, {"channels": (4,)}, {"channels": (4, 8, 16), "blocks_per_stage": 2}],
+                         ids=["two-stages", "one-stage", "three-stages-two-blocks"])
+def test_resnet_outputs_one_row_per_sample_and_num_outputs_columns(input_shape, options):
+    model = small_resnet(input_shape, 7, **options)
+    out = model(torch.randn(3, *input_shape))
+    assert out.shape == (3, 7) and torch.isfinite(out).all()
+    channels = options.get("channels", (8, 16))
+    assert len(model.blocks) == len(channels) * options.get("blocks_per_stage", 1)
+    assert model.head.in_features == channels[-1]
+
+
+def test_resnet_halves_the_resolution_in_each_stage_after_the_first():
+    model = small_resnet((3, 32, 32), channels=(4, 8, 16), blocks_per_stage=2)
+    with torch.no_grad():
+        maps = model.blocks(model.stem(torch.randn(2, 3, 32, 32)))
+    assert maps.shape == (2, 16, 8, 8)
+
+
+def test_resnet_has_batchnorm_and_grows_with_its_channels():
+    model = small_resnet((3, 32, 32))
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+    def size(channels):
+        return sum(p.numel() for p in small_resnet((3, 32, 32), channels=channels).parameters())
+
+    assert size((4, 8)) < size((8, 16)) < size((16, 32))
+
+
+def test_resnet_fits_a_tiny_batch():
+    x, y = torch.randn(16, 3, 8, 8), torch.arange(16) % 4
+    model = small_resnet((3, 8, 8), 4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.25 * losses[0]
+
+
+def test_resnet_on_tabular_input_is_a_config_error_naming_model():
+    with pytest.raises(ConfigError) as error:
+        ResNet(VECTOR, 2)
+    assert error.value.key == "model"
+    assert str(error.value).startswith("model: got 'ResNet', expected image data of shape (C, H, W)")
+    assert "(30,)" in str(error.value)
+
+
+def test_patch_tokens_are_the_channel_first_patches_in_row_major_order():
+    model = Transformer((3, 32, 32), 10, d_model=8, num_heads=2, patch_size=4)
+    assert model.embed.in_features == 48 and model.position.shape == (1, 64, 8)
+    x = torch.randn(2, 3, 32, 32)
+    tokens = model.tokens(x)
+    assert tokens.shape == (2, 64, 48)
+    assert torch.equal(tokens[:, 0], x[:, :, :4, :4].reshape(2, 48))
+    for row, col in [(0, 1), (1, 0), (7, 7), (3, 5)]:
+        assert torch.equal(tokens[:, 8 * row + col], x[:, :, 4 * row:4 * row + 4, 4 * col:4 * col + 4].reshape(2, 48))
+    assert model(x).shape == (2, 10)
+
+
+def test_a_patch_size_that_does_not_divide_the_image_is_a_config_error():
+    with pytest.raises(ConfigError) as error:
+        Transformer((1, 28, 28), 10, d_model=8, num_heads=2, patch_size=5)
+    assert str(error.value) == ("model.patch_size: got 5, expected a divisor of both the height and the width of "
+                                "the 28x28 images")

@@ -119,3 +119,19 @@ def test_a_diverged_run_writes_a_strict_json_summary_with_nothing_to_test(run_di
     summary = json.loads((run_dir / "summary.json").read_text(), parse_constant=lambda token: pytest.fail(token))
     assert (summary["stop_reason"], summary["test"], summary["best_epoch"]) == ("diverged", {}, None)
     assert math.isnan(best)
+
+
+def test_dataloader_and_device_pipelines_train_bit_identically(tmp_path, restore_deterministic_algorithms):
+    def run(pipeline: str, *extra: str) -> tuple[dict[str, torch.Tensor], list[dict[str, str]]]:
+        run_dir = tmp_path / pipeline
+        train_in(run_dir, "seed=3", "trainer.deterministic=true", "trainer.max_epochs=2", f"data.pipeline={pipeline}",
+                 *extra)
+        weights = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+        return weights, [{k: v for k, v in row.items() if k != "seconds"} for row in read_metrics(run_dir)]
+
+    device_weights, device_metrics = run("device")
+    loader_weights, loader_metrics = run("dataloader", "data.num_workers=0")
+    assert len(device_metrics) == 2 and device_metrics[0] != device_metrics[1]
+    assert loader_metrics == device_metrics
+    assert device_weights.keys() == loader_weights.keys()
+    assert all(torch.equal(device_weights[key], loader_weights[key]) for key in device_weights)

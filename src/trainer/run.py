@@ -99,6 +99,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         "stop_reason": result.stop_reason.value,
         "epochs": result.epochs,
         "steps": run.engine.global_step,
+        "train_samples": run.train.num_samples,
         "train_seconds": round(result.train_seconds, 3),
         "device": str(run.engine.device),
         "num_parameters": sum(p.numel() for p in run.engine.model.parameters()),

@@ -36,8 +36,9 @@ def _read(name: str, root: str, download: bool) -> Arrays:
     try:
         train = dataset_class(root, train=True, download=download)
         test = dataset_class(root, train=False, download=download)
-    except RuntimeError as error:
-        # torchvision says "Dataset not found", or lists every mirror it tried; the last line has the cause.
+    except (RuntimeError, OSError) as error:
+        # torchvision says "Dataset not found", lists every mirror it tried (MNIST), or lets the URLError through
+        # (CIFAR); the last line has the cause.
         reason = str(error).strip().splitlines()[-1] if download else "data.download is false"
         raise ConfigError("data.root", root, f"a folder holding {expected_files(name, root)} ({reason}); "
                           f"download it where there is a network, or set data.root or DATA_DIR "

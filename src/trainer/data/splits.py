@@ -77,6 +77,10 @@ def build_data(cfg: DictConfig) -> DataSplits:
 
     train, val, test = _split(features, targets, cfg, stratify=task != "regression")
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = train, val, test
+    for key, part in (("data.val_fraction", x_val), ("data.test_fraction", x_test), ("data.val_fraction", x_train)):
+        if len(part) == 0:
+            raise ConfigError(key, cfg.get(key.split(".")[1]), f"a fraction that leaves samples in each of "
+                                                               f"train, val and test ({len(arrays.x)} samples)")
     target_std = normalize = None
     if images:
         channels = x_train.shape[1]
@@ -146,10 +150,15 @@ def _split(features: list[np.ndarray], targets: list[np.ndarray], cfg: DictConfi
 
 
 def _held_out(y: np.ndarray, among: np.ndarray, fraction: float, rng: np.random.Generator, stratify: bool):
-    """Split the sample indices `among` into (kept, held out), holding out `fraction` of them at random; with
-    `stratify`, that fraction of each class, so that every split has the classes in the same proportions."""
+    """Split the sample indices `among` into (kept, held out), holding out round(fraction * len(among)) of them
+    at random; with `stratify`, as nearly that fraction of each class as whole samples allow (the largest
+    remainders get the odd samples), so that every split has the classes in the same proportions."""
     groups = [among[y[among] == label] for label in np.unique(y[among])] if stratify else [among]
-    held = np.concatenate([rng.permutation(group)[:round(fraction * len(group))] for group in groups])
+    exact = fraction * np.array([len(group) for group in groups])
+    counts = np.floor(exact).astype(int)
+    by_remainder = np.argsort(-(exact - counts), kind="stable")
+    counts[by_remainder[:round(fraction * len(among)) - counts.sum()]] += 1
+    held = np.concatenate([rng.permutation(group)[:count] for group, count in zip(groups, counts)])
     return np.setdiff1d(among, held), np.sort(held)
 
 

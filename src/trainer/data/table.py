@@ -17,8 +17,8 @@ def read_csv(path: str, target: str, features: Optional[Sequence[str]] = None) -
     numbers, or as text labels (classes) when any value is not a number."""
     if not Path(path).is_file():
         raise ConfigError("data.path", path, "a CSV file that exists")
-    with open(path, newline="") as file:
-        rows = list(csv.reader(file))
+    with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: drops the BOM that Excel writes
+        rows = [row for row in csv.reader(file) if any(value.strip() for value in row)]  # blank lines skipped
     if len(rows) < 2:
         raise ConfigError("data.path", path, "a CSV file with a header row and at least one row of data")
     header, rows = [name.strip() for name in rows[0]], rows[1:]
@@ -36,9 +36,12 @@ def read_csv(path: str, target: str, features: Optional[Sequence[str]] = None) -
     columns = dict(zip(header, zip(*rows)))
     x = np.stack([_numbers(path, name, columns[name]) for name in features], axis=1).astype(np.float32)
     labels = [value.strip() for value in columns[target]]
-    try:
-        y = _numbers(path, target, labels)
-    except ConfigError:
+    if all(_parses(value) for value in labels):
+        y = _numbers(path, target, labels)  # refuses nan and inf
+    elif "" in labels:
+        raise ConfigError("data.path", path, f"a value in every row of column {target!r} "
+                                             f"(line {labels.index('') + 2} is empty)")
+    else:
         y = np.asarray(labels)  # text labels: classes
     return Arrays(x=x, y=y)
 
@@ -57,7 +60,13 @@ def _numbers(path: str, name: str, values: Sequence[str]) -> np.ndarray:
 
 
 def _is_finite_number(value: str) -> bool:
+    return _parses(value) and bool(np.isfinite(float(value)))
+
+
+def _parses(value: str) -> bool:
+    """Whether float() reads it (nan and inf included)."""
     try:
-        return bool(np.isfinite(float(value)))
+        float(value)
     except ValueError:
         return False
+    return True

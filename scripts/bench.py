@@ -1,0 +1,221 @@
+"""How fast `train` feeds a model, side by side with the tutorials' plain loop and with the compute floor.
+
+    python scripts/bench.py                  # full-size MNIST stand-in (60,000 + 10,000), 3 epochs per case
+    python scripts/bench.py --epochs 2 --data-dir ./data   # real MNIST files, if ./data/MNIST/raw has them
+
+Three cases, each in its own child process (so that each has its own peak RSS and start-up), one table:
+  (a) tutorial: torchvision MNIST + ToTensor/Normalize + DataLoader(batch_size=64, shuffle=True), the MLP
+      784-128-64-10, Adam: the loop of the PyTorch tutorials.
+  (b) train:    `train data=mnist model.hidden_sizes=[128,64] optimizer=adam data.batch_size=64`, in full:
+      Hydra, validation every epoch, checkpoints, metrics.csv. Its epoch time is metrics.csv's, which includes
+      validation and the checkpoint writes.
+  (c) floor:    the same forward/backward/step on pre-made float tensors in memory; nothing else.
+Speed is compared per training sample, since (b) holds out 10% of the train file for validation.
+Targets (2-core CPU): (b)/(c) <= 1.15, (a)/(b) >= 5, peak RSS of (b) <= 1.5 GB, `train --help` < 1 s.
+Without --data-dir the MNIST files are generated in the real IDX format (trainer.data.formats), offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BATCH_SIZE = 64
+TARGETS = {"floor": 1.15, "tutorial": 5.0, "rss_gb": 1.5, "help_s": 1.0}
+
+
+def tutorial_model():
+    from torch import nn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                         nn.Linear(64, 10))
+
+
+def run_tutorial(root: str, epochs: int, launched_at: float) -> dict:
+    """(a) The plain loop: PIL images through per-sample transforms, collated by the DataLoader."""
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    dataset = datasets.MNIST(root, train=True, download=False, transform=transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]))
+    loader = DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True)
+    model, loss_fn = tutorial_model(), torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first_step, seconds = None, []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            first_step = first_step or time.time()
+        seconds.append(time.perf_counter() - start)
+    return {"samples": len(dataset), "seconds": seconds, "first_step": first_step - launched_at}
+
+
+def run_floor(root: str, epochs: int, launched_at: float, samples: int) -> dict:
+    """(c) The compute floor: the same steps on normalised float tensors already in memory."""
+    import torch
+    from torchvision import datasets
+
+    images = datasets.MNIST(root, train=True, download=False).data[:samples]
+    x_all = ((images.float() / 255 - 0.1307) / 0.3081).flatten(1)  # (N, 784)
+    y_all = datasets.MNIST(root, train=True, download=False).targets[:samples]
+    model, loss_fn = tutorial_model(), torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first_step, seconds = None, []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        order = torch.randperm(len(x_all))
+        for i in range(0, len(x_all), BATCH_SIZE):
+            index = order[i:i + BATCH_SIZE]
+            optimizer.zero_grad()
+            loss = loss_fn(model(x_all[index]), y_all[index])
+            loss.backward()
+            optimizer.step()
+            first_step = first_step or time.time()
+        seconds.append(time.perf_counter() - start)
+    return {"samples": len(x_all), "seconds": seconds, "first_step": first_step - launched_at}
+
+
+def run_train(root: str, epochs: int, launched_at: float) -> dict:
+    """(b) The real `train` command, in this process; the end of its first step is timed through the engine."""
+    import csv
+
+    from trainer import cli
+    from trainer.engine import Engine
+
+    first_step = []
+    train_step = Engine.train_step
+
+    def timed_train_step(self, x, y):
+        loss = train_step(self, x, y)
+        if not first_step:
+            first_step.append(time.time())
+        return loss
+
+    Engine.train_step = timed_train_step
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    sys.argv = ["train", "data=mnist", f"data.root={root}", "data.download=false", "model=mlp",
+                "model.hidden_sizes=[128,64]", "optimizer=adam", "optimizer.lr=0.001",
+                f"data.batch_size={BATCH_SIZE}", "loss.label_smoothing=0", f"trainer.max_epochs={epochs}",
+                "trainer.early_stopping.patience=null", f"hydra.run.dir={run_dir}"]
+    cli.train()
+    with open(run_dir / "metrics.csv") as file:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(file)]
+    samples = json.loads((run_dir / "summary.json").read_text())["train_samples"]
+    shutil.rmtree(run_dir)
+    return {"samples": samples, "seconds": seconds, "first_step": first_step[0] - launched_at}
+
+
+def child(case: str, root: str, epochs: int, samples: int, out: str) -> None:
+    launched_at = float(os.environ["BENCH_LAUNCHED_AT"])
+    if case == "tutorial":
+        result = run_tutorial(root, epochs, launched_at)
+    elif case == "train":
+        result = run_train(root, epochs, launched_at)
+    else:
+        result = run_floor(root, epochs, launched_at, samples)
+    result["rss_gb"] = peak_rss_gb()
+    Path(out).write_text(json.dumps(result))
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory. Linux: VmHWM, which starts afresh at exec (ru_maxrss would carry
+    the parent's peak over the fork); elsewhere ru_maxrss (kilobytes, bytes on macOS)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def measure(case: str, root: Path, epochs: int, samples: int = 0) -> dict:
+    """Run one case in a child process of its own."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        env = {**os.environ, "BENCH_LAUNCHED_AT": repr(time.time())}
+        process = subprocess.run([sys.executable, __file__, "--child", case, "--data-dir", str(root),
+                                  "--epochs", str(epochs), "--samples", str(samples), "--out", out.name],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if process.returncode != 0:
+            raise SystemExit(f"{case} failed:\n{process.stderr}")
+        result = json.loads(Path(out.name).read_text())
+    epoch = statistics.median(result["seconds"])
+    result.update(epoch=epoch, per_sample=epoch / result["samples"], samples_per_s=result["samples"] / epoch)
+    return result
+
+
+def help_seconds() -> float:
+    """Wall time of `train --help` (best of 3), the console script next to this Python."""
+    command = shutil.which("train", path=str(Path(sys.executable).parent)) or "train"
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([command, "--help"], check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--data-dir", help="a folder with MNIST/raw; default: generate stand-in files")
+    parser.add_argument("--child", choices=["tutorial", "train", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--samples", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.data_dir, args.epochs, args.samples, args.out)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(args.data_dir) if args.data_dir else Path(scratch)
+        if not args.data_dir:
+            from trainer.data.formats import write_mnist
+
+            write_mnist(root, train=60_000, test=10_000)
+        train = measure("train", root, args.epochs)
+        results = {"(a) tutorial": measure("tutorial", root, args.epochs), "(b) train": train,
+                   "(c) floor": measure("floor", root, args.epochs, samples=train["samples"])}
+    print_table(results, help_seconds(), args.epochs)
+
+
+def print_table(results: dict, help_s: float, epochs: int) -> None:
+    import torch
+
+    print(f"MNIST MLP 784-128-64-10, Adam, batch {BATCH_SIZE}, median of {epochs} epochs; {platform.machine()}, "
+          f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}\n")
+    print("| case | train samples | s / epoch | samples / s | peak RSS | start to first step |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {r['samples']:,} | {r['epoch']:.2f} | {r['samples_per_s']:,.0f} | "
+              f"{r['rss_gb']:.2f} GB | {r['first_step']:.2f} s |")
+    a, b, c = (results[name]["per_sample"] for name in ("(a) tutorial", "(b) train", "(c) floor"))
+    checks = [
+        ("(b)/(c) time per sample", f"{b / c:.2f}", f"<= {TARGETS['floor']}", b / c <= TARGETS["floor"]),
+        ("(a)/(b) time per sample", f"{a / b:.1f}", f">= {TARGETS['tutorial']}", a / b >= TARGETS["tutorial"]),
+        ("peak RSS of (b)", f"{results['(b) train']['rss_gb']:.2f} GB", f"<= {TARGETS['rss_gb']} GB",
+         results["(b) train"]["rss_gb"] <= TARGETS["rss_gb"]),
+        ("`train --help`", f"{help_s:.2f} s", f"< {TARGETS['help_s']} s", help_s < TARGETS["help_s"]),
+    ]
+    print("\n| measure | value | target | met |")
+    print("|---|---:|---:|---|")
+    for name, value, target, met in checks:
+        print(f"| {name} | {value} | {target} | {'yes' if met else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Your own CSV table: reading it, what its target makes of the task (data.task=auto), and its mistakes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import compose_config, write_csv_table
+from test_cli import assert_succeeded, elsewhere, train  # noqa: F401 (elsewhere is a fixture)
+from trainer.checkpoint import load_checkpoint
+from trainer.config import ConfigError, validate
+from trainer.data import build_data
+from trainer.data.splits import infer_task
+from trainer.data.table import read_csv
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def table(path: Path, header: str, rows: list) -> str:
+    """A CSV of `header` and one line per row (a sequence of values)."""
+    return write(path, "\n".join([header, *(",".join(map(str, row)) for row in rows)]) + "\n")
+
+
+def csv_splits(path: str, *overrides: str):
+    return build_data(compose_config("data=csv", f"data.path={path}", "data.target=y", *overrides).data)
+
+
+# --- reading --------------------------------------------------------------------------------------------------------
+
+def test_read_csv_takes_every_other_column_as_float32_features_in_file_order(tmp_path):
+    path = write(tmp_path / "t.csv", "b,y,a\n1.5,3,-2\n0.25,4,7\n")
+    arrays = read_csv(path, "y")
+    assert arrays.x.dtype == np.float32
+    np.testing.assert_array_equal(arrays.x, [[1.5, -2], [0.25, 7]])
+    np.testing.assert_array_equal(arrays.y, [3, 4])
+    assert arrays.test is None
+
+
+def test_read_csv_takes_the_features_in_the_order_given(tmp_path):
+    path = write(tmp_path / "t.csv", "b,y,a,c\n1,3,2,9\n4,5,6,9\n")
+    np.testing.assert_array_equal(read_csv(path, "y", features=["a", "b"]).x, [[2, 1], [6, 4]])
+
+
+def test_read_csv_keeps_text_labels_as_text(tmp_path):
+    path = write(tmp_path / "t.csv", "a,y\n1, red\n2,blue\n3,red\n")
+    assert read_csv(path, "y").y.tolist() == ["red", "blue", "red"]
+
+
+# --- data.task=auto -------------------------------------------------------------------------------------------------
+
+TARGETS = [  # (target values, task, num_classes)
+    (["yes", "no"] * 15, "binary", 2),
+    (["red", "blue", "green"] * 10, "multiclass", 3),
+    ([0, 1] * 15, "binary", 2),
+    (list(range(5)) * 6, "multiclass", 5),
+    (list(range(20)) * 2, "multiclass", 20),
+    ([0.5, 1.7, 2.25, -3.0, 4.125] * 6, "regression", None),
+    (list(range(21)) * 2, "regression", None),
+]
+TARGET_IDS = ["text-2", "text-3", "int-2", "int-0..4", "int-20-distinct", "floats", "int-21-distinct"]
+
+
+@pytest.mark.parametrize("values, task, _", TARGETS, ids=TARGET_IDS)
+def test_infer_task(values, task, _):
+    y = np.asarray(values) if isinstance(values[0], str) else np.asarray(values, dtype=np.float64)
+    assert infer_task(y) == task
+
+
+@pytest.mark.parametrize("values, task, num_classes", TARGETS, ids=TARGET_IDS)
+def test_build_data_infers_the_task_from_the_csv_target(tmp_path, values, task, num_classes):
+    path = table(tmp_path / "t.csv", "a,y", [(i, value) for i, value in enumerate(values)])
+    data = csv_splits(path, "data.standardize=false")
+    assert (data.task, data.num_classes) == (task, num_classes)
+    # Feature a is the row number: each sample's target is its row's value, or its class index in sorted order.
+    classes = sorted(set(values))
+    for x, y in (data.train, data.val, data.test):
+        rows = x[:, 0].long().tolist()
+        if task == "regression":
+            np.testing.assert_array_equal(y[:, 0].numpy(), np.float32([values[row] for row in rows]))
+        else:
+            assert y.tolist() == [classes.index(values[row]) for row in rows]
+
+
+# --- mistakes -------------------------------------------------------------------------------------------------------
+
+def error_of(path: str, target: str = "y", **options) -> str:
+    with pytest.raises(ConfigError) as error:
+        read_csv(path, target, **options)
+    return str(error.value)
+
+
+def test_a_missing_file_is_a_data_path_error(tmp_path):
+    path = str(tmp_path / "nope.csv")
+    assert error_of(path) == f"data.path: got {path!r}, expected a CSV file that exists"
+
+
+def test_a_missing_target_column_lists_the_columns(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b,label\n1,2,3\n")
+    assert error_of(path) == f"data.target: got 'y', expected a column of {path}: a, b, label"
+
+
+@pytest.mark.parametrize("features", [["a", "q"], ["a", "y"]], ids=["unknown", "the-target"])
+def test_a_feature_that_is_not_a_column_other_than_the_target_is_a_data_features_error(tmp_path, features):
+    path = write(tmp_path / "t.csv", "a,y,b\n1,2,3\n")
+    assert error_of(path, features=features) == (f"data.features: got {features[1]!r}, expected columns of {path} "
+                                                 f"other than the target: a, b")
+
+
+@pytest.mark.parametrize("bad", ["x", "", "nan", "inf", "-inf", "1,5"], ids=repr)
+def test_a_feature_value_that_is_not_a_finite_number_names_the_column_and_line(tmp_path, bad):
+    cell = f'"{bad}"' if "," in bad else bad
+    path = write(tmp_path / "t.csv", f"a,b,y\n1,2,0\n3,4,1\n5,{cell},0\n7,8,1\n")
+    assert error_of(path) == (f"data.path: got {path!r}, expected a finite number in every row of column 'b' "
+                              f"(line 4 has {bad!r})")
+
+
+def test_a_ragged_row_names_its_line(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b,y\n1,2,0\n3,4\n5,6,1\n")
+    assert error_of(path) == f"data.path: got {path!r}, expected 3 values per row, as in the header (line 3 has 2)"
+
+
+@pytest.mark.parametrize("text", ["a,b,y\n", ""], ids=["header-only", "empty"])
+def test_a_file_without_data_rows_is_a_data_path_error(tmp_path, text):
+    path = write(tmp_path / "t.csv", text)
+    assert error_of(path) == (f"data.path: got {path!r}, expected a CSV file with a header row and at least one row "
+                              f"of data")
+
+
+def test_text_labels_with_task_regression_is_a_data_task_error(tmp_path):
+    path = table(tmp_path / "t.csv", "a,y", [(i, "ab"[i % 2]) for i in range(20)])
+    with pytest.raises(ConfigError) as error:
+        csv_splits(path, "data.task=regression")
+    assert str(error.value) == "data.task: got 'regression', expected multiclass or binary: the target has text labels"
+
+
+@pytest.mark.parametrize("hole", ["", "nan"], ids=["empty", "nan"])
+def test_a_numeric_target_with_a_missing_value_names_the_line(tmp_path, hole):
+    rows = [(i, 0.5 + 1.25 * i) for i in range(30)]
+    rows[4] = (4, hole)
+    with pytest.raises(ConfigError, match=r"line 6"):
+        read_csv(table(tmp_path / "t.csv", "a,y", rows), "y")
+
+
+def test_a_blank_line_at_the_end_is_not_a_row(tmp_path):
+    assert read_csv(write(tmp_path / "t.csv", "a,y\n1,2\n3,4\n\n"), "y").y.tolist() == [2, 4]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("y,a\n1,2\n3,4\n".encode("utf-8-sig"))
+    assert read_csv(str(path), "y").y.tolist() == [1, 3]
+
+
+def test_many_rare_classes_leave_no_split_empty(tmp_path):
+    rows = [(i, f"class{i % 40}") for i in range(80)]  # 40 classes of 2 samples: 0.1 of each rounds to 0
+    data = csv_splits(table(tmp_path / "t.csv", "a,y", rows))
+    assert (len(data.train[0]), len(data.val[0]), len(data.test[0])) == (56, 8, 16)
+
+
+def test_validate_refuses_a_missing_csv_before_anything_is_read():
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config("data=csv", "data.path=/no/such.csv", "data.target=y"))
+    assert str(error.value) == "data.path: got '/no/such.csv', expected the path of a file that exists"
+
+
+def test_train_with_a_missing_csv_exits_2_with_one_line_and_writes_nothing(tmp_path, elsewhere):
+    run_dir = tmp_path / "run"
+    result = train("data=csv", "data.path=missing.csv", "data.target=y", f"hydra.run.dir={run_dir}", cwd=elsewhere)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        "train: error: data.path: got 'missing.csv', expected the path of a file that exists"]
+    assert not run_dir.exists()
+    assert list(elsewhere.iterdir()) == []
+
+
+# --- runs -----------------------------------------------------------------------------------------------------------
+
+def test_train_on_a_regression_csv_infers_the_task(tmp_path, elsewhere):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=200), rng.normal(size=200)
+    y = 2 * a - b + rng.normal(0, 0.05, 200)
+    path = table(tmp_path / "linear.csv", "a,b,y", [(f"{p:.5f}", f"{q:.5f}", f"{r:.5f}") for p, q, r in zip(a, b, y)])
+    run_dir = tmp_path / "run"
+    result = train("data=csv", f"data.path={path}", "data.target=y", "trainer.max_epochs=5",
+                   f"hydra.run.dir={run_dir}", cwd=elsewhere)
+    assert_succeeded(result)
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert checkpoint["config"]["data"]["task"] == "regression"
+    assert checkpoint["config"]["loss"] == {"_target_": "trainer.losses.for_task", "task": "regression"}
+    assert checkpoint["model"]["head.weight"].shape[0] == 1
+    assert "data.task=auto: the target 'y' makes this a regression set" in (run_dir / "train.log").read_text()
+    test = json.loads((run_dir / "summary.json").read_text())["test"]
+    assert set(test) == {"loss", "mse", "rmse", "r2"}
+    assert test["r2"] > 0.8
+
+
+def test_train_on_a_csv_with_text_labels_classifies(tmp_path, elsewhere):
+    path = write_csv_table(tmp_path / "blobs.csv")
+    run_dir = tmp_path / "run"
+    result = train("data=csv", f"data.path={path}", "data.target=colour", "trainer.max_epochs=5",
+                   f"hydra.run.dir={run_dir}", cwd=elsewhere)
+    assert_succeeded(result)
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert checkpoint["config"]["data"]["task"] == "multiclass"
+    assert checkpoint["model"]["head.weight"].shape == (3, 128)
+    assert json.loads((run_dir / "summary.json").read_text())["test"]["accuracy"] > 0.8

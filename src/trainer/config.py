@@ -240,6 +240,7 @@ RULES: dict[str, Rule] = {
     "optimizer.eps": POSITIVE,
     "optimizer.betas": BETAS,
     "optimizer.lr_decay": NON_NEGATIVE,
+    "optimizer.fused": _or_null(BOOL),
     "scheduler.step_size": POSITIVE_INT,
     "scheduler.gamma": FACTOR,
     "scheduler.warmup_steps": NON_NEGATIVE_INT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -104,7 +105,7 @@ class Engine:
                   disable=None) as bar:
             for x, y in batcher:
                 loss = self.train_step(x, y)
-                loss_sum += loss.detach() * len(x)
+                loss_sum.add_(loss.detach(), alpha=len(x))
                 seen += len(x)
                 bar.update()
                 if self.global_step % self.settings.log_every_n_steps == 0:
@@ -116,21 +117,39 @@ class Engine:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimisation step on a batch; returns the batch's loss (without the L1/L2 penalty, so that it
         compares with val_loss). x: (B, *input_shape); y: (B,) class indices or (B, T) targets."""
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+        with self._autocast():
             output = self.model(x)  # (B, num_outputs)
             loss = self.criterion(output.float(), targets_for(self.criterion, y))
-            objective = loss + weight_penalty(self.model, self.settings.l1, self.settings.l2)
+            objective = loss
+            if self.settings.l1 or self.settings.l2:
+                objective = loss + weight_penalty(self.model, self.settings.l1, self.settings.l2)
         self.optimizer.zero_grad(set_to_none=True)  # gradients accumulate in .grad unless cleared
-        self.scaler.scale(objective).backward()  # d objective / d parameter for every parameter, into .grad
-        if self.settings.grad_clip is not None:
+        if self.scaler.is_enabled():
+            # float16: the loss scaled up before backward, the gradients scaled back down before the step.
+            self.scaler.scale(objective).backward()
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
-        self.scaler.step(self.optimizer)  # parameter -= lr * (the optimiser's reading of) .grad
-        self.scaler.update()
+            self._clip_gradients()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            objective.backward()  # d objective / d parameter for every parameter, into .grad
+            self._clip_gradients()
+            self.optimizer.step()  # parameter -= lr * (the optimiser's reading of) .grad
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.global_step += 1
         return loss
+
+    def _clip_gradients(self) -> None:
+        if self.settings.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to the precision's float type; at 32 no context at all (entering even a disabled one costs
+        time at every step)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     @torch.inference_mode()
     def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
@@ -138,7 +157,7 @@ class Engine:
         classes (int64 y), MSE, RMSE and R^2 for values."""
         self.model.eval()
         outputs, targets = [], []
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+        with self._autocast():
             for x, y in batches:
                 outputs.append(self.model(x).float())  # (B, num_outputs)
                 targets.append(y)

@@ -44,8 +44,13 @@ class Normalize:
     def to(self, device: torch.device) -> Normalize:
         return Normalize(self.mean.to(device), self.std.to(device))
 
+    def __post_init__(self) -> None:
+        # (x - mean) / std as one multiply-add per pixel: x * scale + shift, both (C, 1, 1).
+        self._scale = (1 / self.std)[:, None, None]
+        self._shift = -self.mean[:, None, None] * self._scale
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - self.mean[:, None, None]) / self.std[:, None, None]
+        return torch.addcmul(self._shift, images.float(), self._scale)
 
 
 @dataclass

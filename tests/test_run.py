@@ -135,3 +135,34 @@ def test_dataloader_and_device_pipelines_train_bit_identically(tmp_path, restore
     assert loader_metrics == device_metrics
     assert device_weights.keys() == loader_weights.keys()
     assert all(torch.equal(device_weights[key], loader_weights[key]) for key in device_weights)
+
+
+@pytest.mark.parametrize("overrides, fused", [
+    (("optimizer=adam",), True),
+    (("optimizer=adamw",), True),
+    (("optimizer=adam", "optimizer.fused=false"), False),
+    (("optimizer=sgd",), None),  # no fused key: torch's default
+])
+def test_adam_runs_fused_on_the_cpu_unless_told_otherwise(run_dir, overrides, fused):
+    run = build(compose_config("trainer.device=cpu", *overrides), run_dir)
+    assert run.engine.optimizer.defaults.get("fused") is fused
+
+
+@pytest.mark.parametrize("option, imported", [("mnist", ["torchvision"]), ("csv", []), ("digits", ["sklearn"])])
+def test_only_the_chosen_data_set_s_libraries_are_imported(tmp_path, option, imported):
+    """A fresh interpreter trains one epoch; scikit-learn and torchvision are imported only by the sets that use
+    them (this session's interpreter has both loaded already, hence the subprocess)."""
+    import subprocess
+    import sys
+
+    from conftest import STAND_IN_ROOT
+
+    overrides = [f"data={option}", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"]
+    if option == "csv":
+        overrides += [f"data.path={STAND_IN_ROOT / 'table.csv'}", "data.target=colour"]
+    script = ("import sys; from trainer.cli import train; sys.argv = ['train', *sys.argv[1:]]\n"
+              "try:\n    train()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+              "print(sorted(name for name in ('sklearn', 'torchvision') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script, *overrides], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(imported)

@@ -312,3 +312,43 @@ def test_evaluate_measures_what_validate_expects_of_the_task(run_dir, data):
     run = build_run(run_dir, SMALL_MLP, data, "data.n_samples=200" if data != "data=digits" else "seed=0")
     measured = run.engine.evaluate(run.val)
     assert tuple(f"val_{name}" for name in measured) == measured_metrics(run.data.task)
+
+
+@pytest.mark.parametrize("model", ["mlp", "dropout_net"])
+def test_a_run_resumed_from_last_pt_at_an_epoch_boundary_ends_bit_identical(tmp_path, model):
+    # Dropout draws from torch's RNG and cosine steps every batch: both must come back exactly.
+    overrides = (f"model={model}", "model.hidden_sizes=[32]", "scheduler=cosine", "trainer.deterministic=true",
+                 "trainer.max_epochs=4")
+    for name in ("whole", "part"):
+        (tmp_path / name).mkdir()
+    whole = build_run(tmp_path / "whole", *overrides)
+    whole.engine.fit(whole.train, whole.val)
+
+    interrupted = build_run(tmp_path / "part", *overrides)
+    interrupted.engine.settings.max_epochs = 2  # as if killed after epoch 2; the schedule still spans 4
+    interrupted.engine.fit(interrupted.train, interrupted.val)
+    torch.manual_seed(12345)  # whatever the RNGs did since, the checkpoint's states must win
+
+    resumed = build_run(tmp_path / "part", *overrides)
+    resumed.engine.load_state_dict(load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt"), resumed.train)
+    assert (resumed.engine.epoch, resumed.train.epoch, resumed.train.position) == (2, 2, 0)
+    resumed.engine.fit(resumed.train, resumed.val)
+
+    for (name, expected), actual in zip(whole.engine.model.state_dict().items(),
+                                        resumed.engine.model.state_dict().values()):
+        assert torch.equal(expected, actual), name
+
+    def rows(run_dir: Path) -> list[dict]:
+        with open(run_dir / "metrics.csv") as file:
+            return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(file)]
+
+    assert rows(tmp_path / "part") == rows(tmp_path / "whole") and len(rows(tmp_path / "whole")) == 4
+
+
+def test_checkpoints_hold_the_batcher_position_and_every_rng_state(run_dir):
+    run = build_run(run_dir, SMALL_MLP, "trainer.max_epochs=1")
+    run.engine.fit(run.train, run.val)
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")  # weights_only=True: plain values and tensors
+    assert state["batcher"] == {"seed": 0, "epoch": 1, "position": 0}
+    assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    assert state["engine"] == {"epoch": 1, "global_step": len(run.train)}

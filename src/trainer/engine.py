@@ -22,6 +22,7 @@ from trainer.data import Batcher
 from trainer.early_stopping import EarlyStopping, StopReason
 from trainer.losses import targets_for, weight_penalty
 from trainer.metrics import MetricsLog, accuracy, regression_errors
+from trainer.seeding import rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,12 @@ class Engine:
         """Epochs completed."""
         self.global_step = 0
         """Optimiser steps taken."""
+        self.train_batches: Optional[Batcher] = None
+        """The training batches of the current fit, whose position checkpoints record."""
 
     def fit(self, train: Batcher, val: Batcher) -> FitResult:
         """Train until max_epochs or early stopping; best.pt holds the weights of the best validation epoch."""
+        self.train_batches = train
         monitor = self.early_stopping.monitor
         stop_reason = StopReason.MAX_EPOCHS
         start = time.perf_counter()
@@ -200,7 +204,24 @@ class Engine:
             "scaler": self.scaler.state_dict(),
             "early_stopping": self.early_stopping.state_dict(),
             "engine": {"epoch": self.epoch, "global_step": self.global_step},
+            "batcher": self.train_batches.state_dict() if self.train_batches is not None else None,
+            "rng": rng_states(),
             "metrics": self.metrics_log.rows,
             "config": self.config,
             "version": __version__,
         }
+
+    def load_state_dict(self, state: dict[str, Any], train: Optional[Batcher] = None) -> None:
+        """Continue from a checkpoint's state: weights, optimiser, schedule, scaler, early stopping, counters,
+        the metrics so far (metrics.csv is rewritten with them), every RNG and, given `train`, its position."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.epoch, self.global_step = state["engine"]["epoch"], state["engine"]["global_step"]
+        self.metrics_log.restore(state["metrics"])
+        set_rng_states(state["rng"])
+        if train is not None and state["batcher"] is not None:
+            train.load_state_dict(state["batcher"])

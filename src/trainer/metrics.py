@@ -36,6 +36,13 @@ class MetricsLog:
         self.path = path
         self.rows: list[dict[str, float]] = []
 
+    def restore(self, rows: list[dict[str, float]]) -> None:
+        """Start over from `rows` (a checkpoint's): metrics.csv holds exactly them, and new rows follow."""
+        self.rows = []
+        self.path.unlink(missing_ok=True)
+        for row in rows:
+            self.append(row)
+
     def append(self, row: dict[str, float]) -> None:
         first = not self.rows
         self.rows.append(row)

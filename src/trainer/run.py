@@ -6,12 +6,9 @@ import functools
 import json
 import logging
 import math
-import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +19,7 @@ from trainer.device import resolve_device
 from trainer.engine import Engine
 from trainer.losses import num_outputs
 from trainer.schedules import build_scheduler
+from trainer.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -127,17 +125,6 @@ def _lone_last_sample_breaks_batchnorm(model: torch.nn.Module, num_samples: int,
         log.info("dropping the last batch of each epoch: it holds 1 sample, and BatchNorm needs at least 2")
         return True
     return False
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed python, numpy and torch; with `deterministic`, allow only kernels that repeat bit for bit."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
 
 
 def result_table(summary: dict) -> str:

@@ -5,6 +5,7 @@ the schedules) do what they say."""
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -275,13 +276,63 @@ def test_plateau_schedule_judges_the_monitored_metric_in_its_direction(run_dir, 
     assert run.engine.scheduler.mode == mode
 
 
-def test_a_diverging_run_stops_and_keeps_no_diverged_checkpoint(run_dir):
+def test_a_diverging_run_stops_within_its_first_epoch_and_keeps_no_diverged_checkpoint(run_dir):
     run = build_run(run_dir, SMALL_MLP, "optimizer=sgd", "optimizer.lr=1e4", "trainer.max_epochs=5")
     result = run.engine.fit(run.train, run.val)
-    assert (result.stop_reason, result.epochs, result.best_epoch) == (StopReason.DIVERGED, 1, None)
+    assert (result.stop_reason, result.epochs, result.best_epoch) == (StopReason.DIVERGED, 0, None)
+    assert re.match(r"epoch 1, step \d+: the loss or a gradient is not finite, at learning rate 1e\+04",
+                    run.engine.divergence)
     assert not (run_dir / "checkpoints" / "best.pt").exists()
     assert not (run_dir / "checkpoints" / "last.pt").exists()
     assert run.engine.test(run.test) == {}
+
+
+def test_a_run_that_diverges_later_leaves_best_pt_as_it_was(run_dir):
+    run = build_run(run_dir, SMALL_MLP, "optimizer=sgd", "trainer.max_epochs=2")
+    run.engine.fit(run.train, run.val)
+    best = (run_dir / "checkpoints" / "best.pt").read_bytes()
+    run.engine.settings.max_epochs = 4
+    for group in run.engine.optimizer.param_groups:
+        group["lr"] = 1e8  # the injected fault: every weight overshoots to inf within a few steps
+    result = run.engine.fit(run.train, run.val)
+    assert (result.stop_reason, result.epochs, result.best_epoch) == (StopReason.DIVERGED, 2, 2)
+    assert run.engine.divergence.startswith("epoch 3, step ")
+    assert (run_dir / "checkpoints" / "best.pt").read_bytes() == best
+    assert run.engine.test(run.test)["accuracy"] > 0.5  # the best weights, not the diverged ones
+
+
+def nan_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = next(iter(run.train))
+    return torch.full_like(x, float("nan")), y
+
+
+@pytest.mark.parametrize("max_skipped, batches, skipped, stopped", [
+    (1, "good nan good", 1, False),
+    (1, "nan good nan", 2, True),
+    (0, "nan", 1, True),
+    (3, "nan nan nan", 3, False),
+])
+def test_skip_leaves_non_finite_steps_out_and_stops_after_max_skipped(run_dir, max_skipped, batches, skipped,
+                                                                        stopped):
+    run = build_run(run_dir, SMALL_MLP, "trainer.on_nonfinite=skip", f"trainer.max_skipped={max_skipped}")
+    good = next(iter(run.train))
+    for kind in batches.split():
+        before = [p.clone() for p in run.engine.model.parameters()]
+        loss = run.engine.train_step(*(good if kind == "good" else nan_batch(run)))
+        unchanged = all(torch.equal(a, b) for a, b in zip(before, run.engine.model.parameters()))
+        assert (loss is None, unchanged) == ((True, True) if kind == "nan" else (False, False))
+    assert run.engine.skipped_steps == skipped
+    assert (run.engine.divergence is not None) == stopped
+
+
+def test_stop_records_the_first_non_finite_step_without_reading_it_at_once(run_dir):
+    run = build_run(run_dir, SMALL_MLP)
+    good = next(iter(run.train))
+    run.engine.train_step(*good)
+    assert not run.engine._diverged()
+    run.engine.train_step(*nan_batch(run))  # step index 1
+    run.engine.train_step(*good)
+    assert run.engine._diverged() and run.engine.divergence.startswith("epoch 1, step 1: ")
 
 
 def test_train_loss_leaves_out_the_weight_penalty(run_dir):

@@ -102,6 +102,11 @@ class TrainerConfig:
     """Batch size for validation and test, which need no gradients and so fit larger batches."""
     deterministic: bool = False
     """Use only deterministic kernels, so that a run repeats bit for bit on the same machine."""
+    on_nonfinite: str = "stop"
+    """A step whose loss or gradient is nan or inf: stop (end the run, naming the step; best.pt keeps the last
+    good weights) or skip (leave the weights alone, count it, go on; reads one flag per step)."""
+    max_skipped: int = 10
+    """on_nonfinite=skip: stop the run when more steps than this have been skipped."""
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     """When to stop and which epoch counts as best."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -112,6 +117,9 @@ class TrainerConfig:
             raise ConfigError("max_epochs", self.max_epochs, "an integer >= 1")
         _one_of("device", self.device, DEVICES)
         _one_of("precision", self.precision, PRECISIONS)
+        _one_of("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
+        if self.max_skipped < 0:
+            raise ConfigError("max_skipped", self.max_skipped, "an integer >= 0")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError("grad_clip", self.grad_clip, "a number > 0, or null")
         for name in ("l1", "l2"):

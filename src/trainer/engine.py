@@ -62,6 +62,13 @@ class Engine:
         """Optimiser steps taken."""
         self.train_batches: Optional[Batcher] = None
         """The training batches of the current fit, whose position checkpoints record."""
+        self.skipped_steps = 0
+        """on_nonfinite=skip: steps left out for a non-finite loss or gradient."""
+        self.divergence: Optional[str] = None
+        """Why training stopped on non-finite values, once it has."""
+        # on_nonfinite=stop: the first step with a non-finite loss or gradient (-1: none yet), kept on the device
+        # and read only when the progress bar reads the loss, so that checking costs no sync per step.
+        self._first_nonfinite_step = torch.full((), -1, device=device)
 
     def fit(self, train: Batcher, val: Batcher) -> FitResult:
         """Train until max_epochs or early stopping; best.pt holds the weights of the best validation epoch."""
@@ -73,6 +80,10 @@ class Engine:
             epoch_start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss = self.train_epoch(train)
+            if self.divergence is not None:
+                log.error(self.divergence)
+                stop_reason = StopReason.DIVERGED
+                break
             metrics = {f"val_{name}": value for name, value in self.evaluate(val).items()}
             if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self._step_epoch_scheduler(metrics[monitor])
@@ -109,18 +120,36 @@ class Engine:
                   disable=None) as bar:
             for x, y in batcher:
                 loss = self.train_step(x, y)
-                loss_sum.add_(loss.detach(), alpha=len(x))
-                seen += len(x)
                 bar.update()
+                if loss is not None:
+                    loss_sum.add_(loss.detach(), alpha=len(x))
+                    seen += len(x)
                 if self.global_step % self.settings.log_every_n_steps == 0:
-                    bar.set_postfix(loss=f"{(loss_sum / seen).item():.4f}",
+                    if self._diverged():
+                        break
+                    bar.set_postfix(loss=f"{(loss_sum / max(seen, 1)).item():.4f}",
                                     lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
                                     samples_per_s=f"{seen / (time.perf_counter() - start):.0f}")
+                elif self.divergence is not None:
+                    break
+            else:
+                self._diverged()
         return (loss_sum / max(seen, 1)).item()
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _diverged(self) -> bool:
+        """on_nonfinite=stop: read the device's record of the first non-finite step; say so if there was one."""
+        step = int(self._first_nonfinite_step)
+        if step >= 0 and self.divergence is None:
+            self.divergence = (f"epoch {self.epoch + 1}, step {step}: the loss or a gradient is not finite, at "
+                               f"learning rate {self.optimizer.param_groups[0]['lr']:.3g}; stopping "
+                               f"(trainer.on_nonfinite=stop). best.pt keeps the best finite epoch. A lower "
+                               f"optimizer.lr or trainer.grad_clip usually helps.")
+        return self.divergence is not None
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> Optional[torch.Tensor]:
         """One optimisation step on a batch; returns the batch's loss (without the L1/L2 penalty, so that it
-        compares with val_loss). x: (B, *input_shape); y: (B,) class indices or (B, T) targets."""
+        compares with val_loss), or None when on_nonfinite=skip left the step out.
+        x: (B, *input_shape); y: (B,) class indices or (B, T) targets."""
         with self._autocast():
             output = self.model(x)  # (B, num_outputs)
             loss = self.criterion(output.float(), targets_for(self.criterion, y))
@@ -129,7 +158,8 @@ class Engine:
                 objective = loss + weight_penalty(self.model, self.settings.l1, self.settings.l2)
         self.optimizer.zero_grad(set_to_none=True)  # gradients accumulate in .grad unless cleared
         if self.scaler.is_enabled():
-            # float16: the loss scaled up before backward, the gradients scaled back down before the step.
+            # float16: the loss scaled up before backward, the gradients scaled back down before the step. The
+            # scaler itself skips steps whose gradients overflowed, and lowers the scale.
             self.scaler.scale(objective).backward()
             self.scaler.unscale_(self.optimizer)
             self._clip_gradients()
@@ -137,12 +167,39 @@ class Engine:
             self.scaler.update()
         else:
             objective.backward()  # d objective / d parameter for every parameter, into .grad
+            if not self._finite_or_recorded(objective):
+                self.global_step += 1
+                return None
             self._clip_gradients()
             self.optimizer.step()  # parameter -= lr * (the optimiser's reading of) .grad
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.global_step += 1
         return loss
+
+    def _finite_or_recorded(self, objective: torch.Tensor) -> bool:
+        """Whether the step may go on. on_nonfinite=stop records, on the device, the first step whose loss is not
+        finite, for `_diverged` to read (a non-finite gradient makes the next step's loss non-finite, so it is
+        caught one step later, for three tiny ops per step instead of a pass over every gradient).
+        on_nonfinite=skip checks the loss and every gradient now, reading the answer (one sync), and leaves a
+        non-finite step out."""
+        if self.settings.on_nonfinite == "stop":
+            recorded = (self._first_nonfinite_step >= 0) | torch.isfinite(objective.detach())
+            self._first_nonfinite_step = torch.where(recorded, self._first_nonfinite_step, self.global_step)
+            return True
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grad_norms = torch.stack(torch._foreach_norm(grads)) if grads else objective.new_zeros(1)  # one per tensor
+        if (torch.isfinite(objective.detach()) & torch.isfinite(grad_norms.sum())).item():
+            return True
+        self.skipped_steps += 1
+        log.warning("epoch %d, step %d: the loss or a gradient is not finite; step skipped (%d of at most %d)",
+                    self.epoch + 1, self.global_step, self.skipped_steps, self.settings.max_skipped)
+        if self.skipped_steps > self.settings.max_skipped:
+            self.divergence = (f"epoch {self.epoch + 1}, step {self.global_step}: {self.skipped_steps} steps "
+                               f"skipped for non-finite values, more than trainer.max_skipped="
+                               f"{self.settings.max_skipped}; stopping. A lower optimizer.lr or "
+                               f"trainer.grad_clip usually helps.")
+        return False
 
     def _clip_gradients(self) -> None:
         if self.settings.grad_clip is not None:

@@ -140,7 +140,7 @@ class Engine:
         """on_nonfinite=stop: read the device's record of the first non-finite step; say so if there was one."""
         step = int(self._first_nonfinite_step)
         if step >= 0 and self.divergence is None:
-            self.divergence = (f"epoch {self.epoch + 1}, step {step}: the loss or a gradient is not finite, at "
+            self.divergence = (f"epoch {self.epoch + 1}, step {step}: the loss is not finite, at "
                                f"learning rate {self.optimizer.param_groups[0]['lr']:.3g}; stopping "
                                f"(trainer.on_nonfinite=stop). best.pt keeps the best finite epoch. A lower "
                                f"optimizer.lr or trainer.grad_clip usually helps.")

@@ -107,6 +107,11 @@ class TrainerConfig:
     good weights) or skip (leave the weights alone, count it, go on; reads one flag per step)."""
     max_skipped: int = 10
     """on_nonfinite=skip: stop the run when more steps than this have been skipped."""
+    resume: Optional[str] = None
+    """auto: continue the run in this run directory from its checkpoints/last.pt (start fresh when there is
+    none; give the run a stable directory, e.g. hydra.run.dir=runs/NAME); a path: continue from that file."""
+    init_from: Optional[str] = None
+    """A checkpoint whose model weights start this run (fine-tuning); nothing else is taken from it."""
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     """When to stop and which epoch counts as best."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -118,6 +123,12 @@ class TrainerConfig:
         _one_of("device", self.device, DEVICES)
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
+        if self.resume not in (None, "auto") and not Path(self.resume).is_file():
+            raise ConfigError("resume", self.resume, "auto, or the path of a checkpoint file that exists")
+        if self.init_from is not None and not Path(self.init_from).is_file():
+            raise ConfigError("init_from", self.init_from, "the path of a checkpoint file that exists")
+        if self.init_from is not None and self.resume is not None:
+            raise ConfigError("init_from", self.init_from, "null when resume is set (a resumed run has its weights)")
         if self.max_skipped < 0:
             raise ConfigError("max_skipped", self.max_skipped, "an integer >= 0")
         if self.grad_clip is not None and not self.grad_clip > 0:

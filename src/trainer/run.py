@@ -18,6 +18,7 @@ from trainer.data import Batcher, DataSplits, LoaderBatcher, build_data
 from trainer.device import resolve_device
 from trainer.engine import Engine
 from trainer.losses import num_outputs
+from trainer.resume import start_from_checkpoints
 from trainer.schedules import build_scheduler
 from trainer.seeding import seed_everything
 
@@ -62,6 +63,7 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     engine = Engine(model, criterion, optimizer, settings, device, run_dir, scheduler=scheduler,
                     scheduler_interval=interval, target_std=data.target_std,
                     config=OmegaConf.to_container(cfg, resolve=True))
+    start_from_checkpoints(settings, engine, train_batches, run_dir)
     return Run(engine, data, train_batches, val_batches, test_batches)
 
 

@@ -1,0 +1,115 @@
+"""trainer.resume and trainer.init_from: a run continued from its checkpoint ends as if never interrupted."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compose_config
+from test_cli import assert_succeeded, train
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.config import ConfigError, validate
+from trainer.run import build
+
+SMALL = ("model.hidden_sizes=[32]", "trainer.deterministic=true", "data.batch_size=128")
+
+
+def metrics_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as file:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(file)]
+
+
+def test_train_resumed_with_resume_auto_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert_succeeded(train(*SMALL, "trainer.max_epochs=4", f"hydra.run.dir={whole}", cwd=tmp_path))
+    assert_succeeded(train(*SMALL, "trainer.max_epochs=2", f"hydra.run.dir={part}", cwd=tmp_path))
+    resumed = train(*SMALL, "trainer.max_epochs=4", "trainer.resume=auto", f"hydra.run.dir={part}", cwd=tmp_path)
+    assert_succeeded(resumed)
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    expected = load_checkpoint(whole / "checkpoints" / "last.pt")["model"]
+    actual = load_checkpoint(part / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    assert metrics_rows(part) == metrics_rows(whole) and len(metrics_rows(whole)) == 4
+
+
+def test_resume_auto_without_a_checkpoint_starts_from_the_beginning(run_dir):
+    run = build(compose_config(*SMALL, "trainer.resume=auto"), run_dir)
+    assert (run.engine.epoch, run.engine.global_step, run.train.position) == (0, 0, 0)
+
+
+def first_run(run_dir: Path, *overrides: str) -> Path:
+    run = build(compose_config(*SMALL, "trainer.max_epochs=1", *overrides), run_dir)
+    run.engine.fit(run.train, run.val)
+    return run_dir / "checkpoints" / "last.pt"
+
+
+def test_resume_refuses_a_checkpoint_of_another_model_and_names_the_setting(tmp_path):
+    (tmp_path / "a").mkdir()
+    checkpoint = first_run(tmp_path / "a")
+    with pytest.raises(ConfigError) as error:
+        build(compose_config(*SMALL, "model.hidden_sizes=[64]", f"trainer.resume={checkpoint}"), tmp_path)
+    assert str(error.value) == (f"trainer.resume: got '{checkpoint}', expected a checkpoint of this config "
+                                f"(model.hidden_sizes is [32] there, [64] here)")
+
+
+def test_resume_of_a_missing_file_is_refused_before_anything_runs():
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config("trainer.resume=no/such.pt"))
+    assert str(error.value) == ("trainer.resume: got 'no/such.pt', expected auto, or the path of a checkpoint "
+                                "file that exists")
+
+
+def test_a_truncated_checkpoint_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "a").mkdir()
+    checkpoint = first_run(tmp_path / "a")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match=r"^trainer.resume: got '.*truncated.pt', expected a readable checkpoint"):
+        build(compose_config(*SMALL, f"trainer.resume={truncated}"), tmp_path)
+
+
+class CreatesAFile:
+    """A pickled object whose unpickling would run code: here, create a file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_checkpoint_carrying_a_pickled_object_is_refused_and_its_payload_never_runs(tmp_path):
+    (tmp_path / "a").mkdir()
+    state = load_checkpoint(first_run(tmp_path / "a"))
+    evidence = tmp_path / "payload-ran"
+    malicious = tmp_path / "malicious.pt"
+    with open(malicious, "wb") as file:
+        torch.save({**state, "extra": CreatesAFile(evidence)}, file)
+    with pytest.raises(ConfigError, match=r"^trainer.resume: got '.*malicious.pt', expected a readable checkpoint"):
+        build(compose_config(*SMALL, f"trainer.resume={malicious}"), tmp_path)
+    assert not evidence.exists()
+
+
+def test_init_from_takes_the_model_weights_and_nothing_else(tmp_path):
+    (tmp_path / "a").mkdir()
+    checkpoint = first_run(tmp_path / "a")
+    run = build(compose_config(*SMALL, f"trainer.init_from={checkpoint}"), tmp_path)
+    saved = load_checkpoint(checkpoint)["model"]
+    assert all(torch.equal(saved[name], value) for name, value in run.engine.model.state_dict().items())
+    assert (run.engine.epoch, run.engine.global_step, run.engine.metrics_log.rows) == (0, 0, [])
+
+
+def test_init_from_a_checkpoint_of_another_shape_names_the_key(tmp_path):
+    (tmp_path / "a").mkdir()
+    checkpoint = first_run(tmp_path / "a")
+    with pytest.raises(ConfigError, match=r"^trainer.init_from: got '.*last.pt', expected a checkpoint of this "
+                                          r"model \(size mismatch"):
+        build(compose_config("model.hidden_sizes=[64]", f"trainer.init_from={checkpoint}"), tmp_path)
+
+
+def test_a_checkpoint_of_plain_values_round_trips(tmp_path):
+    save_checkpoint({"model": {}, "numbers": [1, 2.5, None, "text"]}, tmp_path / "plain.pt")
+    assert load_checkpoint(tmp_path / "plain.pt")["numbers"] == [1, 2.5, None, "text"]

@@ -72,9 +72,9 @@ def run_floor(root: str, epochs: int, launched_at: float, samples: int) -> dict:
     import torch
     from torchvision import datasets
 
-    images = datasets.MNIST(root, train=True, download=False).data[:samples]
-    x_all = ((images.float() / 255 - 0.1307) / 0.3081).flatten(1)  # (N, 784)
-    y_all = datasets.MNIST(root, train=True, download=False).targets[:samples]
+    mnist = datasets.MNIST(root, train=True, download=False)
+    x_all = ((mnist.data[:samples].float() / 255 - 0.1307) / 0.3081).flatten(1)  # (N, 784)
+    y_all = mnist.targets[:samples]
     model, loss_fn = tutorial_model(), torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as `train` runs it on a CPU
     first_step, seconds = None, []

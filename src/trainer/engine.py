@@ -66,8 +66,8 @@ class Engine:
         """on_nonfinite=skip: steps left out for a non-finite loss or gradient."""
         self.divergence: Optional[str] = None
         """Why training stopped on non-finite values, once it has."""
-        # on_nonfinite=stop: the first step with a non-finite loss or gradient (-1: none yet), kept on the device
-        # and read only when the progress bar reads the loss, so that checking costs no sync per step.
+        # on_nonfinite=stop: the first step with a non-finite loss (-1: none yet), kept on the device and read only
+        # when the progress bar reads the loss, so that checking costs no sync per step.
         self._first_nonfinite_step = torch.full((), -1, device=device)
 
     def fit(self, train: Batcher, val: Batcher) -> FitResult:
@@ -124,13 +124,11 @@ class Engine:
                 if loss is not None:
                     loss_sum.add_(loss.detach(), alpha=len(x))
                     seen += len(x)
-                if self.global_step % self.settings.log_every_n_steps == 0:
-                    if self._diverged():
-                        break
+                if self.global_step % self.settings.log_every_n_steps == 0 and not self._diverged():
                     bar.set_postfix(loss=f"{(loss_sum / max(seen, 1)).item():.4f}",
                                     lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
                                     samples_per_s=f"{seen / (time.perf_counter() - start):.0f}")
-                elif self.divergence is not None:
+                if self.divergence is not None:  # read above, or set by a step over on_nonfinite=skip's limit
                     break
             else:
                 self._diverged()

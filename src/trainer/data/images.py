@@ -40,20 +40,17 @@ def _read(name: str, root: str, download: bool) -> Arrays:
         # torchvision says "Dataset not found", lists every mirror it tried (MNIST), or lets the URLError through
         # (CIFAR); the last line has the cause.
         reason = str(error).strip().splitlines()[-1] if download else "data.download is false"
-        raise ConfigError("data.root", root, f"a folder holding {expected_files(name, root)} ({reason}); "
+        raise ConfigError("data.root", root, f"a folder holding {expected_files(dataset_class, root)} ({reason}); "
                           f"download it where there is a network, or set data.root or DATA_DIR "
                           f"to a folder that has it") from None
     test_part = Arrays(x=_channels_first(test.data), y=np.asarray(test.targets))
     return Arrays(x=_channels_first(train.data), y=np.asarray(train.targets), test=test_part)
 
 
-def expected_files(name: str, root: str) -> str:
+def expected_files(dataset_class: type, root: str) -> str:
     """Where torchvision looks for a set's files under root, and their names."""
-    import torchvision
-
-    dataset_class = getattr(torchvision.datasets, name)
     if hasattr(dataset_class, "resources"):  # the MNIST family: root/<class name>/raw/<unzipped files>
-        folder = Path(root) / name / "raw"
+        folder = Path(root) / dataset_class.__name__ / "raw"
         files = [Path(url).name.removesuffix(".gz") for url, _ in dataset_class.resources]
     else:  # CIFAR: root/<base_folder>/<pickled batches>
         folder = Path(root) / dataset_class.base_folder

@@ -77,10 +77,10 @@ def build_data(cfg: DictConfig) -> DataSplits:
 
     train, val, test = _split(features, targets, cfg, stratify=task != "regression")
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = train, val, test
-    for key, part in (("data.val_fraction", x_val), ("data.test_fraction", x_test), ("data.val_fraction", x_train)):
+    for key, part in (("val_fraction", x_val), ("test_fraction", x_test), ("val_fraction", x_train)):
         if len(part) == 0:
-            raise ConfigError(key, cfg.get(key.split(".")[1]), f"a fraction that leaves samples in each of "
-                                                               f"train, val and test ({len(arrays.x)} samples)")
+            raise ConfigError(f"data.{key}", cfg.get(key), f"a fraction that leaves samples in each of train, val "
+                                                           f"and test ({len(arrays.x)} samples)")
     target_std = normalize = None
     if images:
         channels = x_train.shape[1]

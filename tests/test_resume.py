@@ -113,3 +113,14 @@ def test_init_from_a_checkpoint_of_another_shape_names_the_key(tmp_path):
 def test_a_checkpoint_of_plain_values_round_trips(tmp_path):
     save_checkpoint({"model": {}, "numbers": [1, 2.5, None, "text"]}, tmp_path / "plain.pt")
     assert load_checkpoint(tmp_path / "plain.pt")["numbers"] == [1, 2.5, None, "text"]
+
+
+def test_a_run_that_had_stopped_early_stays_stopped_when_resumed(run_dir):
+    # patience 1 with min_delta 10: epoch 2 cannot improve on epoch 1, so epoch 2 decides to stop.
+    stopping = ("trainer.early_stopping.patience=1", "trainer.early_stopping.min_delta=10")
+    first = build(compose_config(*SMALL, *stopping, "trainer.max_epochs=5"), run_dir)
+    assert first.engine.fit(first.train, first.val).epochs == 2
+    resumed = build(compose_config(*SMALL, *stopping, "trainer.max_epochs=5", "trainer.resume=auto"), run_dir)
+    result = resumed.engine.fit(resumed.train, resumed.val)
+    assert (result.stop_reason.value, result.epochs, resumed.engine.global_step) == (
+        "early_stopping", 2, first.engine.global_step)

@@ -76,7 +76,10 @@ class Engine:
         monitor = self.early_stopping.monitor
         stop_reason = StopReason.MAX_EPOCHS
         start = time.perf_counter()
-        while self.epoch < self.settings.max_epochs:
+        if self.early_stopping.should_stop:  # resumed from the checkpoint of an epoch that decided to stop
+            log.info(self.early_stopping.message())
+            stop_reason = StopReason.EARLY_STOPPING
+        while self.epoch < self.settings.max_epochs and stop_reason is StopReason.MAX_EPOCHS:
             epoch_start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss = self.train_epoch(train)

@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.checkpoint import load_checkpoint, previous_path, save_checkpoint
 
 RAN = []
 
@@ -66,6 +66,32 @@ def test_leaves_no_temp_file_behind(tmp_path):
     save_checkpoint({"epoch": 8}, tmp_path / "last.pt")  # over an existing file
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     assert load_checkpoint(tmp_path / "last.pt") == {"epoch": 8}
+
+
+def test_keep_previous_keeps_the_file_it_replaces_as_the_fallback(tmp_path):
+    path = tmp_path / "last.pt"
+    assert previous_path(path) == tmp_path / "last.previous.pt"
+    save_checkpoint({"epoch": 1}, path, keep_previous=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # nothing to keep yet
+    save_checkpoint({"epoch": 2}, path, keep_previous=True)
+    save_checkpoint({"epoch": 3}, path, keep_previous=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.previous.pt", "last.pt"]
+    assert (load_checkpoint(path), load_checkpoint(previous_path(path))) == ({"epoch": 3}, {"epoch": 2})
+
+
+def test_a_failed_save_with_keep_previous_leaves_both_files_as_they_were(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1}, path, keep_previous=True)
+    save_checkpoint({"epoch": 2}, path, keep_previous=True)
+
+    def broken_save(obj, file, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint({"epoch": 3}, path, keep_previous=True)
+    monkeypatch.undo()
+    assert (load_checkpoint(path), load_checkpoint(previous_path(path))) == ({"epoch": 2}, {"epoch": 1})
 
 
 @pytest.mark.parametrize("error", [RuntimeError("disk full"), KeyboardInterrupt()], ids=["error", "interrupt"])

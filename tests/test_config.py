@@ -116,6 +116,14 @@ def test_a_filled_in_direction_does_not_leak_into_the_default_mode():
     (["data.drop_last=maybe"], "data.drop_last", "'maybe'"),
     (["scheduler=plateau", "scheduler.interval=step"], "scheduler.interval", "'step'"),
     (["~data.task"], "data.task", "None"),
+    (["trainer.on_nonfinite=ignore"], "trainer.on_nonfinite", "'ignore'"),
+    (["trainer.max_skipped=-1"], "trainer.max_skipped", "-1"),
+    (["trainer.checkpoint.every_n_steps=0"], "trainer.checkpoint.every_n_steps", "0"),
+    # settings that contradict each other
+    (["trainer.checkpoint.every_n_steps=5", "trainer.checkpoint.save_last=false"],
+     "trainer.checkpoint.every_n_steps", "5"),
+    (["trainer.resume=auto", "trainer.checkpoint.save_last=false"], "trainer.resume", "'auto'"),
+    ([f"trainer.init_from={__file__}", "trainer.resume=auto"], "trainer.init_from", repr(__file__)),
     # a loss or a monitored metric the data's task cannot use
     (["loss=bce"], "loss", "'bce'"),
     (["data=regression", "loss=bce"], "loss", "'bce'"),

@@ -402,4 +402,93 @@ def test_checkpoints_hold_the_batcher_position_and_every_rng_state(run_dir):
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")  # weights_only=True: plain values and tensors
     assert state["batcher"] == {"seed": 0, "epoch": 1, "position": 0}
     assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
-    assert state["engine"] == {"epoch": 1, "global_step": len(run.train)}
+    assert state["engine"] == {"epoch": 1, "global_step": len(run.train), "skipped_steps": 0}
+
+
+# --- mid-epoch checkpoints and stop signals ---------------------------------------------------------------------
+
+EXACT = ("model=dropout_net", "model.hidden_sizes=[16]", "data=moons", "data.n_samples=200", "data.batch_size=32",
+         "scheduler=cosine", "trainer.deterministic=true", "trainer.max_epochs=2")
+"""A small run whose resume must be exact: dropout draws from torch's RNG, cosine steps every batch, and the
+140 training samples make 5 batches an epoch, the last one short."""
+
+
+def assert_same_parameters_and_metrics(run: Run, reference: Run) -> None:
+    for (name, expected), actual in zip(reference.engine.model.state_dict().items(),
+                                        run.engine.model.state_dict().values()):
+        assert torch.equal(expected, actual), name
+    rows = [{k: v for k, v in row.items() if k != "seconds"} for row in run.engine.metrics_log.rows]
+    expected_rows = [{k: v for k, v in row.items() if k != "seconds"} for row in reference.engine.metrics_log.rows]
+    assert rows == expected_rows
+
+
+def test_every_n_steps_saves_last_pt_within_the_epoch_and_keeps_the_one_before(run_dir, monkeypatch):
+    import trainer.engine
+
+    saved = []
+    real_save = trainer.engine.save_checkpoint
+    monkeypatch.setattr(trainer.engine, "save_checkpoint", lambda state, path, **options: (
+        saved.append((path.name, state["engine"]["global_step"], state["batcher"]["position"])),
+        real_save(state, path, **options)))
+    run = build_run(run_dir, *EXACT, "trainer.checkpoint.every_n_steps=2")
+    run.engine.fit(run.train, run.val)
+    last_saves = [(step, position) for name, step, position in saved if name == "last.pt"]
+    # steps 2 and 4 within epoch 1, its end (step 5, position 0 of the next epoch), then 6 and 8, and the end
+    assert last_saves == [(2, 2), (4, 4), (5, 0), (6, 1), (8, 3), (10, 0)]
+    previous = load_checkpoint(run_dir / "checkpoints" / "last.previous.pt")
+    assert previous["engine"]["global_step"] == 8
+
+
+def test_a_run_resumed_from_any_step_ends_bit_identical(tmp_path, monkeypatch):
+    """Save last.pt after every step, then resume a fresh run from each of those files in turn: wherever a kill
+    had struck, the run would end with the same parameters and metrics.csv rows."""
+    import trainer.engine
+
+    snapshots = []
+    real_save = trainer.engine.save_checkpoint
+    monkeypatch.setattr(trainer.engine, "save_checkpoint", lambda state, path, **options: (
+        real_save(state, path, **options),
+        snapshots.append(path.read_bytes()) if path.name == "last.pt" else None))
+    (tmp_path / "whole").mkdir()
+    whole = build_run(tmp_path / "whole", *EXACT, "trainer.checkpoint.every_n_steps=1")
+    whole.engine.fit(whole.train, whole.val)
+    monkeypatch.undo()
+    assert len(snapshots) == 10  # after steps 1-4, epoch 1 (step 5), steps 6-9, epoch 2 (the end)
+
+    for number, snapshot in enumerate(snapshots):
+        run_dir = tmp_path / f"resumed-{number}"
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "checkpoints" / "last.pt").write_bytes(snapshot)
+        torch.manual_seed(12345)  # whatever the RNGs did since, the checkpoint's states must win
+        resumed = build_run(run_dir, *EXACT, "trainer.checkpoint.every_n_steps=1", "trainer.resume=auto")
+        resumed.engine.fit(resumed.train, resumed.val)
+        assert_same_parameters_and_metrics(resumed, whole)
+
+
+def test_a_stop_signal_finishes_the_step_saves_last_pt_and_resume_is_exact(tmp_path):
+    import os
+    import signal
+
+    (tmp_path / "whole").mkdir()
+    whole = build_run(tmp_path / "whole", *EXACT)
+    whole.engine.fit(whole.train, whole.val)
+
+    (tmp_path / "part").mkdir()
+    stopped = build_run(tmp_path / "part", *EXACT)
+    train_step = stopped.engine.train_step
+
+    def step_then_signal_at_step_7(x, y):
+        if stopped.engine.global_step == 7:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives during the step; the step still completes
+        return train_step(x, y)
+
+    stopped.engine.train_step = step_then_signal_at_step_7
+    result = stopped.engine.fit(stopped.train, stopped.val)
+    assert (result.stop_reason, result.epochs, stopped.engine.global_step) == (StopReason.INTERRUPTED, 1, 8)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # fit gave the signals back
+    state = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
+    assert (state["engine"]["global_step"], state["batcher"]) == (8, {"seed": 0, "epoch": 1, "position": 3})
+
+    resumed = build_run(tmp_path / "part", *EXACT, "trainer.resume=auto")
+    resumed.engine.fit(resumed.train, resumed.val)
+    assert_same_parameters_and_metrics(resumed, whole)

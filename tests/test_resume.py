@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,35 @@ def test_a_run_that_had_stopped_early_stays_stopped_when_resumed(run_dir):
     result = resumed.engine.fit(resumed.train, resumed.val)
     assert (result.stop_reason.value, result.epochs, resumed.engine.global_step) == (
         "early_stopping", 2, first.engine.global_step)
+
+
+def two_epochs_with_a_fallback(run_dir: Path) -> tuple[Path, Path]:
+    """A 2-epoch run: last.pt holds epoch 2, last.previous.pt epoch 1."""
+    run = build(compose_config(*SMALL, "trainer.max_epochs=2"), run_dir)
+    run.engine.fit(run.train, run.val)
+    last = run_dir / "checkpoints" / "last.pt"
+    return last, last.with_name("last.previous.pt")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_resume_auto_falls_back_to_the_previous_last_pt_when_the_newest_is_damaged(run_dir, caplog, damage):
+    caplog.set_level(logging.INFO)
+    last, previous = two_epochs_with_a_fallback(run_dir)
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[:1000])
+    else:  # a crash between keeping the previous file and renaming the new one into place
+        last.unlink()
+    resumed = build(compose_config(*SMALL, "trainer.max_epochs=2", "trainer.resume=auto"), run_dir)
+    assert (resumed.engine.epoch, resumed.train.epoch, resumed.train.position) == (1, 1, 0)
+    assert f"resumed from {previous}" in caplog.text
+    if damage == "truncated":
+        assert f"trainer.resume: got '{last}', expected a readable checkpoint" in caplog.text
+        assert f"falling back to {previous}" in caplog.text
+
+
+def test_resume_auto_names_the_newest_file_when_no_checkpoint_can_be_read(run_dir):
+    last, previous = two_epochs_with_a_fallback(run_dir)
+    for path in (last, previous):
+        path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=rf"^trainer.resume: got '{last}', expected a readable checkpoint"):
+        build(compose_config(*SMALL, "trainer.max_epochs=2", "trainer.resume=auto"), run_dir)

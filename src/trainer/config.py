@@ -79,7 +79,18 @@ class CheckpointConfig:
     dir: str = "checkpoints"
     """Folder for best.pt and last.pt, relative to the run directory."""
     save_last: bool = True
-    """Write last.pt at the end of every epoch (best.pt is always written: the test uses it)."""
+    """Write last.pt at the end of every epoch (best.pt is always written: the test uses it). The last.pt it
+    replaces is kept as last.previous.pt, which resume falls back to should last.pt be unreadable."""
+    every_n_steps: Optional[int] = None
+    """Also write last.pt every this many optimiser steps within an epoch, so that a killed run loses at most
+    that many steps; null writes it at epoch ends only."""
+
+    def __post_init__(self) -> None:
+        if self.every_n_steps is not None and self.every_n_steps < 1:
+            raise ConfigError("checkpoint.every_n_steps", self.every_n_steps, "an integer >= 1, or null")
+        if self.every_n_steps is not None and not self.save_last:
+            raise ConfigError("checkpoint.every_n_steps", self.every_n_steps,
+                              "null when checkpoint.save_last is false (the steps' saves are last.pt)")
 
 
 @dataclass
@@ -112,6 +123,9 @@ class TrainerConfig:
     none; give the run a stable directory, e.g. hydra.run.dir=runs/NAME); a path: continue from that file."""
     init_from: Optional[str] = None
     """A checkpoint whose model weights start this run (fine-tuning); nothing else is taken from it."""
+    requeue: bool = False
+    """In a Slurm job, on SIGUSR1 or SIGUSR2 (`sbatch --signal`, before the time limit): save last.pt, then
+    `scontrol requeue` the job, which carries on with resume=auto in the same run directory."""
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     """When to stop and which epoch counts as best."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -127,6 +141,9 @@ class TrainerConfig:
             raise ConfigError("resume", self.resume, "auto, or the path of a checkpoint file that exists")
         if self.init_from is not None and not Path(self.init_from).is_file():
             raise ConfigError("init_from", self.init_from, "the path of a checkpoint file that exists")
+        if self.resume == "auto" and not self.checkpoint.save_last:
+            raise ConfigError("resume", self.resume, "null when checkpoint.save_last is false (auto resumes from "
+                              "last.pt), or the path of a checkpoint file")
         if self.init_from is not None and self.resume is not None:
             raise ConfigError("init_from", self.init_from, "null when resume is set (a resumed run has its weights)")
         if self.max_skipped < 0:

@@ -14,6 +14,8 @@ class StopReason(str, enum.Enum):
     MAX_EPOCHS = "max_epochs"
     EARLY_STOPPING = "early_stopping"
     DIVERGED = "diverged"
+    INTERRUPTED = "interrupted"
+    """A stop signal (SIGTERM, SIGUSR1, SIGUSR2, Ctrl-C): last.pt holds where training was."""
 
 
 class EarlyStopping:

@@ -20,6 +20,7 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import TrainerConfig
 from trainer.data import Batcher
 from trainer.early_stopping import EarlyStopping, StopReason
+from trainer.interrupts import StopRequests
 from trainer.losses import targets_for, weight_penalty
 from trainer.metrics import MetricsLog, accuracy, regression_errors
 from trainer.seeding import rng_states, set_rng_states
@@ -37,6 +38,22 @@ class FitResult:
     stop_reason: StopReason
     epochs: int
     train_seconds: float
+
+
+@dataclass
+class EpochProgress:
+    """The epoch in progress, as far as it went: what its metrics.csv row needs, kept in mid-epoch checkpoints
+    so that an epoch resumed half-way reports what it would have without the interruption."""
+
+    loss_sum: torch.Tensor
+    """Sum over the samples seen of their batch's loss; on the device, so that adding to it needs no sync."""
+    seen: int
+    """Samples trained on so far."""
+    lr: float
+    """The learning rate the epoch started with, its metrics.csv `lr`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum, "seen": self.seen, "lr": self.lr}
 
 
 class Engine:
@@ -66,6 +83,10 @@ class Engine:
         """on_nonfinite=skip: steps left out for a non-finite loss or gradient."""
         self.divergence: Optional[str] = None
         """Why training stopped on non-finite values, once it has."""
+        self.progress: Optional[EpochProgress] = None
+        """The epoch in progress; set when it starts (or is resumed), read when it ends."""
+        self.stop_requests = StopRequests()
+        """Signals received during fit that ask it to save last.pt and stop."""
         # on_nonfinite=stop: the first step with a non-finite loss (-1: none yet), kept on the device and read only
         # when the progress bar reads the loss, so that checking costs no sync per step.
         self._first_nonfinite_step = torch.full((), -1, device=device)
@@ -73,69 +94,90 @@ class Engine:
     def fit(self, train: Batcher, val: Batcher) -> FitResult:
         """Train until max_epochs or early stopping; best.pt holds the weights of the best validation epoch."""
         self.train_batches = train
-        monitor = self.early_stopping.monitor
         stop_reason = StopReason.MAX_EPOCHS
         start = time.perf_counter()
         if self.early_stopping.should_stop:  # resumed from the checkpoint of an epoch that decided to stop
             log.info(self.early_stopping.message())
             stop_reason = StopReason.EARLY_STOPPING
-        while self.epoch < self.settings.max_epochs and stop_reason is StopReason.MAX_EPOCHS:
-            epoch_start = time.perf_counter()
-            lr = self.optimizer.param_groups[0]["lr"]
-            train_loss = self.train_epoch(train)
-            if self.divergence is not None:
-                log.error(self.divergence)
-                stop_reason = StopReason.DIVERGED
-                break
-            metrics = {f"val_{name}": value for name, value in self.evaluate(val).items()}
-            if self.scheduler is not None and self.scheduler_interval == "epoch":
-                self._step_epoch_scheduler(metrics[monitor])
-            self.epoch += 1
-            self.metrics_log.append({"epoch": self.epoch, "step": self.global_step, "lr": lr,
-                                     "train_loss": train_loss, **metrics, "seconds": time.perf_counter() - epoch_start})
-            log.info("epoch %d/%d  train_loss %.4f  %s  lr %.3g", self.epoch, self.settings.max_epochs, train_loss,
-                     "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), lr)
-
-            if not (math.isfinite(train_loss) and math.isfinite(metrics[monitor])):
-                # Kept out of best.pt and last.pt: the checkpoints stay those of the last finite epoch.
-                log.error("epoch %d: the loss diverged (train_loss %s, %s %s) at learning rate %.3g; stopping. "
-                          "A lower optimizer.lr or trainer.grad_clip usually helps.", self.epoch, train_loss,
-                          monitor, metrics[monitor], lr)
-                stop_reason = StopReason.DIVERGED
-                break
-            improved = self.early_stopping.update(metrics[monitor], self.epoch)
-            self._save_checkpoints(best=improved)
-            if self.early_stopping.should_stop:
-                log.info(self.early_stopping.message())
-                stop_reason = StopReason.EARLY_STOPPING
-                break
+        with self.stop_requests:
+            while self.epoch < self.settings.max_epochs and stop_reason is StopReason.MAX_EPOCHS:
+                stop_reason = self._fit_epoch(train, val)
         return FitResult(best_epoch=self.early_stopping.best_epoch, best_value=self.early_stopping.best,
                          stop_reason=stop_reason, epochs=self.epoch, train_seconds=time.perf_counter() - start)
 
+    def _fit_epoch(self, train: Batcher, val: Batcher) -> StopReason:
+        """Train one epoch (or the rest of a resumed one), validate, checkpoint; MAX_EPOCHS means go on."""
+        monitor = self.early_stopping.monitor
+        epoch_start = time.perf_counter()
+        if self._stop_was_requested():  # during the previous epoch's validation
+            return StopReason.INTERRUPTED
+        train_loss = self.train_epoch(train)
+        if self.divergence is not None:
+            log.error(self.divergence)
+            return StopReason.DIVERGED
+        if self._stop_was_requested():
+            return StopReason.INTERRUPTED
+        lr = self.progress.lr
+        metrics = {f"val_{name}": value for name, value in self.evaluate(val).items()}
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
+            self._step_epoch_scheduler(metrics[monitor])
+        self.epoch += 1
+        self.metrics_log.append({"epoch": self.epoch, "step": self.global_step, "lr": lr,
+                                 "train_loss": train_loss, **metrics, "seconds": time.perf_counter() - epoch_start})
+        log.info("epoch %d/%d  train_loss %.4f  %s  lr %.3g", self.epoch, self.settings.max_epochs, train_loss,
+                 "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), lr)
+
+        if not (math.isfinite(train_loss) and math.isfinite(metrics[monitor])):
+            # Kept out of best.pt and last.pt: the checkpoints stay those of the last finite epoch.
+            log.error("epoch %d: the loss diverged (train_loss %s, %s %s) at learning rate %.3g; stopping. "
+                      "A lower optimizer.lr or trainer.grad_clip usually helps.", self.epoch, train_loss,
+                      monitor, metrics[monitor], lr)
+            return StopReason.DIVERGED
+        improved = self.early_stopping.update(metrics[monitor], self.epoch)
+        self._save_checkpoints(best=improved, last=self.settings.checkpoint.save_last)
+        if self.early_stopping.should_stop:
+            log.info(self.early_stopping.message())
+            return StopReason.EARLY_STOPPING
+        return StopReason.MAX_EPOCHS
+
+    def _stop_was_requested(self) -> bool:
+        """A stop signal arrived: save last.pt where training is now (mid-epoch, if so) and say how to go on."""
+        if self.stop_requests.received is None:
+            return False
+        self._save_checkpoints(best=False, last=True)
+        log.warning("stopped by %s at epoch %d, step %d; last.pt saved (train ... trainer.resume=auto in the same "
+                    "run directory carries on)", self.stop_requests.received.name, self.epoch + 1, self.global_step)
+        return True
+
     def train_epoch(self, batcher: Batcher) -> float:
-        """One pass over the training batches; returns the mean training loss."""
+        """One pass over the training batches (the rest of them, in an epoch resumed mid-way); returns the mean
+        training loss. Stops early, mid-epoch, on divergence or a stop signal."""
         self.model.train()
-        # Summed on the device: reading a loss with .item() would wait for the device at every step.
-        loss_sum = torch.zeros((), device=self.device)
-        seen = 0
-        start = time.perf_counter()
+        if batcher.position == 0 or self.progress is None:
+            # Summed on the device: reading a loss with .item() would wait for the device at every step.
+            self.progress = EpochProgress(loss_sum=torch.zeros((), device=self.device), seen=0,
+                                          lr=self.optimizer.param_groups[0]["lr"])
+        progress, every_n_steps = self.progress, self.settings.checkpoint.every_n_steps
+        start, seen_at_start = time.perf_counter(), progress.seen
         with tqdm(total=len(batcher), initial=batcher.position, desc=f"epoch {self.epoch + 1}", leave=False,
                   disable=None) as bar:
             for x, y in batcher:
                 loss = self.train_step(x, y)
                 bar.update()
                 if loss is not None:
-                    loss_sum.add_(loss.detach(), alpha=len(x))
-                    seen += len(x)
+                    progress.loss_sum.add_(loss.detach(), alpha=len(x))
+                    progress.seen += len(x)
                 if self.global_step % self.settings.log_every_n_steps == 0 and not self._diverged():
-                    bar.set_postfix(loss=f"{(loss_sum / max(seen, 1)).item():.4f}",
-                                    lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
-                                    samples_per_s=f"{seen / (time.perf_counter() - start):.0f}")
-                if self.divergence is not None:  # read above, or set by a step over on_nonfinite=skip's limit
-                    break
-            else:
-                self._diverged()
-        return (loss_sum / max(seen, 1)).item()
+                    rate = (progress.seen - seen_at_start) / (time.perf_counter() - start)
+                    bar.set_postfix(loss=f"{(progress.loss_sum / max(progress.seen, 1)).item():.4f}",
+                                    lr=f"{self.optimizer.param_groups[0]['lr']:.3g}", samples_per_s=f"{rate:.0f}")
+                if self.divergence is not None or self.stop_requests.received is not None:
+                    break  # divergence: read above, or set by a step over on_nonfinite=skip's limit
+                if (every_n_steps and self.global_step % every_n_steps == 0 and batcher.position < len(batcher)
+                        and not self._diverged()):  # (the epoch's end has its own save, after validation)
+                    self._save_checkpoints(best=False, last=True)
+        self._diverged()  # before anything is saved: the epoch's end, or a stop signal's last.pt
+        return (progress.loss_sum / max(progress.seen, 1)).item()
 
     def _diverged(self) -> bool:
         """on_nonfinite=stop: read the device's record of the first non-finite step; say so if there was one."""
@@ -239,13 +281,15 @@ class Engine:
         self.model.load_state_dict(best["model"])
         return self.evaluate(batches)
 
-    def _save_checkpoints(self, best: bool) -> None:
-        """best.pt when the monitored metric improved, last.pt every epoch (if configured): one state for both."""
-        names = ["best.pt"] * best + ["last.pt"] * self.settings.checkpoint.save_last
-        if names:
+    def _save_checkpoints(self, best: bool, last: bool) -> None:
+        """best.pt when the monitored metric improved, last.pt (keeping the one it replaces as a fallback): one
+        state for both."""
+        if best or last:
             state = self.state_dict()
-            for name in names:
-                save_checkpoint(state, self.checkpoint_dir / name)
+            if best:
+                save_checkpoint(state, self.checkpoint_dir / "best.pt")
+            if last:
+                save_checkpoint(state, self.checkpoint_dir / "last.pt", keep_previous=True)
 
     def _step_epoch_scheduler(self, monitored: float) -> None:
         if isinstance(self.scheduler, ReduceLROnPlateau):
@@ -261,7 +305,8 @@ class Engine:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "early_stopping": self.early_stopping.state_dict(),
-            "engine": {"epoch": self.epoch, "global_step": self.global_step},
+            "engine": {"epoch": self.epoch, "global_step": self.global_step, "skipped_steps": self.skipped_steps},
+            "epoch_progress": self.progress.state_dict() if self.progress is not None else None,
             "batcher": self.train_batches.state_dict() if self.train_batches is not None else None,
             "rng": rng_states(),
             "metrics": self.metrics_log.rows,
@@ -271,7 +316,8 @@ class Engine:
 
     def load_state_dict(self, state: dict[str, Any], train: Optional[Batcher] = None) -> None:
         """Continue from a checkpoint's state: weights, optimiser, schedule, scaler, early stopping, counters,
-        the metrics so far (metrics.csv is rewritten with them), every RNG and, given `train`, its position."""
+        the epoch in progress, the metrics so far (metrics.csv is rewritten with them), every RNG and, given
+        `train`, its position."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -279,6 +325,10 @@ class Engine:
         self.scaler.load_state_dict(state["scaler"])
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.epoch, self.global_step = state["engine"]["epoch"], state["engine"]["global_step"]
+        self.skipped_steps = state["engine"]["skipped_steps"]
+        if state["epoch_progress"] is not None:
+            self.progress = EpochProgress(**state["epoch_progress"])
+            self.progress.loss_sum = self.progress.loss_sum.to(self.device)
         self.metrics_log.restore(state["metrics"])
         set_rng_states(state["rng"])
         if train is not None and state["batcher"] is not None:

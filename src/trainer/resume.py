@@ -11,7 +11,7 @@ import pickle
 from pathlib import Path
 from typing import Any, Optional
 
-from trainer.checkpoint import load_checkpoint
+from trainer.checkpoint import load_checkpoint, previous_path
 from trainer.config import ConfigError, TrainerConfig
 from trainer.data import Batcher
 from trainer.engine import Engine
@@ -34,16 +34,38 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
         log.info("model weights from %s", settings.init_from)
     if settings.resume is None:
         return
-    path = run_dir / settings.checkpoint.dir / "last.pt" if settings.resume == "auto" else Path(settings.resume)
-    if settings.resume == "auto" and not path.exists():
-        log.info("trainer.resume=auto: no %s yet, so this run starts from the beginning", path)
-        return
-    state = read(path, "trainer.resume")
+    if settings.resume == "auto":
+        last = run_dir / settings.checkpoint.dir / "last.pt"
+        found = newest_readable(last)
+        if found is None:
+            log.info("trainer.resume=auto: no %s yet, so this run starts from the beginning", last)
+            return
+        path, state = found
+    else:
+        path = Path(settings.resume)
+        state = read(path, "trainer.resume")
     difference = setup_difference(state.get("config", {}), engine.config)
     if difference is not None:
         raise ConfigError("trainer.resume", str(path), f"a checkpoint of this config ({difference})")
     engine.load_state_dict(state, train)
     log.info("resumed from %s: %d epochs and %d steps done", path, engine.epoch, engine.global_step)
+
+
+def newest_readable(last: Path) -> Optional[tuple[Path, dict[str, Any]]]:
+    """last.pt, or, when it is missing or damaged, the last.pt it replaced (last.previous.pt), with its state.
+    None when there is neither; the newest one's error when neither can be read."""
+    candidates = [path for path in (last, previous_path(last)) if path.exists()]
+    errors = []
+    for path, fallback in zip(candidates, [*candidates[1:], None]):
+        try:
+            return path, read(path, "trainer.resume")
+        except ConfigError as error:
+            errors.append(error)
+            if fallback is not None:
+                log.warning("%s; falling back to %s", error, fallback)
+    if errors:
+        raise errors[0]
+    return None
 
 
 def read(path: Path, key: str) -> dict[str, Any]:
@@ -52,7 +74,8 @@ def read(path: Path, key: str) -> dict[str, Any]:
     try:
         state = load_checkpoint(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # torch's first sentence says what is wrong ("... failed finding central directory"); the rest is advice.
+        reason = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
         raise ConfigError(key, str(path), f"a readable checkpoint of plain values and tensors ({reason})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ConfigError(key, str(path), "a checkpoint written by train (a dict with the model's weights)")

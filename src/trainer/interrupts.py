@@ -1,0 +1,87 @@
+"""Stopping on a signal without losing work, and asking Slurm to run the job again.
+
+SIGTERM (a kill, scancel, a preemption), SIGUSR1 and SIGUSR2 (what `sbatch --signal` sends before a time limit)
+and the first Ctrl-C only ask the engine to stop: it finishes the step it is in, saves last.pt and ends the run
+with stop_reason interrupted. A second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from types import FrameType
+from typing import Any, Optional
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+"""The signals that trainer.requeue answers with a requeue: those `sbatch --signal` sends ahead of the time limit.
+SIGTERM is also what scancel sends, and a cancelled job must stay cancelled."""
+
+
+class Interrupted(Exception):
+    """The run stopped on a signal after saving last.pt; the command exits with 128 + the signal's number."""
+
+    def __init__(self, received: signal.Signals):
+        self.signal = received
+        super().__init__(f"interrupted by {received.name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal.value
+
+
+class StopRequests:
+    """While entered, turns the stop signals into a request the training loop reads between steps."""
+
+    def __init__(self) -> None:
+        self.received: Optional[signal.Signals] = None
+        """The first stop signal received, if any."""
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> StopRequests:
+        # Python runs signal handlers in the main thread only; elsewhere (a launcher's worker thread) the
+        # signals keep their usual effect.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {number: signal.signal(number, self._request_stop) for number in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def _request_stop(self, number: int, frame: Optional[FrameType]) -> None:
+        received = signal.Signals(number)
+        if received is signal.SIGINT and self.received is not None:
+            raise KeyboardInterrupt  # the second Ctrl-C: the user does not want to wait for the step
+        if self.received is None:
+            self.received = received
+            log.warning("%s: finishing this step, then saving last.pt and stopping (Ctrl-C again stops at once)",
+                        received.name)
+
+
+def requeue_slurm_job() -> None:
+    """Put this Slurm job back in the queue (`scontrol requeue`); it keeps its job id, so a run directory named
+    after the id, with trainer.resume=auto, carries it on. Outside Slurm or without scontrol, say so."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if job_id is None:
+        log.warning("trainer.requeue=true, but this is not a Slurm job (SLURM_JOB_ID is not set): nothing to requeue")
+        return
+    if "SLURM_ARRAY_TASK_ID" in os.environ:  # an array task is requeued by its own id, JOB_TASK
+        job_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    scontrol = shutil.which("scontrol")
+    if scontrol is None:
+        log.warning("trainer.requeue=true, but scontrol is not on PATH: Slurm job %s is not requeued; submit it "
+                    "again with trainer.resume=auto to carry on", job_id)
+        return
+    result = subprocess.run([scontrol, "requeue", job_id], capture_output=True, text=True)
+    if result.returncode != 0:
+        log.error("scontrol requeue %s failed (exit %d): %s", job_id, result.returncode, result.stderr.strip())
+    else:
+        log.info("requeued Slurm job %s: it carries on from last.pt with trainer.resume=auto", job_id)

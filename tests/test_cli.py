@@ -151,61 +151,16 @@ def test_cfg_job_prints_the_composed_config_with_the_overrides(tmp_path, elsewhe
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU, so cuda is a valid device")
 
 
-@pytest.mark.parametrize("args, key, value", [
-    (["model=foo"], "model", "'foo'"),
-    (["data=nope"], "data", "'nope'"),
-    (["data.batch_size=abc"], "data.batch_size", "'abc'"),
-    (["optimizer.lr=-1"], "optimizer.lr", "-1"),
-    (["model=dropout_net", "model.dropout=1.5"], "model.dropout", "1.5"),
-    (["trainer.max_epochs=0"], "trainer.max_epochs", "0"),
-    (["trainer.max_epochs=abc"], "trainer.max_epochs", "'abc'"),
-    pytest.param(["trainer.device=cuda"], "trainer.device", "'cuda'", marks=NO_GPU),
-    (["data.batch_size=???"], "data.batch_size", "'???'"),
-    (["trainer.foo=1"], "trainer.foo", None),  # the key itself is the mistake
-    (["model=transformer", "model.d_model=30"], "model.d_model", "30"),
-], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_a_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, elsewhere, args, key, value):
-    run_dir = tmp_path / "run"
-    result = train(*args, f"hydra.run.dir={run_dir}", cwd=elsewhere)
-
-    assert result.returncode == 2
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    if value is None:
-        assert lines[0].startswith(f"train: error: {key}: no such setting"), lines[0]
-    else:
-        assert lines[0].startswith(f"train: error: {key}: got {value}, expected "), lines[0]
-    if key in GROUPS:  # an unknown option: the message lists the ones there are
-        assert lines[0].endswith("one of " + ", ".join(options(key))), lines[0]
-    assert not run_dir.exists()
-    assert list(elsewhere.iterdir()) == []
-
-
-@pytest.mark.parametrize("args", [
-    ["loss=cross_entropy"],
-    ["trainer.early_stopping.monitor=val_accuracy"],
-], ids=["classification-loss", "classification-monitor"])
-def test_a_setting_the_regression_set_cannot_use_exits_2_with_one_line_and_writes_nothing(tmp_path, elsewhere, args):
-    run_dir = tmp_path / "run"
-    result = train("data=regression", "data.n_samples=300", "trainer.max_epochs=1", *args, f"hydra.run.dir={run_dir}",
-                   cwd=elsewhere)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stdout + result.stderr
-    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("train: error: "), result.stderr
-    assert not run_dir.exists()
-
-
-@pytest.mark.parametrize("args, message", [
-    (["+model.foo=1"], "Error in call to target 'trainer.models.MLP': TypeError: "),
-    (["data.task=binary"], "data.task: got 'binary', expected multiclass: the labels have 10 classes"),
-], ids=["argument-the-model-rejects", "task-the-labels-contradict"])
-def test_a_mistake_found_once_the_run_started_still_exits_2_with_one_line(tmp_path, elsewhere, args, message):
-    result = train(*args, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=elsewhere)
+def test_an_argument_the_model_rejects_exits_2_with_one_line(tmp_path, elsewhere):
+    """The mistakes with the key, value and what is allowed are the table of test_bad_input; this one is the
+    user's own argument, which only the model's class can judge."""
+    result = train("+model.foo=1", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=elsewhere)
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr
     assert result.stderr.splitlines() == [result.stderr.strip()]
-    assert result.stderr.startswith(f"train: error: {message}"), result.stderr
+    assert result.stderr.startswith("train: error: Error in call to target 'trainer.models.MLP': TypeError: "), (
+        result.stderr)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_regular_install_carries_the_configs_inside_the_package(tmp_path, elsewhere):

@@ -380,8 +380,7 @@ def test_a_run_resumed_from_last_pt_at_an_epoch_boundary_ends_bit_identical(tmp_
     interrupted.engine.fit(interrupted.train, interrupted.val)
     torch.manual_seed(12345)  # whatever the RNGs did since, the checkpoint's states must win
 
-    resumed = build_run(tmp_path / "part", *overrides)
-    resumed.engine.load_state_dict(load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt"), resumed.train)
+    resumed = build_run(tmp_path / "part", *overrides, "trainer.resume=auto")  # Engine.load_state_dict(last.pt)
     assert (resumed.engine.epoch, resumed.train.epoch, resumed.train.position) == (2, 2, 0)
     resumed.engine.fit(resumed.train, resumed.val)
 

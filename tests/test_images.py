@@ -177,6 +177,25 @@ def test_a_failed_download_is_a_config_error_with_the_reason(tmp_path, monkeypat
     assert "no network" in message and "data.download is false" not in message
 
 
+@pytest.mark.parametrize("download", [False, True])
+@pytest.mark.parametrize("loader, folder, damaged", [
+    (images.mnist, "MNIST/raw", "train-images-idx3-ubyte"),
+    (images.cifar10, "cifar-10-batches-py", "data_batch_3"),
+], ids=["mnist", "cifar10"])
+def test_damaged_files_are_a_config_error_that_says_reading_failed(tmp_path, loader, folder, damaged, download):
+    write_mnist(tmp_path)
+    write_cifar10(tmp_path)
+    path = tmp_path / folder / damaged
+    path.write_bytes(path.read_bytes()[:3000])  # cut off, as by a download or copy that broke
+    with pytest.raises(ConfigError) as error:
+        loader(str(tmp_path), download=download)  # all files are there, so torchvision downloads nothing
+    message = str(error.value)
+    assert message.startswith(f"data.root: got {str(tmp_path)!r}, expected a folder holding readable "
+                              f"{tmp_path.resolve()}/{folder}/{{"), message
+    assert "(reading them failed: " in message and message.endswith("remove the damaged files to download "
+                                                                     "them again"), message
+
+
 def test_train_without_the_files_and_without_download_exits_2_with_one_line(tmp_path, elsewhere):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import compose_config
+from pausing_model import MODEL, TrainProcess
 from test_cli import assert_succeeded, train
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import ConfigError, validate
@@ -157,3 +160,53 @@ def test_resume_auto_names_the_newest_file_when_no_checkpoint_can_be_read(run_di
         path.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=rf"^trainer.resume: got '{last}', expected a readable checkpoint"):
         build(compose_config(*SMALL, "trainer.max_epochs=2", "trainer.resume=auto"), run_dir)
+
+
+# --- kill -9 at any step ----------------------------------------------------------------------------------------
+
+KILLABLE = (*SMALL, MODEL, "model.dropout=0.2", "scheduler=cosine", "trainer.max_epochs=3",
+            "trainer.checkpoint.every_n_steps=3")
+"""digits in batches of 128: 10 steps an epoch, 30 in all; last.pt after every 3rd step and at each epoch's end.
+Dropout and the per-step cosine schedule make any state a resume forgets show in the parameters."""
+
+
+def test_train_killed_with_sigkill_at_three_steps_and_resumed_ends_bit_identical(tmp_path):
+    reference = TrainProcess(*KILLABLE, f"hydra.run.dir={tmp_path / 'whole'}", folder=tmp_path / "whole-process")
+    run_dir = tmp_path / "killed"
+    last = run_dir / "checkpoints" / "last.pt"
+    # (pause at this training step of the new process, what last.pt then holds: global step, epoch, position)
+    kills = [
+        (6, (3, 0, 3)),   # mid-epoch 1: step 6 running, last saved after step 3
+        (8, (10, 1, 0)),  # resumed at step 3, so step 11 runs: the first of epoch 2, just after epoch 1's save
+        (15, (24, 2, 4)),  # resumed at step 10, so step 25 runs: mid-epoch 3, just after the save of step 24
+    ]
+    for number, (pause_at, (step, epoch, position)) in enumerate(kills):
+        process = TrainProcess(*KILLABLE, "trainer.resume=auto", f"hydra.run.dir={run_dir}", pause_at=pause_at,
+                               folder=tmp_path / f"process-{number}")
+        process.wait_until_paused()
+        process.process.kill()  # SIGKILL: no handler runs, nothing is flushed
+        assert process.wait() == -signal.SIGKILL
+        state = load_checkpoint(last)
+        assert (state["engine"]["global_step"], state["batcher"]["epoch"], state["batcher"]["position"]) == (
+            step, epoch, position)
+
+    final = TrainProcess(*KILLABLE, "trainer.resume=auto", f"hydra.run.dir={run_dir}", folder=tmp_path / "final")
+    assert final.wait() == 0, final.stderr
+    assert reference.wait() == 0, reference.stderr
+    expected = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
+    actual = load_checkpoint(last)["model"]
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    assert metrics_rows(run_dir) == metrics_rows(tmp_path / "whole") and len(metrics_rows(run_dir)) == 3
+    assert json.loads((run_dir / "summary.json").read_text())["test"] == json.loads(
+        (tmp_path / "whole" / "summary.json").read_text())["test"]
+
+
+def test_a_new_run_in_the_directory_of_an_earlier_one_is_refused(run_dir):
+    last = first_run(run_dir)
+    before = last.read_bytes()
+    with pytest.raises(ConfigError) as error:
+        build(compose_config(*SMALL, "trainer.max_epochs=1"), run_dir)
+    assert str(error.value) == (f"trainer.resume: got None, expected auto to carry on the run whose last.pt and "
+                                f"best.pt are in {last.parent} (a new run there would overwrite them), or a new "
+                                f"hydra.run.dir")
+    assert last.read_bytes() == before

@@ -2,24 +2,32 @@
 
 A user's mistake (an unknown option, a wrong type, a value out of range, a device this machine lacks) ends the
 command with exit code 2 and one line naming the key, the value and what is allowed: no traceback, and nothing
-written, because the check runs before Hydra creates the run directory. torch is imported only once a run
-starts, so `train --help` and config errors come back quickly.
+written, because the check runs before Hydra creates the run directory. Mistakes that show only once the run
+starts (the data, a checkpoint to resume from) end the same way and leave the run directory as they found it.
+torch is imported only once a run starts, so `train --help` and config errors come back quickly.
+
+A run stopped by a signal (SIGTERM, SIGUSR1, SIGUSR2, Ctrl-C) saves last.pt first and exits with 128 + the
+signal's number.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import os
+import shutil
+import signal
 import sys
 import typing
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Iterator, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from trainer.config import ConfigError, config_dir, validate
@@ -44,18 +52,57 @@ class ValidateBeforeRun(Callback):
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_app(cfg: DictConfig) -> float:
-    from trainer.run import train as run
+    from trainer.interrupts import Interrupted
+    from trainer.run import build, fit_and_test
 
-    # Mistakes found only once the run has started (the data contradicts data.task, a component rejects its
-    # arguments) also end in one line; exiting here, inside the job, keeps Hydra from adding its own report.
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    composed = copy.deepcopy(cfg)  # as composed: building fills in what data.task=auto found
+    with _run_dir_left_as_found_on_a_mistake(run_dir):
+        run = build(cfg, run_dir)
+    _save_run_config(composed, run_dir / ".hydra")
     try:
-        return run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except ConfigError as error:
-        _exit_with(str(error))
-    except InstantiationException as error:
+        return fit_and_test(run, run_dir)
+    except Interrupted as stop:  # last.pt and the summary are written; the exit code says which signal
+        sys.exit(stop.exit_code)
+
+
+@contextlib.contextmanager
+def _run_dir_left_as_found_on_a_mistake(run_dir: Path) -> Iterator[None]:
+    """Mistakes found only once the run has started (the data contradicts data.task, a component rejects its
+    arguments, a checkpoint to resume from does not fit) end in one line too, and leave the run directory as
+    they found it: a directory Hydra made for this run is removed again; in an existing one, what the attempt
+    wrote is removed and its lines are cut from the log. Exiting here, inside the job, keeps Hydra from adding
+    its own report."""
+    before = {path.name for path in run_dir.iterdir()}
+    log_file = run_dir / f"{HydraConfig.get().job.name}.log"
+    log_stat = log_file.stat() if log_file.exists() else None
+    try:
+        yield
+    except (ConfigError, InstantiationException) as error:
+        for path in run_dir.iterdir():
+            if path.name in before:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        if log_stat is not None and log_file.stat().st_size != log_stat.st_size:
+            os.truncate(log_file, log_stat.st_size)
+            os.utime(log_file, ns=(log_stat.st_atime_ns, log_stat.st_mtime_ns))
+        if not before:
+            run_dir.rmdir()
         # A loader or model that found the mistake itself (a missing column, tabular data for a CNN) says so.
-        cause = error.__cause__
+        cause = error if isinstance(error, ConfigError) else error.__cause__
         _exit_with(str(cause) if isinstance(cause, ConfigError) else describe_config_error(error))
+
+
+def _save_run_config(composed: DictConfig, folder: Path) -> None:
+    """The config, Hydra's settings and the overrides, as Hydra would have written them before the run
+    (hydra.output_subdir is null in train.yaml so that a run refused at its start writes nothing)."""
+    folder.mkdir(exist_ok=True)
+    OmegaConf.save(composed, folder / "config.yaml")
+    OmegaConf.save(HydraConfig.instance().cfg, folder / "hydra.yaml")
+    OmegaConf.save(HydraConfig.get().overrides.task, folder / "overrides.yaml")
 
 
 def train() -> None:
@@ -66,6 +113,10 @@ def train() -> None:
         _train_app()
     except (HydraException, OmegaConfBaseException) as error:
         _exit_with(describe_config_error(error))
+    except KeyboardInterrupt:  # Ctrl-C before training started, or a second one during it
+        print("train: stopped at once by Ctrl-C; checkpoints/last.pt, if written, holds the last state saved",
+              file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 def describe_config_error(error: Exception) -> str:

@@ -33,6 +33,7 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
                               f"a checkpoint of this model ({str(error).splitlines()[-1].strip()})") from None
         log.info("model weights from %s", settings.init_from)
     if settings.resume is None:
+        _refuse_to_overwrite(run_dir / settings.checkpoint.dir)
         return
     if settings.resume == "auto":
         last = run_dir / settings.checkpoint.dir / "last.pt"
@@ -49,6 +50,15 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
         raise ConfigError("trainer.resume", str(path), f"a checkpoint of this config ({difference})")
     engine.load_state_dict(state, train)
     log.info("resumed from %s: %d epochs and %d steps done", path, engine.epoch, engine.global_step)
+
+
+def _refuse_to_overwrite(checkpoint_dir: Path) -> None:
+    """A new run in the directory of an earlier one would overwrite that run's checkpoints: refuse it."""
+    earlier = [name for name in ("last.pt", "best.pt") if (checkpoint_dir / name).exists()]
+    if earlier:
+        raise ConfigError("trainer.resume", None, f"auto to carry on the run whose {' and '.join(earlier)} "
+                          f"{'are' if len(earlier) > 1 else 'is'} in {checkpoint_dir} (a new run there would "
+                          f"overwrite {'them' if len(earlier) > 1 else 'it'}), or a new hydra.run.dir")
 
 
 def newest_readable(last: Path) -> Optional[tuple[Path, dict[str, Any]]]:

@@ -16,7 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from trainer.config import check_task_fit, validate
 from trainer.data import Batcher, DataSplits, LoaderBatcher, build_data
 from trainer.device import resolve_device
+from trainer.early_stopping import StopReason
 from trainer.engine import Engine
+from trainer.interrupts import REQUEUE_SIGNALS, Interrupted, requeue_slurm_job
 from trainer.losses import num_outputs
 from trainer.resume import start_from_checkpoints
 from trainer.schedules import build_scheduler
@@ -57,13 +59,13 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     scheduler, interval = build_scheduler(cfg.scheduler, optimizer,
                                           total_steps=len(train_batches) * settings.max_epochs,
                                           mode=settings.early_stopping.direction)
-    log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s",
-             data.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
-             f"{sum(p.numel() for p in model.parameters()):,}", device)
     engine = Engine(model, criterion, optimizer, settings, device, run_dir, scheduler=scheduler,
                     scheduler_interval=interval, target_std=data.target_std,
                     config=OmegaConf.to_container(cfg, resolve=True))
     start_from_checkpoints(settings, engine, train_batches, run_dir)
+    log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s",
+             data.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
+             f"{sum(p.numel() for p in model.parameters()):,}", device)
     return Run(engine, data, train_batches, val_batches, test_batches)
 
 
@@ -97,9 +99,15 @@ def _batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, de
 
 def train(cfg: DictConfig, run_dir: Path) -> float:
     """Train, test and summarise one run in `run_dir`; return the best value of the monitored metric."""
-    run = build(cfg, run_dir)
+    return fit_and_test(build(cfg, run_dir), run_dir)
+
+
+def fit_and_test(run: Run, run_dir: Path) -> float:
+    """Fit, test the best weights, write summary.json; return the best value of the monitored metric. Raises
+    Interrupted, once last.pt and the summary are written, when a signal stopped the run."""
     result = run.engine.fit(run.train, run.val)
-    test = run.engine.test(run.test)
+    interrupted = result.stop_reason is StopReason.INTERRUPTED
+    test = {} if interrupted else run.engine.test(run.test)  # a stopping job's grace period is for saving
 
     summary = {
         "test": test,
@@ -115,6 +123,11 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         "num_parameters": sum(p.numel() for p in run.engine.model.parameters()),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if interrupted:
+        received = run.engine.stop_requests.received
+        if run.engine.settings.requeue and received in REQUEUE_SIGNALS:
+            requeue_slurm_job()
+        raise Interrupted(received)
     log.info(result_table(summary))
     return result.best_value if result.best_value is not None else math.nan
 

@@ -6,6 +6,7 @@ augmentation happen later, per batch, on the training device (trainer.data.trans
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -36,19 +37,25 @@ def _read(name: str, root: str, download: bool) -> Arrays:
     try:
         train = dataset_class(root, train=True, download=download)
         test = dataset_class(root, train=False, download=download)
-    except (RuntimeError, OSError) as error:
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        folder, files = expected_files(dataset_class, root)
+        listed = f"{folder}/{{{','.join(files)}}}"
         # torchvision says "Dataset not found", lists every mirror it tried (MNIST), or lets the URLError through
-        # (CIFAR); the last line has the cause.
-        reason = str(error).strip().splitlines()[-1] if download else "data.download is false"
-        raise ConfigError("data.root", root, f"a folder holding {expected_files(dataset_class, root)} ({reason}); "
-                          f"download it where there is a network, or set data.root or DATA_DIR "
-                          f"to a folder that has it") from None
+        # (CIFAR); the last line has the cause. Files that are all there but fail to read are damaged.
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        if all((folder / file).is_file() for file in files):
+            allowed = (f"a folder holding readable {listed} (reading them failed: {reason}); remove the damaged "
+                       f"files to download them again")
+        else:
+            allowed = (f"a folder holding {listed} ({reason if download else 'data.download is false'}); download "
+                       f"it where there is a network, or set data.root or DATA_DIR to a folder that has it")
+        raise ConfigError("data.root", root, allowed) from None
     test_part = Arrays(x=_channels_first(test.data), y=np.asarray(test.targets))
     return Arrays(x=_channels_first(train.data), y=np.asarray(train.targets), test=test_part)
 
 
-def expected_files(dataset_class: type, root: str) -> str:
-    """Where torchvision looks for a set's files under root, and their names."""
+def expected_files(dataset_class: type, root: str) -> tuple[Path, list[str]]:
+    """Where torchvision looks for a set's files under root (as an absolute path), and their names."""
     if hasattr(dataset_class, "resources"):  # the MNIST family: root/<class name>/raw/<unzipped files>
         folder = Path(root) / dataset_class.__name__ / "raw"
         files = [Path(url).name.removesuffix(".gz") for url, _ in dataset_class.resources]
@@ -56,7 +63,7 @@ def expected_files(dataset_class: type, root: str) -> str:
         folder = Path(root) / dataset_class.base_folder
         files = [file for file, _ in dataset_class.train_list + dataset_class.test_list]
         files.append(dataset_class.meta["filename"])
-    return f"{folder.resolve()}/{{{','.join(files)}}}"
+    return folder.resolve(), files
 
 
 def _channels_first(images) -> np.ndarray:

@@ -1,0 +1,159 @@
+"""The bad-input table: each mistake ends `train` with exit code 2 and one line naming the key, the value and
+what is allowed, and leaves an existing run directory (its checkpoints, log, metrics and .hydra/) exactly as it
+was, whether the mistake is caught before the run starts or once it has (the data, a checkpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_cli import NO_GPU, assert_succeeded, train
+from trainer.checkpoint import load_checkpoint
+from trainer.data.formats import write_mnist
+
+EARLIER_RUN = ("data=xor", "model.hidden_sizes=[16]", "trainer.max_epochs=2")
+"""The run whose directory every bad command below is pointed at; also the config of the runtime cases, so
+that only the mistake differs. xor needs neither scikit-learn nor torchvision, so each case starts quickly."""
+
+
+class CreatesAFile:
+    """Unpickling this object would create a file: the evidence that a checkpoint's payload ran."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    """A finished run, and the broken files the table's commands name."""
+    folder = tmp_path_factory.mktemp("bad-input")
+    run = folder / "run"
+    assert_succeeded(train(*EARLIER_RUN, f"hydra.run.dir={run}", cwd=folder))
+    checkpoint = run / "checkpoints" / "last.pt"
+
+    truncated = folder / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:1000])
+    malicious = folder / "malicious.pt"
+    torch.save({**load_checkpoint(checkpoint), "extra": CreatesAFile(folder / "payload-ran")}, malicious)
+    bad_csv = folder / "bad.csv"
+    bad_csv.write_text("a,b,y\n1,2,0\nx,3,1\n")
+    empty = folder / "empty"
+    empty.mkdir()
+    damaged = folder / "damaged"
+    images = write_mnist(damaged) / "t10k-labels-idx1-ubyte"
+    images.write_bytes(images.read_bytes()[:20])
+    return {"run": str(run), "checkpoint": str(checkpoint), "truncated": str(truncated),
+            "malicious": str(malicious), "bad_csv": str(bad_csv), "empty": str(empty), "damaged": str(damaged),
+            "payload_ran": str(folder / "payload-ran")}
+
+
+# (the command's arguments, the key, the value as the message shows it, a part of what is allowed). Arguments
+# and value may name a file of `files` as {name}.
+TABLE = [
+    # a name that is not an option of its group
+    (["model=foo"], "model", "'foo'", "one of dropout_net, mlp, resnet, transformer"),
+    (["data=nope"], "data", "'nope'", "one of breast_cancer, cifar10, circles, csv,"),
+    (["optimizer=adamax"], "optimizer", "'adamax'", "one of adagrad, adam, adamw, momentum, rmsprop, sgd"),
+    (["scheduler=linear"], "scheduler", "'linear'", "one of cosine, none, plateau, step"),
+    (["loss=hinge"], "loss", "'hinge'", "one of auto, bce, cross_entropy, l1, mse, smooth_l1"),
+    # wrong types and ranges, group by group
+    (["data.batch_size=abc"], "data.batch_size", "'abc'", "an integer >= 1"),
+    (["data.val_fraction=1.5"], "data.val_fraction", "1.5", "a number in (0, 1)"),
+    (["model.hidden_sizes=[0]"], "model.hidden_sizes", "[0]", "a list of integers >= 1"),
+    (["model=dropout_net", "model.dropout=1.5"], "model.dropout", "1.5", "a number in [0, 1)"),
+    (["model=transformer", "model.d_model=30"], "model.d_model", "30", "a multiple of model.num_heads=4"),
+    (["loss.label_smoothing=1.0"], "loss.label_smoothing", "1.0", "a number in [0, 1)"),
+    (["optimizer.lr=-1"], "optimizer.lr", "-1", "a number > 0"),
+    (["optimizer.betas=[0.9,1.0]"], "optimizer.betas", "[0.9, 1.0]", "two numbers in [0, 1)"),
+    (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma", "0", "a number in (0, 1]"),
+    (["seed=-1"], "seed", "-1", "an integer >= 0"),
+    (["trainer.max_epochs=abc"], "trainer.max_epochs", "'abc'", "an integer"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs", "0", "an integer >= 1"),
+    (["trainer.precision=8"], "trainer.precision", "'8'", "one of 32, bf16, 16"),
+    pytest.param(["trainer.device=cuda"], "trainer.device", "'cuda'", "(cuda is not available here)", marks=NO_GPU),
+    (["trainer.checkpoint.every_n_steps=0"], "trainer.checkpoint.every_n_steps", "0", "an integer >= 1, or null"),
+    (["trainer.foo=1"], "trainer.foo", None, None),  # the key itself is the mistake
+    # settings that contradict each other
+    (["scheduler=plateau", "scheduler.interval=step"], "scheduler.interval", "'step'",
+     "epoch (reduce-on-plateau compares the monitored metric, measured once per epoch)"),
+    (["data=regression", "trainer.early_stopping.monitor=val_accuracy"], "trainer.early_stopping.monitor",
+     "'val_accuracy'", "one of val_loss, val_mse, val_rmse, val_r2 (what a regression set measures)"),
+    (["loss=bce"], "loss", "'bce'", "one of cross_entropy for a multiclass set"),
+    (["trainer.resume=auto", "trainer.checkpoint.save_last=false"], "trainer.resume", "'auto'",
+     "null when checkpoint.save_last is false"),
+    (["trainer.checkpoint.every_n_steps=5", "trainer.checkpoint.save_last=false"],
+     "trainer.checkpoint.every_n_steps", "5", "null when checkpoint.save_last is false"),
+    (["trainer.init_from={checkpoint}", "trainer.resume=auto"], "trainer.init_from", "'{checkpoint}'",
+     "null when resume is set"),
+    (["trainer.resume=no/such.pt"], "trainer.resume", "'no/such.pt'",
+     "auto, or the path of a checkpoint file that exists"),
+    (["data=csv", "data.path=nope.csv", "data.target=y"], "data.path", "'nope.csv'",
+     "the path of a file that exists"),
+    # found once the run has started: checkpoints and data files
+    ([*EARLIER_RUN], "trainer.resume", "None", "auto to carry on the run whose last.pt and best.pt are in"),
+    ([*EARLIER_RUN, "model.hidden_sizes=[64]", "trainer.resume={checkpoint}"], "trainer.resume", "'{checkpoint}'",
+     "a checkpoint of this config (model.hidden_sizes is [16] there, [64] here)"),
+    ([*EARLIER_RUN, "model.hidden_sizes=[64]", "trainer.init_from={checkpoint}"], "trainer.init_from",
+     "'{checkpoint}'", "a checkpoint of this model (size mismatch for head.weight: copying a param with shape "
+     "torch.Size([1, 16]) from checkpoint, the shape in current model is torch.Size([1, 64])"),
+    ([*EARLIER_RUN, "trainer.resume={truncated}"], "trainer.resume", "'{truncated}'",
+     "a readable checkpoint of plain values and tensors (PytorchStreamReader failed reading zip archive"),
+    ([*EARLIER_RUN, "trainer.resume={malicious}"], "trainer.resume", "'{malicious}'",
+     "a readable checkpoint of plain values and tensors (Weights only load failed"),
+    (["data=csv", "data.path={bad_csv}", "data.target=y"], "data.path", "'{bad_csv}'",
+     "a finite number in every row of column 'a' (line 3 has 'x')"),
+    (["data=csv", "data.path={bad_csv}", "data.target=label"], "data.target", "'label'",
+     "a column of {bad_csv}: a, b, y"),
+    (["data=mnist", "data.root={empty}", "data.download=false"], "data.root", "'{empty}'",
+     "a folder holding {empty}/MNIST/raw/{{train-images-idx3-ubyte,"),
+    (["data=mnist", "data.root={damaged}", "data.download=false"], "data.root", "'{damaged}'",
+     "a folder holding readable {damaged}/MNIST/raw/{{train-images-idx3-ubyte,"),
+    (["data.task=binary"], "data.task", "'binary'", "multiclass: the labels have 10 classes"),
+    (["data=xor", "model=resnet"], "model", "'ResNet'", "image data of shape (C, H, W)"),
+]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int] | None]:
+    """Every file's bytes and modification time, every folder's name."""
+    return {str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns) if path.is_file() else None
+            for path in sorted(folder.rglob("*"))}
+
+
+def assert_one_line_naming(stderr: str, key: str, value: str | None, allowed: str | None) -> None:
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    if value is None:
+        assert lines[0].startswith(f"train: error: {key}: no such setting"), lines[0]
+    else:
+        assert lines[0].startswith(f"train: error: {key}: got {value}, expected "), lines[0]
+        assert allowed in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args, key, value, allowed", TABLE,
+                         ids=[" ".join(getattr(case, "values", case)[0]) for case in TABLE])
+def test_a_bad_input_exits_2_with_one_line_and_leaves_an_existing_run_as_it_was(files, args, key, value,
+                                                                                allowed):
+    run = Path(files["run"])
+    before = snapshot(run)
+    result = train(*(arg.format(**files) for arg in args), f"hydra.run.dir={run}", cwd=run.parent)
+
+    assert result.returncode == 2, result.stderr
+    assert_one_line_naming(result.stderr, key, value and value.format(**files), allowed and allowed.format(**files))
+    assert "Traceback" not in result.stdout
+    assert snapshot(run) == before
+    assert not Path(files["payload_ran"]).exists()
+
+
+@pytest.mark.parametrize("args", [["optimizer.lr=-1"], ["data=xor", "model=resnet"]],
+                         ids=["before the run", "once it started"])
+def test_a_bad_input_creates_no_run_directory(tmp_path, args):
+    result = train(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert list(tmp_path.iterdir()) == []
+

@@ -1,0 +1,161 @@
+"""Stop signals and Slurm requeue: a real `train` process signalled at a known step finishes that step, saves
+last.pt, writes its summary and exits with 128 + the signal's number; under Slurm it requeues itself."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from pausing_model import MODEL, TrainProcess, wait_until
+from trainer.checkpoint import load_checkpoint
+from trainer.interrupts import StopRequests, requeue_slurm_job
+
+RUN = (MODEL, "model.hidden_sizes=[32]", "data.batch_size=128", "trainer.max_epochs=3")
+"""digits in batches of 128: 10 steps an epoch."""
+
+
+def fake_scontrol(folder: Path) -> Path:
+    """An `scontrol` that only writes down its arguments, in folder/scontrol.log."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "scontrol"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {folder / "scontrol.log"}\n')
+    script.chmod(0o755)
+    return folder / "scontrol.log"
+
+
+def signal_at_step_7(tmp_path: Path, *signals: signal.Signals, args: tuple[str, ...] = (),
+                     env: dict[str, str] | None = None) -> TrainProcess:
+    """Run `train` to training step 7, send the signals there, let the step finish, and wait for the exit."""
+    process = TrainProcess(*RUN, *args, f"hydra.run.dir={tmp_path / 'run'}", pause_at=7, folder=tmp_path / "process",
+                           env=env)
+    process.wait_until_paused()
+    for number in signals:
+        process.process.send_signal(number)
+        if number is signals[0]:  # the handler has run once it has logged
+            log = tmp_path / "run" / "train.log"
+            wait_until(lambda: f"{number.name}: finishing this step" in log.read_text(), "the signal's handler")
+    process.go_on()
+    process.wait()
+    return process
+
+
+@pytest.mark.parametrize("received", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2],
+                         ids=lambda s: s.name)
+def test_a_stop_signal_finishes_the_step_saves_last_pt_and_writes_the_summary(tmp_path, received):
+    process = signal_at_step_7(tmp_path, received)
+    assert process.process.returncode == 128 + received.value, process.stderr
+    assert "Traceback" not in process.stderr + process.stdout
+    run_dir = tmp_path / "run"
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert (state["engine"]["global_step"], state["batcher"]["position"]) == (7, 7)  # step 7 was finished
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["stop_reason"], summary["epochs"], summary["steps"], summary["test"]) == ("interrupted", 0, 7, {})
+    assert f"stopped by {received.name} at epoch 1, step 7; last.pt saved" in (run_dir / "train.log").read_text()
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
+    process = signal_at_step_7(tmp_path, signal.SIGINT, signal.SIGINT,
+                               args=("trainer.checkpoint.every_n_steps=5",))
+    assert process.process.returncode == 128 + signal.SIGINT.value
+    assert process.stderr.splitlines()[-1] == ("train: stopped at once by Ctrl-C; checkpoints/last.pt, if written, "
+                                               "holds the last state saved")
+    assert "Traceback" not in process.stderr
+    run_dir = tmp_path / "run"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["engine"]["global_step"] == 5  # not step 7
+    assert not (run_dir / "summary.json").exists()
+
+
+SLURM_JOB = {"SLURM_JOB_ID": "4242"}
+
+
+def test_under_slurm_with_requeue_sigusr1_saves_then_requeues_the_job(tmp_path):
+    calls = fake_scontrol(tmp_path / "bin")
+    process = signal_at_step_7(tmp_path, signal.SIGUSR1, args=("trainer.requeue=true",),
+                               env={**SLURM_JOB, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+    assert process.process.returncode == 128 + signal.SIGUSR1.value, process.stderr
+    assert calls.read_text() == "requeue 4242\n"
+    assert "requeued Slurm job 4242" in (tmp_path / "run" / "train.log").read_text()
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["engine"]["global_step"] == 7
+
+
+def test_under_slurm_sigterm_saves_but_does_not_requeue(tmp_path):
+    """scancel sends SIGTERM too: a cancelled job must stay cancelled."""
+    calls = fake_scontrol(tmp_path / "bin")
+    process = signal_at_step_7(tmp_path, signal.SIGTERM, args=("trainer.requeue=true",),
+                               env={**SLURM_JOB, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+    assert process.process.returncode == 128 + signal.SIGTERM.value
+    assert not calls.exists()
+
+
+# --- in-process -------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def scontrol_calls(tmp_path, monkeypatch) -> Path:
+    calls = fake_scontrol(tmp_path / "bin")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    return calls
+
+
+def test_requeue_outside_slurm_says_so_and_calls_nothing(scontrol_calls, caplog):
+    requeue_slurm_job()
+    assert not scontrol_calls.exists()
+    assert "this is not a Slurm job (SLURM_JOB_ID is not set): nothing to requeue" in caplog.text
+
+
+def test_requeue_of_an_array_task_names_the_task(scontrol_calls, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "501")  # each array task has its own job id, but scontrol wants JOB_TASK
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "500")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    requeue_slurm_job()
+    assert scontrol_calls.read_text() == "requeue 500_3\n"
+
+
+def test_requeue_without_scontrol_says_how_to_carry_on(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    requeue_slurm_job()
+    assert ("scontrol is not on PATH: Slurm job 77 is not requeued; submit it again with trainer.resume=auto"
+            in caplog.text)
+
+
+def test_a_failing_scontrol_is_reported_with_its_message(tmp_path, monkeypatch, caplog):
+    (tmp_path / "scontrol").write_text("#!/bin/sh\necho 'Invalid job id specified' >&2\nexit 1\n")
+    (tmp_path / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    with caplog.at_level(logging.ERROR):
+        requeue_slurm_job()
+    assert "scontrol requeue 77 failed (exit 1): Invalid job id specified" in caplog.text
+
+
+def test_stop_requests_catch_the_stop_signals_only_while_entered():
+    before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
+    with StopRequests() as requests:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert requests.received is signal.SIGUSR1  # the first one counts
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C after a stop request: stop at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert {number: signal.getsignal(number) for number in before} == before
+
+
+def test_stop_requests_leave_the_signals_alone_outside_the_main_thread():
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+
+    def enter():
+        with StopRequests():
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=enter)
+    thread.start()
+    thread.join()
+    assert seen == [before]

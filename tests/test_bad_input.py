@@ -152,8 +152,14 @@ def test_a_bad_input_exits_2_with_one_line_and_leaves_an_existing_run_as_it_was(
 
 @pytest.mark.parametrize("args", [["optimizer.lr=-1"], ["data=xor", "model=resnet"]],
                          ids=["before the run", "once it started"])
-def test_a_bad_input_creates_no_run_directory(tmp_path, args):
-    result = train(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+def test_a_bad_input_leaves_no_folder_behind(tmp_path, args):
+    result = train(*args, f"hydra.run.dir={tmp_path / 'outputs' / 'day' / 'time'}", cwd=tmp_path)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert list(tmp_path.iterdir()) == []
 
+
+def test_a_bad_input_keeps_an_empty_run_directory_it_did_not_make(tmp_path):
+    (tmp_path / "run").mkdir()
+    result = train("data=xor", "model=resnet", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert [path.name for path in tmp_path.rglob("*")] == ["run"]

@@ -21,7 +21,7 @@ import signal
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Iterator, NoReturn
+from typing import Any, Iterator, NoReturn, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -40,6 +40,10 @@ class ValidateBeforeRun(Callback):
     """Hydra calls this after composing the config and before it creates the run directory. Hydra turns a
     callback's exceptions into warnings and carries on, so a bad config exits here, before anything is written."""
 
+    existing_folder: Optional[Path] = None
+    """The deepest folder of the run directory's path that existed before this command (a single run; a sweep
+    leaves it None): a run refused once started removes the folders Hydra made below it."""
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             settings = validate(config)
@@ -48,6 +52,9 @@ class ValidateBeforeRun(Callback):
             resolve_device(settings.device)
         except ConfigError as error:
             _exit_with(str(error))
+        # Resolved as Hydra will resolve it: ${now:...} is cached in the config, so it names the same second.
+        folder = Path(os.path.abspath(config.hydra.run.dir))
+        ValidateBeforeRun.existing_folder = next(path for path in (folder, *folder.parents) if path.exists())
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -70,7 +77,7 @@ def _train_app(cfg: DictConfig) -> float:
 def _run_dir_left_as_found_on_a_mistake(run_dir: Path) -> Iterator[None]:
     """Mistakes found only once the run has started (the data contradicts data.task, a component rejects its
     arguments, a checkpoint to resume from does not fit) end in one line too, and leave the run directory as
-    they found it: a directory Hydra made for this run is removed again; in an existing one, what the attempt
+    they found it: the folders Hydra made for this run are removed again; in an existing one, what the attempt
     wrote is removed and its lines are cut from the log. Exiting here, inside the job, keeps Hydra from adding
     its own report."""
     before = {path.name for path in run_dir.iterdir()}
@@ -89,11 +96,20 @@ def _run_dir_left_as_found_on_a_mistake(run_dir: Path) -> Iterator[None]:
         if log_stat is not None and log_file.stat().st_size != log_stat.st_size:
             os.truncate(log_file, log_stat.st_size)
             os.utime(log_file, ns=(log_stat.st_atime_ns, log_stat.st_mtime_ns))
-        if not before:
-            run_dir.rmdir()
+        _remove_folders_made_for(run_dir)
         # A loader or model that found the mistake itself (a missing column, tabular data for a CNN) says so.
         cause = error if isinstance(error, ConfigError) else error.__cause__
         _exit_with(str(cause) if isinstance(cause, ConfigError) else describe_config_error(error))
+
+
+def _remove_folders_made_for(run_dir: Path) -> None:
+    """Remove the run directory and the folders above it that this command made, deepest first, while empty."""
+    kept = ValidateBeforeRun.existing_folder
+    made = [run_dir] if kept is None else [folder for folder in (run_dir, *run_dir.parents) if kept in folder.parents]
+    for folder in made:
+        if any(folder.iterdir()):
+            break
+        folder.rmdir()
 
 
 def _save_run_config(composed: DictConfig, folder: Path) -> None:

@@ -84,7 +84,7 @@ def run_floor(root: str, epochs: int, launched_at: float, samples: int) -> dict:
         for i in range(0, len(x_all), BATCH_SIZE):
             index = order[i:i + BATCH_SIZE]
             optimizer.zero_grad()
-            loss = loss_fn(model(x_all[index]), y_all[index])
+            loss = loss_fn(model(x_all.index_select(0, index)), y_all.index_select(0, index))  # as `train` does
             loss.backward()
             optimizer.step()
             first_step = first_step or time.time()

@@ -87,9 +87,10 @@ class Engine:
         """The epoch in progress; set when it starts (or is resumed), read when it ends."""
         self.stop_requests = StopRequests()
         """Signals received during fit that ask it to save last.pt and stop."""
-        # on_nonfinite=stop: the first step with a non-finite loss (-1: none yet), kept on the device and read only
-        # when the progress bar reads the loss, so that checking costs no sync per step.
-        self._first_nonfinite_step = torch.full((), -1, device=device)
+        # on_nonfinite=stop: (step, loss) of the steps not checked yet, the losses left on the device. They are
+        # checked when the progress bar reads the loss and before anything is saved: appending to a list costs
+        # neither a sync nor a device op, where a check on the device each step cost a tenth of a small step.
+        self._unchecked_losses: list[tuple[int, torch.Tensor]] = []
 
     def fit(self, train: Batcher, val: Batcher) -> FitResult:
         """Train until max_epochs or early stopping; best.pt holds the weights of the best validation epoch."""
@@ -180,9 +181,15 @@ class Engine:
         return (progress.loss_sum / max(progress.seen, 1)).item()
 
     def _diverged(self) -> bool:
-        """on_nonfinite=stop: read the device's record of the first non-finite step; say so if there was one."""
-        step = int(self._first_nonfinite_step)
-        if step >= 0 and self.divergence is None:
+        """on_nonfinite=stop: check the losses of the steps since the last check (one sync); name the first
+        non-finite one, if any."""
+        if self._unchecked_losses and self.divergence is None:
+            steps, losses = zip(*self._unchecked_losses)
+            self._unchecked_losses = []
+            finite = torch.isfinite(torch.stack(losses)).tolist()
+            if all(finite):
+                return False
+            step = steps[finite.index(False)]
             self.divergence = (f"epoch {self.epoch + 1}, step {step}: the loss is not finite, at "
                                f"learning rate {self.optimizer.param_groups[0]['lr']:.3g}; stopping "
                                f"(trainer.on_nonfinite=stop). best.pt keeps the best finite epoch. A lower "
@@ -210,7 +217,9 @@ class Engine:
             self.scaler.update()
         else:
             objective.backward()  # d objective / d parameter for every parameter, into .grad
-            if not self._finite_or_recorded(objective):
+            if self.settings.on_nonfinite == "stop":
+                self._unchecked_losses.append((self.global_step, objective.detach()))
+            elif not self._finite_or_skipped(objective):
                 self.global_step += 1
                 return None
             self._clip_gradients()
@@ -220,16 +229,9 @@ class Engine:
         self.global_step += 1
         return loss
 
-    def _finite_or_recorded(self, objective: torch.Tensor) -> bool:
-        """Whether the step may go on. on_nonfinite=stop records, on the device, the first step whose loss is not
-        finite, for `_diverged` to read (a non-finite gradient makes the next step's loss non-finite, so it is
-        caught one step later, for three tiny ops per step instead of a pass over every gradient).
-        on_nonfinite=skip checks the loss and every gradient now, reading the answer (one sync), and leaves a
-        non-finite step out."""
-        if self.settings.on_nonfinite == "stop":
-            recorded = (self._first_nonfinite_step >= 0) | torch.isfinite(objective.detach())
-            self._first_nonfinite_step = torch.where(recorded, self._first_nonfinite_step, self.global_step)
-            return True
+    def _finite_or_skipped(self, objective: torch.Tensor) -> bool:
+        """on_nonfinite=skip: whether the step may go on. It must decide before optimizer.step, so it checks the
+        loss and every gradient now and reads the answer (one sync per step); a non-finite step is left out."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         grad_norms = torch.stack(torch._foreach_norm(grads)) if grads else objective.new_zeros(1)  # one per tensor
         if (torch.isfinite(objective.detach()) & torch.isfinite(grad_norms.sum())).item():

@@ -70,8 +70,8 @@ class Batcher:
 
     def _gather(self, indices: Iterable[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The raw samples of each index batch, on the device."""
-        for index in indices:
-            yield self.x[index], self.y[index]
+        for index in indices:  # index_select: a fraction of the cost of x[index]'s general indexing, per batch
+            yield self.x.index_select(0, index), self.y.index_select(0, index)
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
@@ -111,7 +111,7 @@ class _Rows(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.tensor(indices)
-        return self.x[index], self.y[index]
+        return self.x.index_select(0, index), self.y.index_select(0, index)
 
 
 def _as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

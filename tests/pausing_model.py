@@ -62,8 +62,9 @@ class TrainProcess:
             environment["PAUSE_AT_STEP"] = str(pause_at)
         environment.update(env or {})
         with open(folder / "stdout", "w") as stdout, open(folder / "stderr", "w") as stderr:
+            # A process group of its own, as a job's or a terminal's: a test can signal all of it, workers too.
             self.process = subprocess.Popen([str(bin_dir / "train"), *args], cwd=folder, env=environment,
-                                            stdout=stdout, stderr=stderr)
+                                            stdout=stdout, stderr=stderr, start_new_session=True)
 
     def wait_until_paused(self) -> None:
         wait_until(lambda: (self.folder / "paused").exists() or self.process.poll() is not None, "the pause")

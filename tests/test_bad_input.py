@@ -95,7 +95,8 @@ TABLE = [
     (["data=csv", "data.path=nope.csv", "data.target=y"], "data.path", "'nope.csv'",
      "the path of a file that exists"),
     # found once the run has started: checkpoints and data files
-    ([*EARLIER_RUN], "trainer.resume", "None", "auto to carry on the run whose last.pt and best.pt are in"),
+    ([*EARLIER_RUN], "trainer.resume", "None",
+     "auto to carry on the run whose last.pt, last.previous.pt and best.pt are in"),
     ([*EARLIER_RUN, "model.hidden_sizes=[64]", "trainer.resume={checkpoint}"], "trainer.resume", "'{checkpoint}'",
      "a checkpoint of this config (model.hidden_sizes is [16] there, [64] here)"),
     ([*EARLIER_RUN, "model.hidden_sizes=[64]", "trainer.init_from={checkpoint}"], "trainer.init_from",

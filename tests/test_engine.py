@@ -16,6 +16,7 @@ from trainer.checkpoint import load_checkpoint
 from trainer.config import ConfigError, measured_metrics
 from trainer.data import Batcher
 from trainer.early_stopping import StopReason
+from trainer.models import MLP
 from trainer.run import Run, build
 
 SMALL_MLP = "model.hidden_sizes=[32]"
@@ -330,9 +331,31 @@ def test_stop_records_the_first_non_finite_step_without_reading_it_at_once(run_d
     good = next(iter(run.train))
     run.engine.train_step(*good)
     assert not run.engine._diverged()
-    run.engine.train_step(*nan_batch(run))  # step index 1
+    run.engine.train_step(*nan_batch(run))  # the second step
     run.engine.train_step(*good)
-    assert run.engine._diverged() and run.engine.divergence.startswith("epoch 1, step 1: ")
+    assert run.engine._diverged() and run.engine.divergence.startswith("epoch 1, step 2: the loss is not finite")
+
+
+class InfiniteGradient(MLP):
+    """The MLP plus 0 * sqrt(z) at z = 0: a finite output whose gradient is not (d/dz sqrt(z) is inf there, and
+    0 * inf is nan)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.z = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + 0 * torch.sqrt(self.z)
+
+
+def test_a_non_finite_gradient_under_a_finite_loss_never_reaches_a_mid_epoch_checkpoint(run_dir):
+    run = build_run(run_dir, SMALL_MLP, "model._target_=test_engine.InfiniteGradient",
+                    "trainer.checkpoint.every_n_steps=1")
+    result = run.engine.fit(run.train, run.val)
+    assert result.stop_reason is StopReason.DIVERGED
+    assert run.engine.divergence.startswith("epoch 1, step 1: a weight is not finite (a gradient was, though the "
+                                            "loss was not)")
+    assert not (run_dir / "checkpoints" / "last.pt").exists()
 
 
 def test_train_loss_leaves_out_the_weight_penalty(run_dir):
@@ -438,7 +461,9 @@ def test_every_n_steps_saves_last_pt_within_the_epoch_and_keeps_the_one_before(r
     assert previous["engine"]["global_step"] == 8
 
 
-def test_a_run_resumed_from_any_step_ends_bit_identical(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pipeline", [["data.pipeline=device"], ["data.pipeline=dataloader", "data.num_workers=0"]],
+                         ids=["device", "dataloader"])
+def test_a_run_resumed_from_any_step_ends_bit_identical(tmp_path, monkeypatch, pipeline):
     """Save last.pt after every step, then resume a fresh run from each of those files in turn: wherever a kill
     had struck, the run would end with the same parameters and metrics.csv rows."""
     import trainer.engine
@@ -449,7 +474,7 @@ def test_a_run_resumed_from_any_step_ends_bit_identical(tmp_path, monkeypatch):
         real_save(state, path, **options),
         snapshots.append(path.read_bytes()) if path.name == "last.pt" else None))
     (tmp_path / "whole").mkdir()
-    whole = build_run(tmp_path / "whole", *EXACT, "trainer.checkpoint.every_n_steps=1")
+    whole = build_run(tmp_path / "whole", *EXACT, *pipeline, "trainer.checkpoint.every_n_steps=1")
     whole.engine.fit(whole.train, whole.val)
     monkeypatch.undo()
     assert len(snapshots) == 10  # after steps 1-4, epoch 1 (step 5), steps 6-9, epoch 2 (the end)
@@ -459,7 +484,7 @@ def test_a_run_resumed_from_any_step_ends_bit_identical(tmp_path, monkeypatch):
         (run_dir / "checkpoints").mkdir(parents=True)
         (run_dir / "checkpoints" / "last.pt").write_bytes(snapshot)
         torch.manual_seed(12345)  # whatever the RNGs did since, the checkpoint's states must win
-        resumed = build_run(run_dir, *EXACT, "trainer.checkpoint.every_n_steps=1", "trainer.resume=auto")
+        resumed = build_run(run_dir, *EXACT, *pipeline, "trainer.checkpoint.every_n_steps=1", "trainer.resume=auto")
         resumed.engine.fit(resumed.train, resumed.val)
         assert_same_parameters_and_metrics(resumed, whole)
 
@@ -487,6 +512,34 @@ def test_a_stop_signal_finishes_the_step_saves_last_pt_and_resume_is_exact(tmp_p
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # fit gave the signals back
     state = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
     assert (state["engine"]["global_step"], state["batcher"]) == (8, {"seed": 0, "epoch": 1, "position": 3})
+
+    resumed = build_run(tmp_path / "part", *EXACT, "trainer.resume=auto")
+    resumed.engine.fit(resumed.train, resumed.val)
+    assert_same_parameters_and_metrics(resumed, whole)
+
+
+def test_a_stop_signal_after_the_epoch_s_last_step_stops_once_the_epoch_is_validated_and_saved(tmp_path):
+    import os
+    import signal
+
+    (tmp_path / "whole").mkdir()
+    whole = build_run(tmp_path / "whole", *EXACT)
+    whole.engine.fit(whole.train, whole.val)
+
+    (tmp_path / "part").mkdir()
+    stopped = build_run(tmp_path / "part", *EXACT)
+    train_epoch = stopped.engine.train_epoch
+
+    def epoch_then_signal(batcher):
+        loss = train_epoch(batcher)  # the loop has looked for signals for the last time
+        os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    stopped.engine.train_epoch = epoch_then_signal
+    result = stopped.engine.fit(stopped.train, stopped.val)
+    assert (result.stop_reason, result.epochs, len(stopped.engine.metrics_log.rows)) == (StopReason.INTERRUPTED, 1, 1)
+    state = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
+    assert (state["engine"]["epoch"], state["batcher"]) == (1, {"seed": 0, "epoch": 1, "position": 0})
 
     resumed = build_run(tmp_path / "part", *EXACT, "trainer.resume=auto")
     resumed.engine.fit(resumed.train, resumed.val)

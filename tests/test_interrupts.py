@@ -30,13 +30,17 @@ def fake_scontrol(folder: Path) -> Path:
 
 
 def signal_at_step_7(tmp_path: Path, *signals: signal.Signals, args: tuple[str, ...] = (),
-                     env: dict[str, str] | None = None) -> TrainProcess:
-    """Run `train` to training step 7, send the signals there, let the step finish, and wait for the exit."""
+                     env: dict[str, str] | None = None, to_the_group: bool = False) -> TrainProcess:
+    """Run `train` to training step 7, send the signals there (to `train`, or to its whole process group, as
+    Slurm and a terminal's Ctrl-C do), let the step finish, and wait for the exit."""
     process = TrainProcess(*RUN, *args, f"hydra.run.dir={tmp_path / 'run'}", pause_at=7, folder=tmp_path / "process",
                            env=env)
     process.wait_until_paused()
     for number in signals:
-        process.process.send_signal(number)
+        if to_the_group:
+            os.killpg(process.process.pid, number)
+        else:
+            process.process.send_signal(number)
         if number is signals[0]:  # the handler has run once it has logged
             log = tmp_path / "run" / "train.log"
             wait_until(lambda: f"{number.name}: finishing this step" in log.read_text(), "the signal's handler")
@@ -57,6 +61,16 @@ def test_a_stop_signal_finishes_the_step_saves_last_pt_and_writes_the_summary(tm
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["stop_reason"], summary["epochs"], summary["steps"], summary["test"]) == ("interrupted", 0, 7, {})
     assert f"stopped by {received.name} at epoch 1, step 7; last.pt saved" in (run_dir / "train.log").read_text()
+
+
+def test_a_signal_to_the_whole_process_group_leaves_the_dataloader_workers_to_the_main_process(tmp_path):
+    process = signal_at_step_7(tmp_path, signal.SIGTERM, args=("data.pipeline=dataloader", "data.num_workers=2"),
+                               to_the_group=True)
+    assert process.process.returncode == 128 + signal.SIGTERM.value, process.stderr
+    assert "Traceback" not in process.stderr
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert log.count("SIGTERM: finishing this step") == 1  # the workers neither died nor answered it
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["engine"]["global_step"] == 7
 
 
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):

@@ -152,6 +152,9 @@ def test_resume_auto_falls_back_to_the_previous_last_pt_when_the_newest_is_damag
     if damage == "truncated":
         assert f"trainer.resume: got '{last}', expected a readable checkpoint" in caplog.text
         assert f"falling back to {previous}" in caplog.text
+        assert (run_dir / "checkpoints" / "last.damaged.pt").is_file()  # set aside, not kept as the fallback
+    resumed.engine.fit(resumed.train, resumed.val)
+    assert load_checkpoint(previous)["engine"]["epoch"] == 1  # the good fallback it resumed from
 
 
 def test_resume_auto_names_the_newest_file_when_no_checkpoint_can_be_read(run_dir):
@@ -210,3 +213,61 @@ def test_a_new_run_in_the_directory_of_an_earlier_one_is_refused(run_dir):
                                 f"best.pt are in {last.parent} (a new run there would overwrite them), or a new "
                                 f"hydra.run.dir")
     assert last.read_bytes() == before
+
+
+def test_a_checkpoint_without_what_resume_needs_is_refused_naming_what_is_missing(run_dir, tmp_path):
+    state = load_checkpoint(first_run(run_dir))
+    weights_only = tmp_path / "weights.pt"
+    save_checkpoint({"model": state["model"], "config": state["config"]}, weights_only)
+    with pytest.raises(ConfigError) as error:
+        build(compose_config(*SMALL, f"trainer.resume={weights_only}"), tmp_path)
+    assert str(error.value) == (f"trainer.resume: got '{weights_only}', expected a checkpoint written by train (this "
+                                f"one has no optimizer, scheduler, scaler, early_stopping, engine, batcher, rng, "
+                                f"metrics)")
+
+
+def test_a_checkpoint_of_version_0_1_0_without_the_newer_keys_resumes(run_dir):
+    last = first_run(run_dir)
+    state = load_checkpoint(last)
+    del state["epoch_progress"], state["engine"]["skipped_steps"]
+    save_checkpoint(state, last)
+    resumed = build(compose_config(*SMALL, "trainer.max_epochs=2", "trainer.resume=auto"), run_dir)
+    assert (resumed.engine.epoch, resumed.engine.skipped_steps, resumed.engine.progress) == (1, 0, None)
+
+
+def test_resume_refuses_another_learning_rate_which_the_optimizer_state_would_override(run_dir):
+    checkpoint = first_run(run_dir)
+    with pytest.raises(ConfigError, match=r"\(optimizer.lr is 0.001 there, 0.01 here\)$"):
+        build(compose_config(*SMALL, "optimizer.lr=0.01", f"trainer.resume={checkpoint}"), run_dir)
+
+
+def test_resume_auto_refuses_a_run_directory_with_best_pt_but_no_last_pt(run_dir):
+    checkpoints = first_run(run_dir).parent
+    (checkpoints / "last.pt").unlink()  # as an earlier run with checkpoint.save_last=false leaves it
+    with pytest.raises(ConfigError) as error:
+        build(compose_config(*SMALL, "trainer.resume=auto"), run_dir)
+    assert str(error.value) == (f"trainer.resume: got 'auto', expected a run directory with a last.pt to carry on "
+                                f"from; {checkpoints} holds only best.pt, which a new run would overwrite: use a "
+                                f"new hydra.run.dir (trainer.init_from=PATH starts it from those weights)")
+
+
+def test_resume_from_another_run_s_file_into_a_directory_with_checkpoints_is_refused(tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "own").mkdir()
+    other = first_run(tmp_path / "other")
+    own = first_run(tmp_path / "own", "seed=1")
+    with pytest.raises(ConfigError) as error:
+        build(compose_config(*SMALL, f"trainer.resume={other}"), tmp_path / "own")
+    assert str(error.value) == (f"trainer.resume: got '{other}', expected a checkpoint of this run directory, or a new "
+                                f"hydra.run.dir: {own.parent} holds last.pt and best.pt of another run, which this "
+                                f"one would overwrite")
+    resumed = build(compose_config(*SMALL, "seed=1", "trainer.max_epochs=2", f"trainer.resume={own}"), tmp_path / "own")
+    assert resumed.engine.epoch == 1  # its own last.pt, named as a path, is fine
+
+
+def test_a_new_run_is_refused_even_where_only_the_fallback_is_left(run_dir):
+    last, _ = two_epochs_with_a_fallback(run_dir)
+    last.unlink()
+    (last.parent / "best.pt").unlink()
+    with pytest.raises(ConfigError, match=r"the run whose last.previous.pt is in "):
+        build(compose_config(*SMALL), run_dir)

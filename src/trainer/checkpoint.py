@@ -35,7 +35,10 @@ def previous_path(path: Path) -> Path:
 
 
 def _fsync_folder(folder: Path) -> None:
-    """Make the renames themselves durable: they live in the folder's entry list."""
+    """Make the renames themselves durable: they live in the folder's entry list. (Windows cannot open a
+    folder to sync it; there the renames are as durable as the file system makes them.)"""
+    if os.name == "nt":
+        return
     descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)

@@ -110,14 +110,16 @@ class Engine:
         """Train one epoch (or the rest of a resumed one), validate, checkpoint; MAX_EPOCHS means go on."""
         monitor = self.early_stopping.monitor
         epoch_start = time.perf_counter()
-        if self._stop_was_requested():  # during the previous epoch's validation
-            return StopReason.INTERRUPTED
+        if self.stop_requests.received is not None:  # came after the last epoch's last step: it was saved since
+            return self._stopped_by_signal(save=not self.settings.checkpoint.save_last)
         train_loss = self.train_epoch(train)
-        if self.divergence is not None:
+        stopped_part_way = self.stop_requests.received is not None and train.position != 0
+        if self._diverged(check_weights=stopped_part_way):  # nothing non-finite goes into a checkpoint
             log.error(self.divergence)
             return StopReason.DIVERGED
-        if self._stop_was_requested():
-            return StopReason.INTERRUPTED
+        if stopped_part_way:
+            return self._stopped_by_signal(save=True)
+        # A signal after the epoch's last step is answered once the epoch is validated and saved, above.
         lr = self.progress.lr
         metrics = {f"val_{name}": value for name, value in self.evaluate(val).items()}
         if self.scheduler is not None and self.scheduler_interval == "epoch":
@@ -141,14 +143,14 @@ class Engine:
             return StopReason.EARLY_STOPPING
         return StopReason.MAX_EPOCHS
 
-    def _stop_was_requested(self) -> bool:
-        """A stop signal arrived: save last.pt where training is now (mid-epoch, if so) and say how to go on."""
-        if self.stop_requests.received is None:
-            return False
-        self._save_checkpoints(best=False, last=True)
+    def _stopped_by_signal(self, save: bool) -> StopReason:
+        """A stop signal arrived: save last.pt where training is now (unless the epoch's end just did) and say how
+        to go on."""
+        if save:
+            self._save_checkpoints(best=False, last=True)
         log.warning("stopped by %s at epoch %d, step %d; last.pt saved (train ... trainer.resume=auto in the same "
                     "run directory carries on)", self.stop_requests.received.name, self.epoch + 1, self.global_step)
-        return True
+        return StopReason.INTERRUPTED
 
     def train_epoch(self, batcher: Batcher) -> float:
         """One pass over the training batches (the rest of them, in an epoch resumed mid-way); returns the mean
@@ -174,27 +176,36 @@ class Engine:
                                     lr=f"{self.optimizer.param_groups[0]['lr']:.3g}", samples_per_s=f"{rate:.0f}")
                 if self.divergence is not None or self.stop_requests.received is not None:
                     break  # divergence: read above, or set by a step over on_nonfinite=skip's limit
-                if (every_n_steps and self.global_step % every_n_steps == 0 and batcher.position < len(batcher)
-                        and not self._diverged()):  # (the epoch's end has its own save, after validation)
+                if every_n_steps and self.global_step % every_n_steps == 0 and batcher.position < len(batcher):
+                    if self._diverged(check_weights=True):  # (the epoch's end has its own save, after validation)
+                        break
                     self._save_checkpoints(best=False, last=True)
-        self._diverged()  # before anything is saved: the epoch's end, or a stop signal's last.pt
+        self._diverged()
         return (progress.loss_sum / max(progress.seen, 1)).item()
 
-    def _diverged(self) -> bool:
-        """on_nonfinite=stop: check the losses of the steps since the last check (one sync); name the first
-        non-finite one, if any."""
+    def _diverged(self, check_weights: bool = False) -> bool:
+        """on_nonfinite=stop: check the losses of the steps since the last check (one sync) and name the first
+        non-finite one; with `check_weights`, before a save within the epoch, also check the weights (a gradient
+        can be non-finite where the loss was not; at the epoch's end validation shows it)."""
+        problem = None
         if self._unchecked_losses and self.divergence is None:
             steps, losses = zip(*self._unchecked_losses)
             self._unchecked_losses = []
             finite = torch.isfinite(torch.stack(losses)).tolist()
-            if all(finite):
-                return False
-            step = steps[finite.index(False)]
-            self.divergence = (f"epoch {self.epoch + 1}, step {step}: the loss is not finite, at "
-                               f"learning rate {self.optimizer.param_groups[0]['lr']:.3g}; stopping "
-                               f"(trainer.on_nonfinite=stop). best.pt keeps the best finite epoch. A lower "
-                               f"optimizer.lr or trainer.grad_clip usually helps.")
+            if not all(finite):
+                problem = f"step {steps[finite.index(False)]}: the loss is not finite"
+        if problem is None and check_weights and self.divergence is None and not self._weights_finite():
+            problem = f"step {self.global_step}: a weight is not finite (a gradient was, though the loss was not)"
+        if problem is not None:
+            self.divergence = (f"epoch {self.epoch + 1}, {problem}, at learning rate "
+                               f"{self.optimizer.param_groups[0]['lr']:.3g}; stopping (trainer.on_nonfinite=stop). "
+                               f"best.pt keeps the best finite epoch. A lower optimizer.lr or trainer.grad_clip "
+                               f"usually helps.")
         return self.divergence is not None
+
+    def _weights_finite(self) -> bool:
+        norms = torch._foreach_norm([p.detach() for p in self.model.parameters()])  # one per tensor
+        return bool(torch.isfinite(torch.stack(norms).sum()))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> Optional[torch.Tensor]:
         """One optimisation step on a batch; returns the batch's loss (without the L1/L2 penalty, so that it
@@ -217,8 +228,8 @@ class Engine:
             self.scaler.update()
         else:
             objective.backward()  # d objective / d parameter for every parameter, into .grad
-            if self.settings.on_nonfinite == "stop":
-                self._unchecked_losses.append((self.global_step, objective.detach()))
+            if self.settings.on_nonfinite == "stop":  # steps are named counting from 1, as global_step counts
+                self._unchecked_losses.append((self.global_step + 1, objective.detach()))
             elif not self._finite_or_skipped(objective):
                 self.global_step += 1
                 return None
@@ -238,9 +249,9 @@ class Engine:
             return True
         self.skipped_steps += 1
         log.warning("epoch %d, step %d: the loss or a gradient is not finite; step skipped (%d of at most %d)",
-                    self.epoch + 1, self.global_step, self.skipped_steps, self.settings.max_skipped)
+                    self.epoch + 1, self.global_step + 1, self.skipped_steps, self.settings.max_skipped)
         if self.skipped_steps > self.settings.max_skipped:
-            self.divergence = (f"epoch {self.epoch + 1}, step {self.global_step}: {self.skipped_steps} steps "
+            self.divergence = (f"epoch {self.epoch + 1}, step {self.global_step + 1}: {self.skipped_steps} steps "
                                f"skipped for non-finite values, more than trainer.max_skipped="
                                f"{self.settings.max_skipped}; stopping. A lower optimizer.lr or "
                                f"trainer.grad_clip usually helps.")
@@ -327,8 +338,8 @@ class Engine:
         self.scaler.load_state_dict(state["scaler"])
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.epoch, self.global_step = state["engine"]["epoch"], state["engine"]["global_step"]
-        self.skipped_steps = state["engine"]["skipped_steps"]
-        if state["epoch_progress"] is not None:
+        self.skipped_steps = state["engine"].get("skipped_steps", 0)  # (not in checkpoints of version 0.1.0)
+        if state.get("epoch_progress") is not None:
             self.progress = EpochProgress(**state["epoch_progress"])
             self.progress.loss_sum = self.progress.loss_sum.to(self.device)
         self.metrics_log.restore(state["metrics"])

@@ -18,8 +18,9 @@ from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
-REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT")
+                     if hasattr(signal, name))  # Windows has no SIGUSR1 or SIGUSR2
+REQUEUE_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 """The signals that trainer.requeue answers with a requeue: those `sbatch --signal` sends ahead of the time limit.
 SIGTERM is also what scancel sends, and a cancelled job must stay cancelled."""
 
@@ -64,6 +65,13 @@ class StopRequests:
             self.received = received
             log.warning("%s: finishing this step, then saving last.pt and stopping (Ctrl-C again stops at once)",
                         received.name)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker's init function: the stop signals are for the main process, which finishes its step,
+    saves and then shuts the workers down; a worker they killed would take the run down with it."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
 
 
 def requeue_slurm_job() -> None:

@@ -1,12 +1,15 @@
 """Starting a run from a checkpoint: continuing it exactly (trainer.resume) or taking its weights (init_from).
 
-A checkpoint only fits the config it was written with where that decides the tensors' shapes or which samples
-are trained on, so those parts must match; anything else (max_epochs, the device, the pipeline) may change.
+A checkpoint only fits the config it was written with where that decides the tensors' shapes, which samples are
+trained on or how the weights move (model, loss, data, seed, optimizer, schedule), so those parts must match;
+anything else (max_epochs, the device, the pipeline) may change. A run never overwrites the checkpoints of
+another: a new run in a run directory that holds some is refused.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +23,11 @@ log = logging.getLogger(__name__)
 
 # Data settings that may change between a run and its continuation: where the files are and how batches travel.
 DATA_KEYS_FREE_TO_CHANGE = ("root", "download", "pipeline", "num_workers", "pin_memory")
+RESUMED_SECTIONS = ("model", "loss", "data", "seed", "optimizer", "scheduler")
+"""The config sections a resumed run must share with its checkpoint."""
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "early_stopping", "engine", "batcher", "rng", "metrics")
+"""What a checkpoint must hold to continue a run from it (Engine.load_state_dict reads these)."""
+CHECKPOINT_NAMES = ("last.pt", "last.previous.pt", "best.pt")
 
 
 def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batcher, run_dir: Path) -> None:
@@ -32,33 +40,47 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
             raise ConfigError("trainer.init_from", settings.init_from,
                               f"a checkpoint of this model ({str(error).splitlines()[-1].strip()})") from None
         log.info("model weights from %s", settings.init_from)
-    if settings.resume is None:
-        _refuse_to_overwrite(run_dir / settings.checkpoint.dir)
+    checkpoint_dir = run_dir / settings.checkpoint.dir
+    found = _checkpoint_to_resume(settings.resume, checkpoint_dir)
+    if found is None:
         return
-    if settings.resume == "auto":
-        last = run_dir / settings.checkpoint.dir / "last.pt"
-        found = newest_readable(last)
-        if found is None:
-            log.info("trainer.resume=auto: no %s yet, so this run starts from the beginning", last)
-            return
-        path, state = found
-    else:
-        path = Path(settings.resume)
-        state = read(path, "trainer.resume")
+    path, state = found
     difference = setup_difference(state.get("config", {}), engine.config)
     if difference is not None:
         raise ConfigError("trainer.resume", str(path), f"a checkpoint of this config ({difference})")
+    _set_damaged_last_aside(checkpoint_dir / "last.pt", path)
     engine.load_state_dict(state, train)
     log.info("resumed from %s: %d epochs and %d steps done", path, engine.epoch, engine.global_step)
 
 
-def _refuse_to_overwrite(checkpoint_dir: Path) -> None:
-    """A new run in the directory of an earlier one would overwrite that run's checkpoints: refuse it."""
-    earlier = [name for name in ("last.pt", "best.pt") if (checkpoint_dir / name).exists()]
-    if earlier:
-        raise ConfigError("trainer.resume", None, f"auto to carry on the run whose {' and '.join(earlier)} "
-                          f"{'are' if len(earlier) > 1 else 'is'} in {checkpoint_dir} (a new run there would "
-                          f"overwrite {'them' if len(earlier) > 1 else 'it'}), or a new hydra.run.dir")
+def _checkpoint_to_resume(resume: Optional[str], checkpoint_dir: Path) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The checkpoint trainer.resume names and its state; None for a fresh start. Refuses whatever would
+    overwrite the checkpoints already in `checkpoint_dir` with those of another run."""
+    earlier = [checkpoint_dir / name for name in CHECKPOINT_NAMES if (checkpoint_dir / name).exists()]
+    names = [path.name for path in earlier]
+    listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    if resume is None:
+        if earlier:
+            raise ConfigError("trainer.resume", None, f"auto to carry on the run whose {listed} "
+                              f"{'are' if len(earlier) > 1 else 'is'} in {checkpoint_dir} (a new run there would "
+                              f"overwrite {'them' if len(earlier) > 1 else 'it'}), or a new hydra.run.dir")
+        return None
+    if resume == "auto":
+        found = newest_readable(checkpoint_dir / "last.pt")
+        if found is None and earlier:
+            raise ConfigError("trainer.resume", "auto", f"a run directory with a last.pt to carry on from; "
+                              f"{checkpoint_dir} holds only {listed}, which a new run would overwrite: use a new "
+                              f"hydra.run.dir (trainer.init_from=PATH starts it from those weights)")
+        if found is None:
+            log.info("trainer.resume=auto: no last.pt in %s yet, so this run starts from the beginning",
+                     checkpoint_dir)
+        return found
+    path = Path(resume)
+    state = read(path, "trainer.resume", RESUME_KEYS)
+    if earlier and path.resolve() not in [own.resolve() for own in earlier]:
+        raise ConfigError("trainer.resume", resume, f"a checkpoint of this run directory, or a new hydra.run.dir: "
+                          f"{checkpoint_dir} holds {listed} of another run, which this one would overwrite")
+    return path, state
 
 
 def newest_readable(last: Path) -> Optional[tuple[Path, dict[str, Any]]]:
@@ -68,7 +90,7 @@ def newest_readable(last: Path) -> Optional[tuple[Path, dict[str, Any]]]:
     errors = []
     for path, fallback in zip(candidates, [*candidates[1:], None]):
         try:
-            return path, read(path, "trainer.resume")
+            return path, read(path, "trainer.resume", RESUME_KEYS)
         except ConfigError as error:
             errors.append(error)
             if fallback is not None:
@@ -78,24 +100,34 @@ def newest_readable(last: Path) -> Optional[tuple[Path, dict[str, Any]]]:
     return None
 
 
-def read(path: Path, key: str) -> dict[str, Any]:
-    """A checkpoint, or a ConfigError naming the file: unreadable, truncated, or carrying pickled objects
-    (weights_only=True refuses those without running them)."""
+def _set_damaged_last_aside(last: Path, resumed_from: Path) -> None:
+    """Resuming from the fallback: rename the damaged last.pt to last.damaged.pt, so that the next save does not
+    keep it as the fallback in place of the good one."""
+    if resumed_from != last and last.exists():
+        damaged = last.with_name("last.damaged.pt")
+        os.replace(last, damaged)
+        log.warning("kept the unreadable %s as %s", last, damaged.name)
+
+
+def read(path: Path, key: str, required: tuple[str, ...] = ("model",)) -> dict[str, Any]:
+    """A checkpoint holding `required`, or a ConfigError naming the file: unreadable, truncated, carrying pickled
+    objects (weights_only=True refuses those without running them), or not one that train wrote."""
     try:
         state = load_checkpoint(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
         # torch's first sentence says what is wrong ("... failed finding central directory"); the rest is advice.
         reason = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
         raise ConfigError(key, str(path), f"a readable checkpoint of plain values and tensors ({reason})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise ConfigError(key, str(path), "a checkpoint written by train (a dict with the model's weights)")
+    missing = [name for name in required if name not in state] if isinstance(state, dict) else list(required)
+    if missing:
+        raise ConfigError(key, str(path), f"a checkpoint written by train (this one has no {', '.join(missing)})")
     return state
 
 
 def setup_difference(saved: dict[str, Any], current: dict[str, Any]) -> Optional[str]:
     """The first setting the checkpoint depends on that differs: the model, the loss, the data and its split,
-    the seed. None when they all match."""
-    for section in ("model", "loss", "data", "seed"):
+    the seed, the optimizer and the schedule. None when they all match."""
+    for section in RESUMED_SECTIONS:
         old, new = saved.get(section), current.get(section)
         if section == "data" and isinstance(old, dict) and isinstance(new, dict):
             old, new = ({k: v for k, v in part.items() if k not in DATA_KEYS_FREE_TO_CHANGE} for part in (old, new))

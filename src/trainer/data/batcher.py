@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainer.data.transforms import Augment, Normalize
+from trainer.interrupts import ignore_stop_signals
 
 
 class Batcher:
@@ -91,8 +92,14 @@ class LoaderBatcher(Batcher):
         self.pin_memory = pin_memory and device.type == "cuda"
 
     def _gather(self, indices: Iterable[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # The DataLoader draws its workers' base seed from `generator`, by default torch's global one, which
+        # dropout also draws from: a generator of its own keeps a resumed run's random numbers where they were.
+        # Stop signals are the main process's to answer (it saves, then shuts the workers down), also when they
+        # reach the whole process group, as Slurm's and a terminal's do.
         loader = DataLoader(_Rows(self.x, self.y), batch_sampler=[index.tolist() for index in indices],
-                            collate_fn=_as_is, num_workers=self.num_workers, pin_memory=self.pin_memory)
+                            collate_fn=_as_is, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)),
+                            worker_init_fn=ignore_stop_signals)
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 

@@ -5,7 +5,9 @@ the schedules) do what they say."""
 from __future__ import annotations
 
 import csv
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -489,16 +491,17 @@ def test_a_run_resumed_from_any_step_ends_bit_identical(tmp_path, monkeypatch, p
         assert_same_parameters_and_metrics(resumed, whole)
 
 
-def test_a_stop_signal_finishes_the_step_saves_last_pt_and_resume_is_exact(tmp_path):
-    import os
-    import signal
-
-    (tmp_path / "whole").mkdir()
+def uninterrupted_and_to_interrupt(tmp_path: Path) -> tuple[Run, Run]:
+    """The EXACT run fitted whole in tmp_path/whole, and the same run built in tmp_path/part, for a test to stop."""
+    for name in ("whole", "part"):
+        (tmp_path / name).mkdir()
     whole = build_run(tmp_path / "whole", *EXACT)
     whole.engine.fit(whole.train, whole.val)
+    return whole, build_run(tmp_path / "part", *EXACT)
 
-    (tmp_path / "part").mkdir()
-    stopped = build_run(tmp_path / "part", *EXACT)
+
+def test_a_stop_signal_finishes_the_step_saves_last_pt_and_resume_is_exact(tmp_path):
+    whole, stopped = uninterrupted_and_to_interrupt(tmp_path)
     train_step = stopped.engine.train_step
 
     def step_then_signal_at_step_7(x, y):
@@ -519,15 +522,7 @@ def test_a_stop_signal_finishes_the_step_saves_last_pt_and_resume_is_exact(tmp_p
 
 
 def test_a_stop_signal_after_the_epoch_s_last_step_stops_once_the_epoch_is_validated_and_saved(tmp_path):
-    import os
-    import signal
-
-    (tmp_path / "whole").mkdir()
-    whole = build_run(tmp_path / "whole", *EXACT)
-    whole.engine.fit(whole.train, whole.val)
-
-    (tmp_path / "part").mkdir()
-    stopped = build_run(tmp_path / "part", *EXACT)
+    whole, stopped = uninterrupted_and_to_interrupt(tmp_path)
     train_epoch = stopped.engine.train_epoch
 
     def epoch_then_signal(batcher):

@@ -3,6 +3,7 @@ write stand-ins, in the real file formats, for the data sets this machine cannot
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,12 @@ def compose_config(*overrides: str, shrink: bool = True) -> DictConfig:
         overrides = (*overrides, f"data.path={STAND_IN_ROOT / 'table.csv'}", "data.target=colour")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("train", overrides=[*(SHRINK if shrink else ()), *overrides])
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    """A run's metrics.csv rows without their `seconds`, the one column that differs between equal runs."""
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(file)]
 
 
 def write_csv_table(path: Path, num_rows: int = 300, seed: int = 0) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import signal
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import compose_config
+from conftest import compose_config, metrics_rows
 from pausing_model import MODEL, TrainProcess
 from test_cli import assert_succeeded, train
 from trainer.checkpoint import load_checkpoint, save_checkpoint
@@ -19,11 +18,6 @@ from trainer.config import ConfigError, validate
 from trainer.run import build
 
 SMALL = ("model.hidden_sizes=[32]", "trainer.deterministic=true", "data.batch_size=128")
-
-
-def metrics_rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv") as file:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(file)]
 
 
 def test_train_resumed_with_resume_auto_ends_bit_identical_to_an_uninterrupted_run(tmp_path):

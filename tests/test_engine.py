@@ -155,7 +155,7 @@ def _first_sgd_step(run_dir: Path, lr: float, *overrides: str) -> tuple[float, f
     parameters = list(run.engine.model.parameters())
     before = [p.detach().clone() for p in parameters]
     x, y = run.data.train
-    run.engine.train_step(x[:64], y[:64])
+    run.engine.train_step([(x[:64], y[:64])])
     update = torch.cat([(p.detach() - b).flatten() for p, b in zip(parameters, before)]).norm().item()
     grad = torch.cat([p.grad.flatten() for p in parameters]).norm().item()
     return update, grad
@@ -169,6 +169,65 @@ def test_grad_clip_rescales_the_gradient_to_the_clip_norm(run_dir):
     assert free_update == pytest.approx(lr * free_grad, rel=1e-4)
     assert clipped_grad == pytest.approx(clip, rel=1e-3)
     assert clipped_update == pytest.approx(lr * clip, rel=1e-3)
+
+
+def test_grad_clip_by_value_clamps_every_gradient_element(run_dir):
+    clip = 1e-4
+    run = build_run(run_dir, SMALL_MLP, "optimizer=sgd", f"trainer.grad_clip={clip}",
+                    "trainer.grad_clip_algorithm=value")
+    x, y = run.data.train
+    run.engine.train_step([(x[:64], y[:64])])
+    grads = torch.cat([p.grad.flatten() for p in run.engine.model.parameters()])
+    assert grads.abs().max().item() == pytest.approx(clip)  # the largest were clamped, none is larger
+    assert (grads.abs() < clip).any()  # and the small ones kept their values (clipping by norm scales them all)
+
+
+@pytest.mark.parametrize("weights", ["equal batches", "a short last batch"])
+def test_accumulating_k_batches_steps_as_one_batch_of_all_their_samples(run_dir, weights):
+    sizes = [16, 16, 16] if weights == "equal batches" else [16, 16, 5]
+
+    def parameters_after_one_step(split: bool) -> list[torch.Tensor]:
+        run = build_run(run_dir, SMALL_MLP, "optimizer=momentum", "trainer.l2=0.001")
+        x, y = run.data.train
+        batches = list(zip(x[:sum(sizes)].split(sizes), y[:sum(sizes)].split(sizes)))
+        run.engine.train_step(batches if split else [(x[:sum(sizes)], y[:sum(sizes)])])
+        return [p.detach().clone() for p in run.engine.model.parameters()]
+
+    accumulated, whole = parameters_after_one_step(split=True), parameters_after_one_step(split=False)
+    for a, b in zip(accumulated, whole):  # (both runs start from the same weights: build seeds them alike)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_accumulate_grad_batches_takes_one_step_per_k_batches_and_the_schedule_spans_them(run_dir):
+    run = build_run(run_dir, SMALL_MLP, "trainer.accumulate_grad_batches=3", "scheduler=cosine",
+                    "trainer.max_epochs=2")
+    batches = len(run.train)
+    run.engine.fit(run.train, run.val)
+    assert run.engine.global_step == 2 * -(-batches // 3)
+    assert run.engine.scheduler.last_epoch == run.engine.global_step  # cosine reached its end, not a third of it
+    assert run.engine.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_compile_trains_the_compiled_model_and_saves_the_plain_one(run_dir, monkeypatch):
+    compiled, compile = [], torch.compile
+
+    def compile_with_the_eager_backend(model):  # the wiring is under test, not inductor's minute of C++ builds
+        compiled.append(compile(model, backend="eager"))
+        return compiled[-1]
+
+    monkeypatch.setattr("trainer.compilation.torch.compile", compile_with_the_eager_backend)
+    run = build_run(run_dir, SMALL_MLP, "trainer.compile=true", "trainer.max_epochs=2")
+    assert run.engine.train_model is compiled[0] and run.engine.eval_model is compiled[0]
+    run.engine.fit(run.train, run.val)
+    saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+    assert list(saved) == list(MLP(input_shape=(64,), num_outputs=10, hidden_sizes=[32]).state_dict())
+    assert float(read_metrics(run_dir)[-1]["train_loss"]) < float(read_metrics(run_dir)[0]["train_loss"])
+
+
+def test_compile_without_a_cxx_compiler_on_a_cpu_is_refused_in_one_line(run_dir, monkeypatch):
+    monkeypatch.setattr("trainer.compilation.shutil.which", lambda name: None)
+    with pytest.raises(ConfigError, match=r"trainer.compile: got True, expected false on this machine: .*C\+\+ compiler"):
+        build_run(run_dir, SMALL_MLP, "trainer.compile=true")
 
 
 @pytest.mark.parametrize("penalty, norm", [
@@ -321,7 +380,7 @@ def test_skip_leaves_non_finite_steps_out_and_stops_after_max_skipped(run_dir, m
     good = next(iter(run.train))
     for kind in batches.split():
         before = [p.clone() for p in run.engine.model.parameters()]
-        loss = run.engine.train_step(*(good if kind == "good" else nan_batch(run)))
+        loss = run.engine.train_step([good if kind == "good" else nan_batch(run)])
         unchanged = all(torch.equal(a, b) for a, b in zip(before, run.engine.model.parameters()))
         assert (loss is None, unchanged) == ((True, True) if kind == "nan" else (False, False))
     assert run.engine.skipped_steps == skipped
@@ -331,10 +390,10 @@ def test_skip_leaves_non_finite_steps_out_and_stops_after_max_skipped(run_dir, m
 def test_stop_records_the_first_non_finite_step_without_reading_it_at_once(run_dir):
     run = build_run(run_dir, SMALL_MLP)
     good = next(iter(run.train))
-    run.engine.train_step(*good)
+    run.engine.train_step([good])
     assert not run.engine._diverged()
-    run.engine.train_step(*nan_batch(run))  # the second step
-    run.engine.train_step(*good)
+    run.engine.train_step([nan_batch(run)])  # the second step
+    run.engine.train_step([good])
     assert run.engine._diverged() and run.engine.divergence.startswith("epoch 1, step 2: the loss is not finite")
 
 
@@ -365,7 +424,7 @@ def test_train_loss_leaves_out_the_weight_penalty(run_dir):
     x, y = next(iter(run.train))
     with torch.no_grad():
         data_loss = run.engine.criterion(run.engine.model(x), y)
-    assert run.engine.train_step(x, y).item() == pytest.approx(data_loss.item(), rel=1e-4)
+    assert run.engine.train_step([(x, y)]).item() == pytest.approx(data_loss.item(), rel=1e-4)
 
 
 def test_a_last_batch_of_one_sample_is_dropped_when_the_model_has_batchnorm(run_dir):
@@ -496,10 +555,10 @@ def test_a_stop_signal_finishes_the_step_saves_last_pt_and_resume_is_exact(tmp_p
     whole, stopped = uninterrupted_and_to_interrupt(tmp_path)
     train_step = stopped.engine.train_step
 
-    def step_then_signal_at_step_7(x, y):
+    def step_then_signal_at_step_7(micro_batches, step_samples):
         if stopped.engine.global_step == 7:
             os.kill(os.getpid(), signal.SIGTERM)  # arrives during the step; the step still completes
-        return train_step(x, y)
+        return train_step(micro_batches, step_samples)
 
     stopped.engine.train_step = step_then_signal_at_step_7
     result = stopped.engine.fit(stopped.train, stopped.val)

@@ -102,7 +102,16 @@ class TrainerConfig:
     precision: str = "32"
     """32 (float32), bf16 or 16: autocast of the forward pass to that float type."""
     grad_clip: Optional[float] = None
-    """Clip the global gradient norm to this value before each step; null does not clip."""
+    """Clip the gradients to this value before each step (see grad_clip_algorithm); null does not clip."""
+    grad_clip_algorithm: str = "norm"
+    """norm: scale all gradients together so that their global norm is at most grad_clip (the direction stays);
+    value: clamp every gradient element to [-grad_clip, grad_clip]."""
+    accumulate_grad_batches: int = 1
+    """Batches whose gradients are added up before each optimiser step: a step of k batches of data.batch_size
+    moves the weights as one batch of k * batch_size would, in the memory of one batch."""
+    compile: bool = False
+    """torch.compile the model: its first steps take longer (it compiles), later ones may be faster. Needs a C++
+    compiler on a CPU and Triton on CUDA."""
     l1: float = 0.0
     """Weight of the L1 penalty sum(|w|) over weight matrices, added to the loss."""
     l2: float = 0.0
@@ -137,6 +146,7 @@ class TrainerConfig:
         _one_of("device", self.device, DEVICES)
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
+        _one_of("grad_clip_algorithm", self.grad_clip_algorithm, ("norm", "value"))
         if self.resume not in (None, "auto") and not Path(self.resume).is_file():
             raise ConfigError("resume", self.resume, "auto, or the path of a checkpoint file that exists")
         if self.init_from is not None and not Path(self.init_from).is_file():
@@ -153,7 +163,7 @@ class TrainerConfig:
         for name in ("l1", "l2"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(name, getattr(self, name), "a number >= 0")
-        for name in ("log_every_n_steps", "eval_batch_size"):
+        for name in ("log_every_n_steps", "eval_batch_size", "accumulate_grad_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "an integer >= 1")
 

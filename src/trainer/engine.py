@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,16 @@ from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from tqdm import tqdm
 
-from trainer import __version__
+from trainer import __version__, distributed
 from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.compilation import compiled
 from trainer.config import TrainerConfig
 from trainer.data import Batcher
+from trainer.distributed import Processes
 from trainer.early_stopping import EarlyStopping, StopReason
 from trainer.interrupts import StopRequests
 from trainer.losses import targets_for, weight_penalty
@@ -60,14 +64,24 @@ class Engine:
     def __init__(self, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                  settings: TrainerConfig, device: torch.device, run_dir: Path,
                  scheduler: Optional[LRScheduler | ReduceLROnPlateau] = None, scheduler_interval: Optional[str] = None,
-                 target_std: Optional[torch.Tensor] = None, config: Optional[dict[str, Any]] = None):
+                 target_std: Optional[torch.Tensor] = None, config: Optional[dict[str, Any]] = None,
+                 processes: Processes = Processes()):
         self.model, self.criterion, self.optimizer = model, criterion, optimizer
+        """`model` is the plain module: its parameters and state_dict are the checkpoints'."""
+        self.processes = processes
+        # The model as the steps call it: compiled (trainer.compile), and with several processes wrapped in DDP,
+        # whose backward averages the gradients across them. Evaluation needs no averaging: the compiled model.
+        self.eval_model = compiled(model, device) if settings.compile else model
+        self.train_model = self.eval_model
+        if processes.distributed:
+            self.train_model = DistributedDataParallel(self.eval_model,
+                                                       device_ids=[device.index] if device.type == "cuda" else None)
         self.target_std = target_std
         """Regression: the train targets' standard deviation, so that errors are reported in the data's units."""
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.settings, self.device, self.config = settings, device, config or {}
         self.checkpoint_dir = run_dir / settings.checkpoint.dir
-        self.metrics_log = MetricsLog(run_dir / "metrics.csv")
+        self.metrics_log = MetricsLog(run_dir / "metrics.csv" if processes.is_main else None)
         stopping = settings.early_stopping
         self.early_stopping = EarlyStopping(stopping.monitor, stopping.direction, stopping.patience, stopping.min_delta)
         self.autocast_dtype = AUTOCAST_DTYPES[settings.precision]
@@ -110,7 +124,7 @@ class Engine:
         """Train one epoch (or the rest of a resumed one), validate, checkpoint; MAX_EPOCHS means go on."""
         monitor = self.early_stopping.monitor
         epoch_start = time.perf_counter()
-        if self.stop_requests.received is not None:  # came after the last epoch's last step: it was saved since
+        if self._stop_requested():  # came after the last epoch's last step: it was saved since
             return self._stopped_by_signal(save=not self.settings.checkpoint.save_last)
         train_loss = self.train_epoch(train)
         stopped_part_way = self.stop_requests.received is not None and train.position != 0
@@ -155,47 +169,79 @@ class Engine:
     def train_epoch(self, batcher: Batcher) -> float:
         """One pass over the training batches (the rest of them, in an epoch resumed mid-way); returns the mean
         training loss. Stops early, mid-epoch, on divergence or a stop signal."""
-        self.model.train()
+        self.train_model.train()
         if batcher.position == 0 or self.progress is None:
             # Summed on the device: reading a loss with .item() would wait for the device at every step.
             self.progress = EpochProgress(loss_sum=torch.zeros((), device=self.device), seen=0,
                                           lr=self.optimizer.param_groups[0]["lr"])
         progress, every_n_steps = self.progress, self.settings.checkpoint.every_n_steps
+        accumulate, log_every = self.settings.accumulate_grad_batches, self.settings.log_every_n_steps
         start, seen_at_start = time.perf_counter(), progress.seen
+        micro_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
         with tqdm(total=len(batcher), initial=batcher.position, desc=f"epoch {self.epoch + 1}", leave=False,
-                  disable=None) as bar:
+                  disable=None if self.processes.is_main else True) as bar:
             for x, y in batcher:
-                loss = self.train_step(x, y)
                 bar.update()
+                micro_batches.append((x, y))
+                if len(micro_batches) < accumulate and batcher.position < len(batcher):
+                    continue  # a step adds up the gradients of `accumulate` batches (fewer at the epoch's end)
+                samples = sum(len(x) for x, _ in micro_batches)
+                loss = self.train_step(micro_batches, batcher.samples_in(batcher.position - len(micro_batches),
+                                                                         batcher.position))
+                micro_batches = []
                 if loss is not None:
-                    progress.loss_sum.add_(loss.detach(), alpha=len(x))
-                    progress.seen += len(x)
-                if self.global_step % self.settings.log_every_n_steps == 0 and not self._diverged():
+                    progress.loss_sum.add_(loss.detach(), alpha=samples)
+                    progress.seen += samples
+                if self.global_step % log_every == 0 and not self._diverged():
                     rate = (progress.seen - seen_at_start) / (time.perf_counter() - start)
                     bar.set_postfix(loss=f"{(progress.loss_sum / max(progress.seen, 1)).item():.4f}",
                                     lr=f"{self.optimizer.param_groups[0]['lr']:.3g}", samples_per_s=f"{rate:.0f}")
-                if self.divergence is not None or self.stop_requests.received is not None:
+                if self._should_stop_within_the_epoch():
                     break  # divergence: read above, or set by a step over on_nonfinite=skip's limit
                 if every_n_steps and self.global_step % every_n_steps == 0 and batcher.position < len(batcher):
                     if self._diverged(check_weights=True):  # (the epoch's end has its own save, after validation)
                         break
                     self._save_checkpoints(best=False, last=True)
         self._diverged()
-        return (progress.loss_sum / max(progress.seen, 1)).item()
+        # Every process has trained on its share of the samples: the epoch's loss is over all of them.
+        totals = distributed.sum_over_ranks(torch.stack([progress.loss_sum, progress.loss_sum.new_tensor(
+            progress.seen)])).tolist()
+        return totals[0] / max(totals[1], 1)
+
+    def _should_stop_within_the_epoch(self) -> bool:
+        """Diverged, or asked to stop by a signal. With several processes all must stop at the same step (each
+        step waits for all of them), so they agree at every log_every_n_steps-th step, where the loss is read
+        anyway; a lone process stops at the step the signal arrived in."""
+        if self.processes.distributed and self.global_step % self.settings.log_every_n_steps != 0:
+            return False
+        return self.divergence is not None or self._stop_requested()
+
+    def _stop_requested(self) -> bool:
+        """Whether a stop signal arrived; with several processes, at any of them (all then stop, and name the
+        same signal). The processes call this at the same steps."""
+        received = self.stop_requests.received
+        if self.processes.distributed:
+            signal_number = distributed.max_over_ranks(received.value if received is not None else 0, self.device)
+            received = self.stop_requests.received = signal.Signals(signal_number) if signal_number else None
+        return received is not None
 
     def _diverged(self, check_weights: bool = False) -> bool:
         """on_nonfinite=stop: check the losses of the steps since the last check (one sync) and name the first
         non-finite one; with `check_weights`, before a save within the epoch, also check the weights (a gradient
         can be non-finite where the loss was not; at the epoch's end validation shows it)."""
+        if self.divergence is not None:
+            return True
         problem = None
-        if self._unchecked_losses and self.divergence is None:
+        if self._unchecked_losses:
             steps, losses = zip(*self._unchecked_losses)
             self._unchecked_losses = []
             finite = torch.isfinite(torch.stack(losses)).tolist()
             if not all(finite):
                 problem = f"step {steps[finite.index(False)]}: the loss is not finite"
-        if problem is None and check_weights and self.divergence is None and not self._weights_finite():
+        if problem is None and check_weights and not self._weights_finite():
             problem = f"step {self.global_step}: a weight is not finite (a gradient was, though the loss was not)"
+        if distributed.any_rank(problem is not None, self.device) and problem is None:
+            problem = f"by step {self.global_step}: another process's loss is not finite"  # all stop together
         if problem is not None:
             self.divergence = (f"epoch {self.epoch + 1}, {problem}, at learning rate "
                                f"{self.optimizer.param_groups[0]['lr']:.3g}; stopping (trainer.on_nonfinite=stop). "
@@ -207,29 +253,27 @@ class Engine:
         norms = torch._foreach_norm([p.detach() for p in self.model.parameters()])  # one per tensor
         return bool(torch.isfinite(torch.stack(norms).sum()))
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> Optional[torch.Tensor]:
-        """One optimisation step on a batch; returns the batch's loss (without the L1/L2 penalty, so that it
-        compares with val_loss), or None when on_nonfinite=skip left the step out.
-        x: (B, *input_shape); y: (B,) class indices or (B, T) targets."""
-        with self._autocast():
-            output = self.model(x)  # (B, num_outputs)
-            loss = self.criterion(output.float(), targets_for(self.criterion, y))
-            objective = loss
-            if self.settings.l1 or self.settings.l2:
-                objective = loss + weight_penalty(self.model, self.settings.l1, self.settings.l2)
+    def train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+                   step_samples: Optional[int] = None) -> Optional[torch.Tensor]:
+        """One optimisation step on the gradients of one or more batches (trainer.accumulate_grad_batches);
+        returns the step's mean loss over its samples (without the L1/L2 penalty, so that it compares with
+        val_loss), or None when on_nonfinite=skip left the step out.
+        micro_batches: [(x, y)] with x: (B, *input_shape), y: (B,) class indices or (B, T) targets.
+        step_samples: the samples of the step over all processes (this process's, when there is one)."""
+        local_samples = sum(len(x) for x, _ in micro_batches)
+        step_samples = step_samples or local_samples
         self.optimizer.zero_grad(set_to_none=True)  # gradients accumulate in .grad unless cleared
+        objective, loss = self._accumulate_gradients(micro_batches, step_samples, local_samples)
         if self.scaler.is_enabled():
-            # float16: the loss scaled up before backward, the gradients scaled back down before the step. The
-            # scaler itself skips steps whose gradients overflowed, and lowers the scale.
-            self.scaler.scale(objective).backward()
+            # float16: the loss was scaled up before backward; the gradients are scaled back down before the
+            # step. The scaler itself skips steps whose gradients overflowed, and lowers the scale.
             self.scaler.unscale_(self.optimizer)
             self._clip_gradients()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            objective.backward()  # d objective / d parameter for every parameter, into .grad
             if self.settings.on_nonfinite == "stop":  # steps are named counting from 1, as global_step counts
-                self._unchecked_losses.append((self.global_step + 1, objective.detach()))
+                self._unchecked_losses.append((self.global_step + 1, objective))
             elif not self._finite_or_skipped(objective):
                 self.global_step += 1
                 return None
@@ -239,6 +283,36 @@ class Engine:
             self.scheduler.step()
         self.global_step += 1
         return loss
+
+    def _accumulate_gradients(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], step_samples: int,
+                              local_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward each batch, adding its gradients into .grad; returns the step's objective and
+        loss (detached). Each batch's loss (a mean over its samples) is weighted by its share of the step's
+        samples, so that the gradients add up to those of one batch of all of them; with several processes,
+        DDP averages over the processes, so each weight is also multiplied by their number."""
+        world_size = self.processes.world_size
+        objective_sum = loss_sum = None
+        for index, (x, y) in enumerate(micro_batches):
+            weight = len(x) * world_size / step_samples  # 1 for a lone batch on a lone process
+            last = index == len(micro_batches) - 1
+            # DDP averages the gradients in backward: once per step, with the last batch, is enough.
+            sync = contextlib.nullcontext() if last or not self.processes.distributed else self.train_model.no_sync()
+            with sync:
+                with self._autocast():
+                    output = self.train_model(x)  # (B, num_outputs)
+                    loss = self.criterion(output.float(), targets_for(self.criterion, y))
+                    objective = loss
+                    if self.settings.l1 or self.settings.l2:
+                        objective = loss + weight_penalty(self.model, self.settings.l1, self.settings.l2)
+                    if weight != 1:
+                        objective = objective * weight
+                self.scaler.scale(objective).backward()  # d objective / d parameter, added into .grad
+            if len(micro_batches) == 1 and world_size == 1:
+                return objective.detach(), loss.detach()
+            share = len(x) / local_samples  # of this process's samples: the loss reported is their mean
+            objective_sum = objective.detach() if objective_sum is None else objective_sum + objective.detach()
+            loss_sum = loss.detach() * share if loss_sum is None else loss_sum + loss.detach() * share
+        return objective_sum, loss_sum
 
     def _finite_or_skipped(self, objective: torch.Tensor) -> bool:
         """on_nonfinite=skip: whether the step may go on. It must decide before optimizer.step, so it checks the
@@ -258,8 +332,12 @@ class Engine:
         return False
 
     def _clip_gradients(self) -> None:
-        if self.settings.grad_clip is not None:
+        if self.settings.grad_clip is None:
+            return
+        if self.settings.grad_clip_algorithm == "norm":
             nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        else:
+            nn.utils.clip_grad_value_(self.model.parameters(), self.settings.grad_clip)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to the precision's float type; at 32 no context at all (entering even a disabled one costs
@@ -271,14 +349,16 @@ class Engine:
     @torch.inference_mode()
     def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """Loss and metrics of a whole split, in eval mode without autograd (so in larger batches): accuracy for
-        classes (int64 y), MSE, RMSE and R^2 for values."""
-        self.model.eval()
+        classes (int64 y), MSE, RMSE and R^2 for values. With several processes each evaluates its share, and all
+        compute the metrics from every share's outputs, so that they reach the same decisions."""
+        self.train_model.eval()
         outputs, targets = [], []
         with self._autocast():
             for x, y in batches:
-                outputs.append(self.model(x).float())  # (B, num_outputs)
+                outputs.append(self.eval_model(x).float())  # (B, num_outputs)
                 targets.append(y)
-        output, y = torch.cat(outputs), torch.cat(targets)  # (N, num_outputs), (N,) or (N, T)
+        # (N, num_outputs), (N,) or (N, T)
+        output, y = distributed.gathered(torch.cat(outputs)), distributed.gathered(torch.cat(targets))
         metrics = {"loss": self.criterion(output, targets_for(self.criterion, y))}
         if y.dtype == torch.int64:
             metrics["accuracy"] = accuracy(output, y)
@@ -290,14 +370,15 @@ class Engine:
         """Metrics of the test split with the best weights (best.pt); empty if no epoch ended with finite losses."""
         if self.early_stopping.best_epoch is None:
             return {}
+        distributed.wait_for_every_rank()  # until rank 0 has written best.pt
         best = load_checkpoint(self.checkpoint_dir / "best.pt", map_location=self.device)
         self.model.load_state_dict(best["model"])
         return self.evaluate(batches)
 
     def _save_checkpoints(self, best: bool, last: bool) -> None:
         """best.pt when the monitored metric improved, last.pt (keeping the one it replaces as a fallback): one
-        state for both."""
-        if best or last:
+        state for both. Only rank 0 writes: every process holds the same weights."""
+        if (best or last) and self.processes.is_main:
             state = self.state_dict()
             if best:
                 save_checkpoint(state, self.checkpoint_dir / "best.pt")

@@ -32,20 +32,24 @@ def regression_errors(output: torch.Tensor, target: torch.Tensor,
 class MetricsLog:
     """metrics.csv: one row per epoch; the columns are fixed by the first row."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Optional[Path]):
         self.path = path
+        """None keeps the rows without writing them (the processes other than rank 0 of a distributed run)."""
         self.rows: list[dict[str, float]] = []
 
     def restore(self, rows: list[dict[str, float]]) -> None:
         """Start over from `rows` (a checkpoint's): metrics.csv holds exactly them, and new rows follow."""
         self.rows = []
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
         for row in rows:
             self.append(row)
 
     def append(self, row: dict[str, float]) -> None:
         first = not self.rows
         self.rows.append(row)
+        if self.path is None:
+            return
         with self.path.open("w" if first else "a", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=list(self.rows[0]))
             if first:

@@ -7,6 +7,10 @@ remembers how far into the epoch it is, so a resumed run sees exactly the batche
 
 `LoaderBatcher` serves the same batches from host memory through a `DataLoader` (worker processes, pinned
 memory), for sets too large for the device.
+
+With several processes (torchrun), every process makes the same permutation and takes every world_size-th sample
+of each batch: a step over all of them trains on exactly the batch one process would have, so data.batch_size is
+the global batch. Evaluation batches are shared out the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from trainer.interrupts import ignore_stop_signals
 class Batcher:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = True,
                  drop_last: bool = False, seed: int = 0, normalize: Optional[Normalize] = None,
-                 augment: Optional[Augment] = None, device: Optional[torch.device] = None):
+                 augment: Optional[Augment] = None, device: Optional[torch.device] = None, rank: int = 0,
+                 world_size: int = 1):
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
         self.x, self.y = x, y
@@ -32,14 +37,21 @@ class Batcher:
         """Where batches are served; x and y live there too, except in a LoaderBatcher."""
         self.normalize = normalize.to(self.device) if normalize is not None else None
         self.augment = augment if augment is not None and augment.enabled else None
+        self.rank, self.world_size = rank, world_size
+        """This process's place among the processes of a distributed run: it serves its share of each batch."""
         self.epoch = 0
         self.position = 0
         """Batches of the current epoch already served."""
 
     def __len__(self) -> int:
-        """Batches per epoch."""
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        """Batches per epoch. A last training batch too small to give every process a sample is left out: each
+        process must take each step."""
+        full, rest = divmod(len(self.x), self.batch_size)
+        return full if rest and (self.drop_last or (self.shuffle and rest < self.world_size)) else full + (rest > 0)
+
+    def samples_in(self, first: int, stop: int) -> int:
+        """The samples of batches first..stop-1 of an epoch, over all processes."""
+        return min(stop * self.batch_size, len(self.x)) - first * self.batch_size
 
     @property
     def num_samples(self) -> int:
@@ -56,11 +68,12 @@ class Batcher:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The rest of the current epoch; when it is exhausted the batcher moves on to the next epoch."""
         order = self.order(self.epoch)
-        indices = (order[b * self.batch_size:(b + 1) * self.batch_size] for b in range(self.position, len(self)))
-        for x, y in self._gather(indices):
+        indices = (order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world_size]
+                   for b in range(self.position, len(self)))
+        for x, y in self._gather(index for index in indices if len(index)):  # (an evaluation share may be empty)
             if self.augment is not None:
-                generator = torch.Generator(device=self.device).manual_seed(_mix(self.seed, self.epoch,
-                                                                                 self.position))
+                place = (self.seed, self.epoch, self.position) + ((self.rank,) if self.world_size > 1 else ())
+                generator = torch.Generator(device=self.device).manual_seed(_mix(*place))
                 x = self.augment(x, generator)
             if self.normalize is not None:
                 x = self.normalize(x)

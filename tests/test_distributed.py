@@ -1,0 +1,146 @@
+"""Many processes: `torchrun --nproc_per_node=2` (gloo on the CPU) trains as one process does, every process ends
+with the same weights, and a run (or a sweep) has one directory, written by rank 0 alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import metrics_rows
+from test_cli import assert_succeeded, run_command, train
+from trainer.data import Batcher
+from trainer.distributed import Processes, from_environment
+
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+WORKER = Path(__file__).with_name("ddp_worker.py")
+DIGITS = ("data=digits", "trainer.max_epochs=8", "trainer.device=cpu", "trainer.deterministic=true")
+
+
+def torchrun(*args: str, cwd: Path):
+    return run_command([TORCHRUN, "--standalone", "--nproc_per_node=2", *args], cwd)
+
+
+def test_two_processes_train_digits_as_one_does_and_end_with_identical_weights(tmp_path):
+    one = train(*DIGITS, f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
+    two = torchrun(str(WORKER), *DIGITS, cwd=tmp_path)  # in outputs/DATE/TIME, which each process resolves
+    assert_succeeded(one)
+    assert_succeeded(two)
+    run_dirs = list((tmp_path / "outputs").glob("*/*"))
+    assert len(run_dirs) == 1, run_dirs  # rank 0's, for both
+    (tmp_path / "two").symlink_to(run_dirs[0])
+
+    single = json.loads((tmp_path / "one" / "summary.json").read_text())
+    shared = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert shared["processes"] == 2 and shared["steps"] == single["steps"]  # data.batch_size is the global batch
+    assert shared["test"]["accuracy"] > 0.9
+    assert abs(shared["test"]["accuracy"] - single["test"]["accuracy"]) <= 0.01
+    # Each step of the two processes trains on the batch the lone process took: the curves agree closely.
+    for lone, pair in zip(metrics_rows(tmp_path / "one"), metrics_rows(tmp_path / "two"), strict=True):
+        assert float(pair["val_loss"]) == pytest.approx(float(lone["val_loss"]), rel=1e-3)
+
+    rank0, rank1 = (torch.load(tmp_path / "two" / f"parameters.rank{rank}.pt") for rank in (0, 1))
+    assert all(torch.equal(rank0[name], rank1[name]) for name in rank0)
+    last = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(last[name], rank0[name]) for name in rank0)
+    # Rank 0 alone printed the epochs and wrote the log.
+    assert two.stdout.count("epoch 8/8") == 1
+    assert (tmp_path / "two" / "train.log").read_text().count("epoch 8/8") == 1
+
+
+def test_a_sweep_under_torchrun_has_one_directory_not_one_per_process(tmp_path):
+    result = torchrun("-m", "trainer", "-m", "data=moons", "optimizer=sgd,adam", "trainer.max_epochs=1",
+                      "trainer.device=cpu", cwd=tmp_path)
+    assert_succeeded(result)
+    sweeps = list((tmp_path / "multirun").glob("*/*"))
+    assert len(sweeps) == 1, sweeps
+    assert sorted(path.name for path in sweeps[0].iterdir() if path.is_dir()) == ["0", "1"]
+    assert all(json.loads((sweeps[0] / job / "summary.json").read_text())["processes"] == 2 for job in "01")
+
+
+# --- the shares of each batch -----------------------------------------------------------------------------------
+
+def shares(n: int, batch_size: int, world_size: int, **options) -> list[list[list[int]]]:
+    """The labels (= sample indices) each process gets, batch by batch, in epoch 0."""
+    x, y = torch.zeros(n, 1), torch.arange(n)
+    return [[y.tolist() for _, y in Batcher(x, y, batch_size, seed=3, rank=rank, world_size=world_size, **options)]
+            for rank in range(world_size)]
+
+
+@pytest.mark.parametrize("n, batch_size, world_size", [(20, 4, 2), (21, 4, 2), (23, 6, 3), (10, 10, 4)])
+def test_the_processes_shares_of_a_batch_are_the_batch_one_process_gets(n, batch_size, world_size):
+    (alone,) = shares(n, batch_size, 1)
+    together = shares(n, batch_size, world_size)
+    assert len({len(batches) for batches in together}) == 1  # every process takes every step
+    for step, batch in enumerate(together[0]):
+        joined = sorted(sum((batches[step] for batches in together), []))
+        assert joined == sorted(alone[step])
+
+
+def test_a_last_batch_too_small_to_share_is_left_out_of_training_but_not_of_evaluation():
+    assert [len(batches) for batches in shares(9, 4, 2)] == [2, 2]  # 4+4+1: the last batch has 1 sample for 2
+    assert [len(batches) for batches in shares(9, 8, 2)] == [1, 1]
+    evaluation = shares(9, 8, 2, shuffle=False)
+    assert sorted(sum(evaluation[0] + evaluation[1], [])) == list(range(9))
+
+
+def test_samples_in_counts_every_process_s_samples_of_those_batches():
+    batcher = Batcher(torch.zeros(10, 1), torch.arange(10), 4, rank=1, world_size=2)
+    assert [batcher.samples_in(0, 1), batcher.samples_in(0, 3), batcher.samples_in(2, 3)] == [4, 10, 2]
+
+
+# --- where a process is -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, Processes()),
+    ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, Processes(3, 4, 1)),
+    ({"SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"}, Processes()),  # a job step of one task: a lone process
+    ({"SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_STEP_NODELIST": "gpu07"},
+     Processes(5, 8, 1)),
+], ids=["alone", "torchrun", "srun-one-task", "srun-eight-tasks"])
+def test_from_environment_reads_torchrun_and_srun(monkeypatch, env, expected):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID",
+                "SLURM_STEP_NODELIST", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert from_environment() == expected
+    if expected.distributed and "SLURM_PROCID" in env:
+        import os
+
+        assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("gpu07", "29500")
+
+
+def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_resume_carries_on(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "trainer", *DIGITS[:1], "trainer.max_epochs=500",
+               "trainer.device=cpu", "trainer.early_stopping.patience=null", f"hydra.run.dir={run_dir}",
+               "trainer.resume=auto"]
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"} | {"OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)  # torchrun passes it on to both processes
+    stdout, stderr = process.communicate(timeout=120)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stop_reason"] == "interrupted", stderr
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["engine"]["global_step"] == summary["steps"] > 0
+    assert "stopped by SIGTERM" in (run_dir / "train.log").read_text()
+
+    finish = summary["epochs"] + 1  # carry on, with both processes, to the end of the next epoch
+    resumed = run_command([*command[:-3], f"trainer.max_epochs={finish}", *command[-2:]], tmp_path)
+    assert_succeeded(resumed)
+    assert f"resumed from {run_dir / 'checkpoints' / 'last.pt'}" in resumed.stdout
+    final = json.loads((run_dir / "summary.json").read_text())
+    assert (final["stop_reason"], final["epochs"], final["steps"]) == ("max_epochs", finish, finish * 20)

@@ -187,11 +187,14 @@ def test_validate_returns_the_typed_trainer_settings():
     assert isinstance(settings.early_stopping, EarlyStoppingConfig)
 
 
-GROUPS = sorted(path.name for path in config_dir().iterdir() if path.is_dir())
+SWEEP_GROUPS = ["hparams_search", "hydra"]
+"""How a sweep runs (Optuna's sweeper, the Slurm launcher): test_sweeps and test_slurm cover them."""
+GROUPS = sorted(path.name for path in config_dir().iterdir() if path.is_dir() and path.name not in SWEEP_GROUPS)
 
 
 def test_the_config_groups_are_the_ones_the_suite_covers():
     assert GROUPS == ["data", "loss", "model", "optimizer", "scheduler"]
+    assert sorted(path.name for path in config_dir().iterdir() if path.is_dir()) == sorted(GROUPS + SWEEP_GROUPS)
 
 
 # A loss option needs a data set whose task it can train (the default, digits, is multiclass).

@@ -114,11 +114,13 @@ def test_seed_zero_is_a_real_seed_and_other_seeds_give_other_weights(tmp_path):
     assert not any(torch.equal(zero[key], one[key]) for key in zero)
 
 
-def test_a_diverged_run_writes_a_strict_json_summary_with_nothing_to_test(run_dir):
-    best = train_in(run_dir, "optimizer=sgd", "optimizer.lr=1e4", "trainer.max_epochs=3")
+@pytest.mark.parametrize("monitor, worst", [("val_loss", math.inf), ("val_accuracy", -math.inf)])
+def test_a_diverged_run_writes_a_strict_json_summary_and_returns_the_worst_value_to_sweepers(run_dir, monitor, worst):
+    best = train_in(run_dir, "optimizer=sgd", "optimizer.lr=1e4", "trainer.max_epochs=3",
+                    f"trainer.early_stopping.monitor={monitor}")
     summary = json.loads((run_dir / "summary.json").read_text(), parse_constant=lambda token: pytest.fail(token))
     assert (summary["stop_reason"], summary["test"], summary["best_epoch"]) == ("diverged", {}, None)
-    assert math.isnan(best)
+    assert best == worst  # Optuna refuses nan, and ranks inf last
 
 
 def test_dataloader_and_device_pipelines_train_bit_identically(tmp_path, restore_deterministic_algorithms):

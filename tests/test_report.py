@@ -1,0 +1,157 @@
+"""`train-report`: a sweep's jobs in one table, best first, from hand-written job folders (test_sweeps reports on
+a real sweep)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.report import NO_SUMMARY, main
+
+HEADER = ("| job | optimizer | optimizer.lr | monitor | best_value | best_epoch | epochs | stop_reason | test_loss "
+          "| test_accuracy |")
+
+
+def write_job(sweep_dir: Path, name: str, overrides: list[str], summary: dict | None = None) -> None:
+    """A job folder as `train -m` leaves it: .hydra/overrides.yaml, and summary.json once the job has ended."""
+    job_dir = sweep_dir / name
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {override}\n" for override in overrides))
+    if summary is not None:
+        (job_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def summary(best_value: float, monitor: str = "val_loss", stop_reason: str = "max_epochs") -> dict:
+    return {"test": {"loss": round(best_value + 0.01, 4), "accuracy": 0.9}, "monitor": monitor,
+            "best_value": best_value, "best_epoch": 3, "stop_reason": stop_reason, "epochs": 5, "steps": 55,
+            "train_samples": 700, "train_seconds": 0.4, "device": "cpu", "num_parameters": 1000}
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """Five jobs of `train -m data=moons optimizer=sgd,adam optimizer.lr=...`: three finished, one interrupted
+    (with the lowest value: a partial run ranks after the finished ones), one without a summary."""
+    sweep_dir = tmp_path / "sweep"
+    write_job(sweep_dir, "0", ["data=moons", "optimizer=sgd", "optimizer.lr=0.001"], summary(0.30123456789))
+    write_job(sweep_dir, "1", ["data=moons", "optimizer=sgd", "optimizer.lr=0.01"], summary(0.2))
+    write_job(sweep_dir, "2", ["data=moons", "optimizer=adam", "optimizer.lr=0.001"],
+              summary(0.1, stop_reason="interrupted"))
+    write_job(sweep_dir, "3", ["data=moons", "optimizer=adam", "optimizer.lr=0.01"])
+    write_job(sweep_dir, "10", ["data=moons", "optimizer=adam", "optimizer.lr=0.1"],
+              summary(0.25, stop_reason="early_stopping"))
+    return sweep_dir
+
+
+def report(*args: str, capsys: pytest.CaptureFixture) -> str:
+    main([*map(str, args)])
+    return capsys.readouterr().out
+
+
+def table_rows(markdown: str) -> list[str]:
+    return [line for line in markdown.splitlines() if line.startswith("| ")][1:]
+
+
+def jobs_in_order(markdown: str) -> list[str]:
+    """The table's first column: the job folders, best first."""
+    return [row.split(" | ")[0].removeprefix("| ") for row in table_rows(markdown)]
+
+
+def test_jobs_are_ranked_best_first_then_interrupted_then_without_summary(sweep, capsys):
+    markdown = report(sweep, capsys=capsys)
+
+    assert markdown.startswith(f"# {sweep}: 5 jobs, ranked by val_loss (lower is better)\n")
+    assert "\nSame in every job: data=moons\n" in markdown
+    assert HEADER in markdown.splitlines()
+    assert table_rows(markdown) == [
+        "| 1 | sgd | 0.01 | val_loss | 0.2000 | 3 | 5 | max_epochs | 0.2100 | 0.9000 |",
+        "| 10 | adam | 0.1 | val_loss | 0.2500 | 3 | 5 | early_stopping | 0.2600 | 0.9000 |",
+        "| 0 | sgd | 0.001 | val_loss | 0.3012 | 3 | 5 | max_epochs | 0.3112 | 0.9000 |",
+        "| 2 | adam | 0.001 | val_loss | 0.1000 | 3 | 5 | interrupted | 0.1100 | 0.9000 |",
+        f"| 3 | adam | 0.01 |  |  |  |  | {NO_SUMMARY} |  |  |",
+    ]
+    assert (sweep / "report.md").read_text() == markdown
+
+
+def test_the_csv_has_a_column_per_override_key_and_full_precision(sweep, capsys):
+    report(sweep, capsys=capsys)
+
+    with open(sweep / "report.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["job", "data", "optimizer", "optimizer.lr", "monitor", "best_value", "best_epoch",
+                             "epochs", "stop_reason", "test_loss", "test_accuracy"]
+    assert [row["job"] for row in rows] == ["1", "10", "0", "2", "3"]
+    assert rows[2] == {"job": "0", "data": "moons", "optimizer": "sgd", "optimizer.lr": "0.001",
+                       "monitor": "val_loss", "best_value": "0.30123456789", "best_epoch": "3", "epochs": "5",
+                       "stop_reason": "max_epochs", "test_loss": "0.3112", "test_accuracy": "0.9"}
+    assert rows[4]["stop_reason"] == NO_SUMMARY
+    assert rows[4]["best_value"] == rows[4]["test_loss"] == ""
+
+
+def test_a_maximised_metric_ranks_the_highest_first(tmp_path, capsys):
+    for name, accuracy in [("0", 0.8), ("1", 0.95), ("2", 0.9)]:
+        write_job(tmp_path, name, [f"seed={name}"], summary(accuracy, monitor="val_accuracy"))
+
+    markdown = report(tmp_path, capsys=capsys)
+
+    assert "ranked by val_accuracy (higher is better)" in markdown.splitlines()[0]
+    assert jobs_in_order(markdown) == ["1", "2", "0"]
+
+
+def test_jobs_of_different_monitors_are_ranked_within_each_and_a_warning_says_so(tmp_path, capsys):
+    write_job(tmp_path, "0", ["trainer.early_stopping.monitor=val_loss"], summary(0.3))
+    write_job(tmp_path, "1", ["trainer.early_stopping.monitor=val_accuracy"], summary(0.8, monitor="val_accuracy"))
+    write_job(tmp_path, "2", ["trainer.early_stopping.monitor=val_loss"], summary(0.2))
+    write_job(tmp_path, "3", ["trainer.early_stopping.monitor=val_accuracy"], summary(0.9, monitor="val_accuracy"))
+
+    main([str(tmp_path)])
+    out, err = capsys.readouterr()
+
+    assert err == ("train-report: warning: the jobs monitor different metrics (val_accuracy, val_loss); each is "
+                   "ranked among the jobs with the same monitor\n")
+    assert "ranked within each monitor: val_accuracy (higher is better), val_loss (lower is better)" in out
+    assert jobs_in_order(out) == ["3", "1", "2", "0"]
+
+
+def test_job_folders_at_any_depth_and_the_files_where_asked(tmp_path, capsys):
+    write_job(tmp_path / "sweep", "lr_small/0", ["optimizer.lr=0.001"], summary(0.3))
+    write_job(tmp_path / "sweep", "lr_large/0", ["optimizer.lr=0.1"], summary(0.2))
+    markdown_path, csv_path = tmp_path / "out.md", tmp_path / "out.csv"
+
+    markdown = report(tmp_path / "sweep", "--markdown", markdown_path, "--csv", csv_path, capsys=capsys)
+
+    assert jobs_in_order(markdown) == ["lr_large/0", "lr_small/0"]
+    assert markdown_path.read_text() == markdown
+    assert csv_path.read_text().splitlines()[1].startswith("lr_large/0,0.1,val_loss,0.2,")
+    assert not (tmp_path / "sweep" / "report.md").exists()
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda path: None, "expected a directory that exists"),
+    (lambda path: (path / "0").mkdir(parents=True), "expected a sweep directory: no folder below it holds"),
+], ids=["no-such-directory", "no-job-folders"])
+def test_a_folder_that_is_not_a_sweep_exits_2_with_one_line(tmp_path, capsys, make, expected):
+    sweep_dir = tmp_path / "sweep"
+    make(sweep_dir)
+
+    with pytest.raises(SystemExit) as exit:
+        main([str(sweep_dir)])
+
+    out, err = capsys.readouterr()
+    assert exit.value.code == 2
+    assert out == ""
+    assert err.startswith(f"train-report: error: SWEEP_DIR: got '{sweep_dir}', {expected}")
+    assert err.count("\n") == 1
+    assert not (sweep_dir / "report.md").exists()
+
+
+def test_the_report_does_not_import_torch(sweep):
+    command = "import sys; from trainer.report import main; main(); assert 'torch' not in sys.modules"
+    result = subprocess.run([sys.executable, "-c", command, str(sweep)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (sweep / "report.md").read_text()

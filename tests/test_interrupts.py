@@ -1,5 +1,6 @@
 """Stop signals and Slurm requeue: a real `train` process signalled at a known step finishes that step, saves
-last.pt, writes its summary and exits with 128 + the signal's number; under Slurm it requeues itself."""
+last.pt, writes its summary and exits with 128 + the signal's number; under Slurm it requeues itself; inside a
+host that had handlers of its own (submitit), the host's handlers get the signals once the run is saved."""
 
 from __future__ import annotations
 
@@ -173,3 +174,31 @@ def test_stop_requests_leave_the_signals_alone_outside_the_main_thread():
     thread.start()
     thread.join()
     assert seen == [before]
+
+
+@pytest.fixture
+def host_handlers():
+    """A host's handler for SIGUSR2 (as submitit installs one), Python's own for SIGINT, none for SIGTERM; the
+    list of the signals the host's handler got."""
+    got = []
+    before = {number: signal.getsignal(number) for number in (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGUSR2, lambda number, frame: got.append(signal.Signals(number)))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield got
+    for number, handler in before.items():
+        signal.signal(number, handler)
+
+
+@pytest.mark.parametrize("sent, hosts_to_answer", [
+    ((signal.SIGUSR2,), True),
+    ((signal.SIGTERM, signal.SIGUSR2), False),  # preemption: SIGTERM, then the host's signal
+    ((signal.SIGINT,), False),
+], ids=["host-signal", "term-then-host-signal", "ctrl-c"])
+def test_once_saved_each_signal_goes_on_to_the_handler_a_host_had_installed(host_handlers, sent, hosts_to_answer):
+    with StopRequests() as requests:
+        for number in sent:
+            os.kill(os.getpid(), number)
+        assert host_handlers == []  # not while training: the run saves first
+    assert requests.hand_on_to_host() is hosts_to_answer  # and Python's Ctrl-C handler raised nothing
+    assert host_handlers == [signal.SIGUSR2] * (signal.SIGUSR2 in sent)

@@ -3,6 +3,10 @@
 SIGTERM (a kill, scancel, a preemption), SIGUSR1 and SIGUSR2 (what `sbatch --signal` sends before a time limit)
 and the first Ctrl-C only ask the engine to stop: it finishes the step it is in, saves last.pt and ends the run
 with stop_reason interrupted. A second Ctrl-C stops at once.
+
+A host that runs `train` inside its own process may have installed handlers of its own before ours: submitit
+(hydra/launcher=slurm) answers SIGUSR2 by checkpointing its job, requeueing it and exiting. Once the run is
+saved, each signal received goes on to such a handler, so the host does what it would have done without us.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import signal
 import subprocess
 import threading
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +47,19 @@ class StopRequests:
     def __init__(self) -> None:
         self.received: Optional[signal.Signals] = None
         """The first stop signal received, if any."""
+        self._arrived: list[signal.Signals] = []
+        """Every stop signal received, each once, in order of arrival."""
         self._previous: dict[signal.Signals, Any] = {}
+        self._host_handlers: dict[signal.Signals, Callable[[int, Optional[FrameType]], Any]] = {}
+        """The Python handlers that ours displaced: a host's, such as submitit's. Kept after exit, to hand on to."""
 
     def __enter__(self) -> StopRequests:
         # Python runs signal handlers in the main thread only; elsewhere (a launcher's worker thread) the
         # signals keep their usual effect.
         if threading.current_thread() is threading.main_thread():
             self._previous = {number: signal.signal(number, self._request_stop) for number in STOP_SIGNALS}
+            self._host_handlers = {number: handler for number, handler in self._previous.items()
+                                   if _is_host_handler(handler)}
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -57,14 +67,40 @@ class StopRequests:
             signal.signal(number, handler)
         self._previous = {}
 
+    def hand_on_to_host(self) -> bool:
+        """Call, in order of arrival, the host's handler of each stop signal received, as the signal would have
+        had it without us; meant for once last.pt and the summary are written. submitit's SIGUSR2 handler
+        checkpoints the job, requeues it and exits here; its SIGTERM handler only logs. True when the signal that
+        stopped the run went to a host, which then decides about requeueing."""
+        for number in self._arrived:
+            handler = self._host_handlers.get(number)
+            if handler is not None:
+                log.info("%s goes on to %s, the handler that was there before ours", number.name,
+                         _describe(handler))
+                handler(number.value, None)
+        return self.received in self._host_handlers
+
     def _request_stop(self, number: int, frame: Optional[FrameType]) -> None:
         received = signal.Signals(number)
         if received is signal.SIGINT and self.received is not None:
             raise KeyboardInterrupt  # the second Ctrl-C: the user does not want to wait for the step
+        if received not in self._arrived:
+            self._arrived.append(received)
         if self.received is None:
             self.received = received
             log.warning("%s: finishing this step, then saving last.pt and stopping (Ctrl-C again stops at once)",
                         received.name)
+
+
+def _is_host_handler(handler: Any) -> bool:
+    """A Python function some host installed; not SIG_DFL or SIG_IGN, and not Python's own Ctrl-C handler, which
+    would raise KeyboardInterrupt after the save."""
+    return callable(handler) and handler is not signal.default_int_handler
+
+
+def _describe(handler: Callable[..., Any]) -> str:
+    """submitit.core.job_environment.SignalHandler.checkpoint_and_try_requeue, for the log."""
+    return f"{getattr(handler, '__module__', '?')}.{getattr(handler, '__qualname__', type(handler).__name__)}"
 
 
 def ignore_stop_signals(worker_id: int) -> None:

@@ -1,0 +1,256 @@
+"""Slurm without a cluster: hydra/launcher=slurm and scripts/slurm/train.sbatch run against stand-ins for sbatch,
+srun, scontrol, scancel, sacct and torchrun, which record what they are asked and run the job as Slurm would;
+and submitit's local executor runs a sweep for real."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from pausing_model import MODEL, TrainProcess, wait_until
+from test_cli import assert_succeeded, train
+from trainer.config import config_dir
+from trainer.slurm import ResumeAfterRequeue
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "slurm" / "train.sbatch"
+JOB_ID = "4242"
+
+# Each stand-in is a bash script; $FAKE_SLURM is the folder where they keep the job's state and their records.
+FAKE_TOOLS = {
+    "sbatch": r"""
+# Records the batch script and its arguments, then runs it as Slurm would: in the background, in a session of its
+# own, with the job's variables. A job that asked to be requeued runs again, under the same id, once it ends.
+cp "$1" "$FAKE_SLURM/job.sbatch"
+printf '%s\n' "$@" > "$FAKE_SLURM/sbatch.args"
+shift
+setsid bash -c '
+    export SLURM_JOB_ID=4242 SLURM_JOB_NAME=train SLURM_NNODES=1 SLURM_JOB_NUM_NODES=1 SLURM_JOB_NODELIST=node1 \
+        SLURM_NTASKS=1 SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NODEID=0 SLURM_GPUS_ON_NODE=2 SLURM_RESTART_COUNT=0
+    while true; do
+        bash "$FAKE_SLURM/job.sbatch" "$@" >> "$FAKE_SLURM/job.out" 2>&1 &
+        echo $! > "$FAKE_SLURM/job.pid"
+        wait $!
+        status=$?
+        [ -e "$FAKE_SLURM/requeued" ] || break
+        rm "$FAKE_SLURM/requeued"
+        SLURM_RESTART_COUNT=$((SLURM_RESTART_COUNT + 1))
+    done
+    echo $status > "$FAKE_SLURM/job.status"
+' job "$@" < /dev/null > /dev/null 2>&1 &
+echo "Submitted batch job 4242"
+""",
+    "srun": r"""
+# One task on the one node: srun's options are dropped (--output and --error honoured, with %j and %t), the pid
+# is noted as the step's, for scancel, and srun becomes the command.
+expand() { echo "$1" | sed "s/%j/$SLURM_JOB_ID/g; s/%t/0/g"; }
+while [[ $1 == -* ]]; do
+    case $1 in
+        --output) mkdir -p "$(dirname "$(expand "$2")")"; exec >> "$(expand "$2")"; shift ;;
+        --error) mkdir -p "$(dirname "$(expand "$2")")"; exec 2>> "$(expand "$2")"; shift ;;
+    esac
+    shift
+done
+echo $$ >> "$FAKE_SLURM/step.pids"
+exec "$@"
+""",
+    "scancel": r"""
+# scancel --signal=SIG JOB: noted, and SIG goes to the job's steps, not to its batch script.
+echo "scancel $*" >> "$FAKE_SLURM/events"
+for pid in $(cat "$FAKE_SLURM/step.pids"); do kill -s "${1#--signal=}" "$pid" 2>/dev/null; done
+""",
+    "scontrol": r"""
+# scontrol show hostnames: the one node. scontrol requeue JOB: noted; the job runs again once it ends.
+case $1 in
+    show) echo node1 ;;
+    requeue) echo "scontrol $*" >> "$FAKE_SLURM/events"; touch "$FAKE_SLURM/requeued" ;;
+esac
+""",
+    "sacct": r"""
+# The job's state, in the format submitit reads.
+state=RUNNING
+[ -e "$FAKE_SLURM/job.status" ] && { [ "$(cat "$FAKE_SLURM/job.status")" = 0 ] && state=COMPLETED || state=FAILED; }
+printf 'JobID|State|NodeList\n4242|%s|node1\n' "$state"
+""",
+    "torchrun": r"""
+# Notes its arguments. A first start runs until stopped: on SIGTERM it exits 143, as `train` does once saved.
+# A start after a requeue ends at once.
+echo "torchrun $* (start $SLURM_RESTART_COUNT)" >> "$FAKE_SLURM/events"
+[ "$SLURM_RESTART_COUNT" = 0 ] || exit 0
+trap 'echo "torchrun: SIGTERM" >> "$FAKE_SLURM/events"; kill $training; exit 143' TERM
+sleep 120 &
+training=$!
+echo "torchrun: training" >> "$FAKE_SLURM/events"
+wait $training
+""",
+}
+
+
+@dataclass
+class FakeSlurm:
+    folder: Path
+    """The job's state and the stand-ins' records."""
+    env: dict[str, str]
+    """PATH with the stand-ins first, and FAKE_SLURM."""
+
+    def read(self, name: str) -> str:
+        return (self.folder / name).read_text() if (self.folder / name).exists() else ""
+
+    def events(self) -> list[str]:
+        return self.read("events").splitlines()
+
+    def pid(self, name: str) -> int:
+        """The batch script's (job.pid) or the first step's (step.pids), once there."""
+        wait_until(lambda: self.read(name).strip() != "", name)
+        return int(self.read(name).split()[0])
+
+    def exit_status(self) -> int:
+        """The job's exit status, once it has ended for good."""
+        wait_until(lambda: self.read("job.status").strip() != "", "the job to end")
+        return int(self.read("job.status"))
+
+
+@pytest.fixture
+def fake_slurm(tmp_path):
+    if shutil.which("setsid") is None:
+        pytest.skip("the stand-in for sbatch starts each job in a session of its own with setsid (util-linux)")
+    bin_dir, folder = tmp_path / "fake-bin", tmp_path / "fake-slurm"
+    bin_dir.mkdir()
+    folder.mkdir()
+    for name, body in FAKE_TOOLS.items():
+        (bin_dir / name).write_text("#!/bin/bash" + body)
+        (bin_dir / name).chmod(0o755)
+    cluster = FakeSlurm(folder, {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_SLURM": str(folder)})
+    yield cluster
+    if cluster.read("job.pid") and not cluster.read("job.status"):  # a failed test leaves no job behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(cluster.pid("job.pid")), signal.SIGKILL)
+
+
+def submit(cluster: FakeSlurm, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["sbatch", *args], cwd=cwd, env={**os.environ, **cluster.env}, capture_output=True,
+                          text=True, timeout=30)
+
+
+# --- scripts/slurm/train.sbatch ---------------------------------------------------------------------------------
+
+TORCHRUN = (f"torchrun --nnodes=1 --nproc_per_node=2 --rdzv_backend=c10d --rdzv_endpoint=node1:29500 "
+            f"--rdzv_id={JOB_ID} -m trainer hydra.run.dir=runs/train-{JOB_ID} trainer.resume=auto data=moons")
+"""What the script runs on the fake job's one node (2 GPUs), with `data=moons` passed to sbatch."""
+
+
+def test_train_sbatch_on_sigusr1_stops_the_training_then_requeues_and_starts_again_in_the_same_directory(
+        fake_slurm, tmp_path):
+    submitted = submit(fake_slurm, str(SCRIPT), "data=moons", cwd=tmp_path)
+    assert submitted.stdout == f"Submitted batch job {JOB_ID}\n", submitted.stderr
+    assert fake_slurm.read("sbatch.args").splitlines() == [str(SCRIPT), "data=moons"]
+    directives = [line.split()[1] for line in fake_slurm.read("job.sbatch").splitlines() if line.startswith("#SBATCH")]
+    assert {"--signal=B:USR1@120", "--requeue", "--open-mode=append", "--ntasks-per-node=1"} <= set(directives)
+
+    wait_until(lambda: "torchrun: training" in fake_slurm.events(), "the training to start")
+    os.kill(fake_slurm.pid("job.pid"), signal.SIGUSR1)  # what --signal=B:USR1@120 sends to the batch script
+    assert fake_slurm.exit_status() == 0  # the second start's
+    assert fake_slurm.events() == [f"{TORCHRUN} (start 0)", "torchrun: training", f"scancel --signal=TERM {JOB_ID}",
+                                   "torchrun: SIGTERM", f"scontrol requeue {JOB_ID}", f"{TORCHRUN} (start 1)"]
+
+
+def test_train_sbatch_on_sigterm_waits_for_the_training_and_does_not_requeue(fake_slurm, tmp_path):
+    """scancel: Slurm sends SIGTERM to the batch script and to every step."""
+    submit(fake_slurm, str(SCRIPT), "data=moons", cwd=tmp_path)
+    wait_until(lambda: "torchrun: training" in fake_slurm.events(), "the training to start")
+    os.kill(fake_slurm.pid("job.pid"), signal.SIGTERM)
+    os.kill(fake_slurm.pid("step.pids"), signal.SIGTERM)
+    assert fake_slurm.exit_status() == 128 + signal.SIGTERM
+    assert fake_slurm.events() == [f"{TORCHRUN} (start 0)", "torchrun: training", "torchrun: SIGTERM"]
+    assert "SIGTERM: waiting for the training to save and stop; not requeueing" in fake_slurm.read("job.out")
+
+
+# --- hydra/launcher=slurm ---------------------------------------------------------------------------------------
+
+def compose_with_hydra(*overrides: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_the_slurm_launcher_config_requeues_timed_out_jobs_and_resumes_them():
+    cfg = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
+    launcher = OmegaConf.to_container(cfg.hydra.launcher)
+    assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert {key: launcher[key] for key in ("partition", "timeout_min", "gpus_per_node", "tasks_per_node")} == {
+        "partition": "gpu", "timeout_min": 240, "gpus_per_node": 1, "tasks_per_node": 1}
+    assert launcher["max_num_timeout"] > 0 and launcher["signal_delay_s"] > 0
+    assert launcher["additional_parameters"] == {"requeue": True}
+    assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
+    assert cfg.hydra.callbacks.resume_after_requeue._target_ == "trainer.slurm.ResumeAfterRequeue"
+    assert "validate" in cfg.hydra.callbacks  # train.yaml's callback is still there
+
+
+@pytest.mark.parametrize("given, jobs_get", [
+    (["optimizer=sgd,adam"], ["trainer.resume=auto", "optimizer=sgd,adam"]),
+    (["trainer.resume=null", "seed=1"], ["trainer.resume=null", "seed=1"]),
+    (["++trainer.resume=runs/a/checkpoints/last.pt"], ["++trainer.resume=runs/a/checkpoints/last.pt"]),
+], ids=["added", "user-null", "user-path"])
+def test_every_job_of_the_sweep_resumes_unless_the_user_said_otherwise(given, jobs_get):
+    cfg = compose_with_hydra()
+    cfg.hydra.overrides.task = given
+    ResumeAfterRequeue().on_multirun_start(config=cfg)
+    assert list(cfg.hydra.overrides.task) == jobs_get
+
+
+def test_a_job_stopped_by_slurm_is_requeued_by_submitit_and_carries_on_in_its_directory(fake_slurm, tmp_path):
+    """The whole path: SIGUSR2 ahead of the time limit stops `train` at step 7, which saves and hands the signal on
+    to submitit; submitit checkpoints the job's call and runs `scontrol requeue`; the job runs again under the same
+    id, in the same directory, resumes from last.pt and ends with the steps of a run never stopped."""
+    sweep = tmp_path / "sweep"
+    process = TrainProcess("-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"hydra.sweep.dir={sweep}",
+                           MODEL, "model.hidden_sizes=[32]", "data.batch_size=128", "trainer.max_epochs=3",
+                           pause_at=7, folder=tmp_path / "process", env=fake_slurm.env)
+    try:
+        process.wait_until_paused()
+        os.kill(fake_slurm.pid("step.pids"), signal.SIGUSR2)  # the job's python: srun became it
+        job_dir = sweep / "0"
+        wait_until(lambda: "SIGUSR2: finishing this step" in (job_dir / "train.log").read_text(), "the handler")
+    finally:
+        process.go_on()
+    assert process.wait() == 0, process.stderr
+    assert fake_slurm.exit_status() == 0  # the job's second start
+
+    submission = fake_slurm.read("job.sbatch")
+    for directive in ("--signal=USR2@120", "--requeue", "--partition=gpu", "--time=240", "--gpus-per-node=1",
+                      "--open-mode=append"):
+        assert f"#SBATCH {directive}\n" in submission
+    assert f"-m submitit.core._submit {sweep}/.submitit/%j" in submission.splitlines()[-1]
+    assert submission.splitlines()[-1].startswith("srun --unbuffered --output")
+
+    assert fake_slurm.events() == [f"scontrol requeue {JOB_ID}"]
+    assert sorted(path.name for path in sweep.iterdir()) == [".submitit", "0", "multirun.yaml"]
+    assert "trainer.resume=auto" in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
+    log = (job_dir / "train.log").read_text()
+    assert "SIGUSR2 goes on to submitit.core.job_environment.SignalHandler.checkpoint_and_try_requeue" in log
+    assert "0 epochs and 7 steps done" in log  # the second start resumed from the first one's last.pt
+    summary = json.loads((job_dir / "summary.json").read_text())
+    assert (summary["stop_reason"], summary["epochs"], summary["steps"]) == ("max_epochs", 3, 30)
+
+
+# --- hydra/launcher=submitit_local ------------------------------------------------------------------------------
+
+def test_submitit_local_runs_a_sweep_of_two_jobs_each_in_its_own_directory(tmp_path):
+    elsewhere, sweep = tmp_path / "elsewhere", tmp_path / "sweep"
+    elsewhere.mkdir()
+    result = train("-m", "hydra/launcher=submitit_local", "data=moons", "optimizer=sgd,adam",
+                   "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}", cwd=elsewhere)
+    assert_succeeded(result)
+    assert sorted(path.name for path in sweep.iterdir()) == [".submitit", "0", "1", "multirun.yaml"]
+    for job, optimizer in (("0", "sgd"), ("1", "adam")):
+        assert f"optimizer={optimizer}" in OmegaConf.load(sweep / job / ".hydra" / "overrides.yaml")
+        assert json.loads((sweep / job / "summary.json").read_text())["epochs"] == 2
+    assert list(elsewhere.iterdir()) == [], "a job wrote outside the sweep directory"

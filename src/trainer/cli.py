@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from trainer.config import ConfigError, config_dir, validate
@@ -52,41 +53,83 @@ class ValidateBeforeRun(Callback):
             resolve_device(settings.device)
         except ConfigError as error:
             _exit_with(str(error))
+        _same_directory_on_every_rank(config, "run")
         # Resolved as Hydra will resolve it: ${now:...} is cached in the config, so it names the same second.
         folder = Path(os.path.abspath(config.hydra.run.dir))
         ValidateBeforeRun.existing_folder = next(path for path in (folder, *folder.parents) if path.exists())
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _same_directory_on_every_rank(config, "sweep")
+
+
+def _same_directory_on_every_rank(config: DictConfig, mode: str) -> None:
+    """Under torchrun every process composes the config and resolves ${now:...} itself, a moment apart: rank 0's
+    hydra.run.dir (or hydra.sweep.dir) is made every process's, so that a run has one directory, not one per
+    process."""
+    from trainer import distributed  # imports torch: only for a distributed run
+
+    processes = distributed.from_environment()
+    if not processes.distributed:
+        return
+    distributed.start(processes)
+    shared = distributed.same_on_every_rank(str(config.hydra[mode].dir))
+    with read_write(config.hydra):
+        config.hydra[mode].dir = shared
+        # A sweep composes each job's config again, from the command line's hydra overrides: the job
+        # directories follow this one.
+        config.hydra.overrides.hydra.append(f"hydra.{mode}.dir='{shared}'")
+
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_app(cfg: DictConfig) -> float:
+    from trainer.distributed import from_environment
     from trainer.interrupts import Interrupted
-    from trainer.run import build, fit_and_test
+    from trainer.run import build, finished_before, fit_and_test
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     composed = copy.deepcopy(cfg)  # as composed: building fills in what data.task=auto found
-    with _run_dir_left_as_found_on_a_mistake(run_dir):
+    rank = from_environment().rank
+    if rank != 0:
+        _only_warnings_to_stderr(rank)
+    finished = finished_before(composed, run_dir)  # a sweep started again: this job is done
+    if finished is not None:
+        return finished
+    with _run_dir_left_as_found_on_a_mistake(run_dir, clean_up=rank == 0):
         run = build(cfg, run_dir)
-    _save_run_config(composed, run_dir / ".hydra")
+    if rank == 0:
+        _save_run_config(composed, run_dir / ".hydra")
     try:
         return fit_and_test(run, run_dir)
     except Interrupted as stop:  # last.pt and the summary are written; the exit code says which signal
         sys.exit(stop.exit_code)
 
 
+def _only_warnings_to_stderr(rank: int) -> None:
+    """The processes other than rank 0 of a distributed run print and log nothing but warnings, on stderr: rank
+    0 writes train.log and shows the progress for all of them."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setFormatter(logging.Formatter(f"rank {rank}: %(message)s"))
+    root.addHandler(to_stderr)
+    root.setLevel(logging.WARNING)
+
+
 @contextlib.contextmanager
-def _run_dir_left_as_found_on_a_mistake(run_dir: Path) -> Iterator[None]:
+def _run_dir_left_as_found_on_a_mistake(run_dir: Path, clean_up: bool = True) -> Iterator[None]:
     """Mistakes found only once the run has started (the data contradicts data.task, a component rejects its
     arguments, a checkpoint to resume from does not fit) end in one line too, and leave the run directory as
     they found it: the folders Hydra made for this run are removed again; in an existing one, what the attempt
-    wrote is removed and its lines are cut from the log. Exiting here, inside the job, keeps Hydra from adding
-    its own report."""
+    wrote is removed and its lines are cut from the log (by rank 0 alone, in a distributed run). Exiting here,
+    inside the job, keeps Hydra from adding its own report."""
     before = {path.name for path in run_dir.iterdir()}
     log_file = run_dir / f"{HydraConfig.get().job.name}.log"
     log_stat = log_file.stat() if log_file.exists() else None
     try:
         yield
     except (ConfigError, InstantiationException) as error:
-        for path in run_dir.iterdir():
+        for path in run_dir.iterdir() if clean_up else ():
             if path.name in before:
                 continue
             if path.is_dir():
@@ -96,7 +139,8 @@ def _run_dir_left_as_found_on_a_mistake(run_dir: Path) -> Iterator[None]:
         if log_stat is not None and log_file.stat().st_size != log_stat.st_size:
             os.truncate(log_file, log_stat.st_size)
             os.utime(log_file, ns=(log_stat.st_atime_ns, log_stat.st_mtime_ns))
-        _remove_folders_made_for(run_dir)
+        if clean_up:
+            _remove_folders_made_for(run_dir)
         # A loader or model that found the mistake itself (a missing column, tabular data for a CNN) says so.
         cause = error if isinstance(error, ConfigError) else error.__cause__
         _exit_with(str(cause) if isinstance(cause, ConfigError) else describe_config_error(error))

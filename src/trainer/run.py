@@ -8,14 +8,17 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from trainer import distributed
 from trainer.config import check_task_fit, validate
 from trainer.data import Batcher, DataSplits, LoaderBatcher, build_data
 from trainer.device import resolve_device
+from trainer.distributed import Processes
 from trainer.early_stopping import StopReason
 from trainer.engine import Engine
 from trainer.interrupts import REQUEUE_SIGNALS, Interrupted, requeue_slurm_job
@@ -42,7 +45,12 @@ class Run:
 def build(cfg: DictConfig, run_dir: Path) -> Run:
     """Data first, since the model's input and output sizes come from it."""
     settings = validate(cfg)
+    processes = distributed.from_environment()
+    distributed.start(processes)
     device = resolve_device(settings.device)
+    if processes.distributed and device.type == "cuda":  # one GPU per process: torchrun's LOCAL_RANK
+        device = torch.device("cuda", processes.local_rank)
+        torch.cuda.set_device(device)
     seed_everything(cfg.seed, settings.deterministic)
 
     data = build_data(cfg.data)
@@ -55,17 +63,18 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     model = model.to(device)
     optimizer = _optimizer(cfg.optimizer, model, device)
     train_batches, val_batches, test_batches = _batchers(cfg.data, data, model, device, cfg.seed,
-                                                         settings.eval_batch_size)
-    scheduler, interval = build_scheduler(cfg.scheduler, optimizer,
-                                          total_steps=len(train_batches) * settings.max_epochs,
+                                                         settings.eval_batch_size, processes)
+    steps_per_epoch = -(-len(train_batches) // settings.accumulate_grad_batches)
+    scheduler, interval = build_scheduler(cfg.scheduler, optimizer, total_steps=steps_per_epoch * settings.max_epochs,
                                           mode=settings.early_stopping.direction)
     engine = Engine(model, criterion, optimizer, settings, device, run_dir, scheduler=scheduler,
                     scheduler_interval=interval, target_std=data.target_std,
-                    config=OmegaConf.to_container(cfg, resolve=True))
+                    config=OmegaConf.to_container(cfg, resolve=True), processes=processes)
     start_from_checkpoints(settings, engine, train_batches, run_dir)
-    log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s",
+    log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s%s",
              data.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
-             f"{sum(p.numel() for p in model.parameters()):,}", device)
+             f"{sum(p.numel() for p in model.parameters()):,}", device,
+             f" x {processes.world_size} processes" if processes.distributed else "")
     return Run(engine, data, train_batches, val_batches, test_batches)
 
 
@@ -80,15 +89,17 @@ def _optimizer(optimizer_cfg: DictConfig, model: torch.nn.Module, device: torch.
 
 
 def _batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, device: torch.device, seed: int,
-              eval_batch_size: int) -> tuple[Batcher, Batcher, Batcher]:
+              eval_batch_size: int, processes: Processes = Processes()) -> tuple[Batcher, Batcher, Batcher]:
     """Train, val and test batches: from tensors moved to the device once (data.pipeline=device), or gathered
-    in host memory by DataLoader workers and copied per batch (data.pipeline=dataloader)."""
+    in host memory by DataLoader workers and copied per batch (data.pipeline=dataloader). Each process of a
+    distributed run serves its share of every batch."""
+    share = {"rank": processes.rank, "world_size": processes.world_size}
     if data_cfg.pipeline == "dataloader":
         make = functools.partial(LoaderBatcher, device=device, num_workers=data_cfg.num_workers,
-                                 pin_memory=data_cfg.pin_memory)
+                                 pin_memory=data_cfg.pin_memory, **share)
     else:
         def make(x: torch.Tensor, y: torch.Tensor, batch_size: int, **options) -> Batcher:
-            return Batcher(x.to(device), y.to(device), batch_size, **options)
+            return Batcher(x.to(device), y.to(device), batch_size, **share, **options)
     batch_size = data_cfg.batch_size
     drop_last = data_cfg.drop_last or _lone_last_sample_breaks_batchnorm(model, len(data.train[0]), batch_size)
     return (make(*data.train, batch_size, drop_last=drop_last, seed=seed, normalize=data.normalize,
@@ -112,6 +123,7 @@ def fit_and_test(run: Run, run_dir: Path) -> float:
     summary = {
         "test": test,
         "monitor": run.engine.early_stopping.monitor,
+        "mode": run.engine.early_stopping.mode,
         "best_value": result.best_value,
         "best_epoch": result.best_epoch,
         "stop_reason": result.stop_reason.value,
@@ -120,16 +132,46 @@ def fit_and_test(run: Run, run_dir: Path) -> float:
         "train_samples": run.train.num_samples,
         "train_seconds": round(result.train_seconds, 3),
         "device": str(run.engine.device),
+        "processes": run.engine.processes.world_size,
         "num_parameters": sum(p.numel() for p in run.engine.model.parameters()),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if run.engine.processes.is_main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if interrupted:
-        received = run.engine.stop_requests.received
-        if run.engine.settings.requeue and received in REQUEUE_SIGNALS:
+        stop_requests = run.engine.stop_requests
+        # A host's own handler (submitit's: checkpoint, requeue, exit) gets the signals now, and the requeue is its.
+        handed_on = stop_requests.hand_on_to_host()
+        if (run.engine.settings.requeue and stop_requests.received in REQUEUE_SIGNALS and not handed_on
+                and run.engine.processes.is_main):  # one process asks for the job's requeue
             requeue_slurm_job()
-        raise Interrupted(received)
+        raise Interrupted(stop_requests.received)
     log.info(result_table(summary))
-    return result.best_value if result.best_value is not None else math.nan
+    return _value_for_sweepers(result.best_value, run.engine.early_stopping.mode)
+
+
+def _value_for_sweepers(best_value: Optional[float], mode: str) -> float:
+    """The best value of the monitored metric; with no finite epoch, the worst value there is, which a sweeper
+    ranks last (it cannot rank nan, and Optuna refuses it)."""
+    if best_value is None:
+        return math.inf if mode == "min" else -math.inf
+    return best_value
+
+
+def finished_before(composed: DictConfig, run_dir: Path) -> Optional[float]:
+    """With trainer.resume=auto, a run that already ended in `run_dir` with this very config (a sweep started
+    again: its finished jobs) has nothing left to do: its summary's value for sweepers; None otherwise. A run
+    that was interrupted, or whose config changed (more epochs, say), goes on to resume."""
+    summary_file, config_file = run_dir / "summary.json", run_dir / ".hydra" / "config.yaml"
+    if composed.trainer.resume != "auto" or not (summary_file.exists() and config_file.exists()):
+        return None
+    summary = json.loads(summary_file.read_text())
+    same_config = OmegaConf.to_container(OmegaConf.load(config_file)) == OmegaConf.to_container(composed)
+    if summary["stop_reason"] == StopReason.INTERRUPTED.value or not same_config:
+        return None
+    log.info("%s finished before with this config (stopped by %s after %d epochs, best %s %s): nothing to do. "
+             "Remove its summary.json to train it again", run_dir, summary["stop_reason"], summary["epochs"],
+             summary["monitor"], summary["best_value"])
+    return _value_for_sweepers(summary["best_value"], summary.get("mode", "min"))
 
 
 def _lone_last_sample_breaks_batchnorm(model: torch.nn.Module, num_samples: int, batch_size: int) -> bool:

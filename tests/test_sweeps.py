@@ -112,3 +112,13 @@ def test_a_sweep_started_again_skips_its_finished_jobs_resumes_the_interrupted_o
     ranked = [line.split("|")[1].strip() for line in report.stdout.splitlines() if line.startswith("| ")][1:]
     assert ranked == sorted(summaries, key=lambda job: summaries[job]["best_value"])
     assert f"\n| 1 | 32 | val_loss | {summaries['1']['best_value']:.4f} |" in report.stdout
+
+
+def test_runs_and_sweeps_started_in_the_same_second_get_directories_of_their_own():
+    def directories() -> tuple[str, str]:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("train", return_hydra_config=True)
+        return str(cfg.hydra.run.dir), str(cfg.hydra.sweep.dir)  # ${now:...} resolved, as Hydra resolves it
+
+    first, second = directories(), directories()  # a few milliseconds apart
+    assert first[0] != second[0] and first[1] != second[1]

@@ -1,21 +1,34 @@
 """Shared test helpers: compose the real configs from configs/ (as `train` does) and shrink them to run fast;
-write stand-ins, in the real file formats, for the data sets this machine cannot download."""
+write stand-ins, in the real file formats, for the data sets this machine cannot download; run `train` itself
+in this process, where a test needs many runs and not a fresh process for each."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
+import os
+import subprocess
+import sys
+import traceback
+import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from trainer import cli
 from trainer.config import config_dir
 from trainer.data.formats import write_cifar10, write_mnist
 
-# A few epochs of small batches: enough for a loss to move, short enough for hundreds of runs in the suite.
-SHRINK = ("trainer.max_epochs=3", "trainer.early_stopping.patience=null")
+# A few epochs of small batches: enough for a loss to move, short enough for hundreds of runs in the suite. Drawing
+# curves.png takes longer than such a run trains: test_curves asks for it.
+SHRINK = ("trainer.max_epochs=3", "trainer.early_stopping.patience=null", "trainer.curves=false")
 
 STAND_IN_ROOT = Path()
 """Where `offline_data_sets` wrote the stand-ins; DATA_DIR points there for the whole session."""
@@ -90,3 +103,58 @@ def run_dir(tmp_path: Path) -> Path:
     path = tmp_path / "run"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def train_in_this_process(capfd, monkeypatch):
+    """`train ARGS` run inside this process, as `train` itself would run (a fresh process costs seconds of Python,
+    torch and Hydra start-up): the exit code, stdout and stderr come back as subprocess.run's. Python warnings are
+    added to stderr, as a process prints them; Hydra's logging handlers and global state, the environment, the
+    working directory and torch's deterministic mode (trainer.deterministic) are put back afterwards, so that one
+    call leaves nothing behind for the next."""
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                          if isinstance(logger, logging.Logger))]
+        before = {logger: (logger.level, logger.handlers[:], logger.propagate, logger.disabled) for logger in loggers}
+        deterministic = (torch.are_deterministic_algorithms_enabled(),
+                         torch.is_deterministic_algorithms_warn_only_enabled())
+        capfd.readouterr()
+        with (monkeypatch.context() as patch, mock.patch.dict(os.environ),
+              warnings.catch_warnings(record=True) as caught):
+            warnings.simplefilter("always")
+            for hidden_by_default in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", hidden_by_default)
+            os.environ.pop("HYDRA_FULL_ERROR", None)  # as run_command leaves it: train sets it itself
+            patch.chdir(cwd)
+            patch.setattr(sys, "argv", ["train", *args])
+            try:
+                cli.train()
+                code = 0
+            except SystemExit as exit:
+                code = exit.code or 0
+                if not isinstance(code, int):  # sys.exit(MESSAGE): printed, and exit code 1
+                    print(code, file=sys.stderr)
+                    code = 1
+            except Exception:  # what the interpreter would print on its way out
+                traceback.print_exc()
+                code = 1
+            finally:
+                GlobalHydra.instance().clear()
+                torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+                for logger in logging.Logger.manager.loggerDict.values():  # the loggers made during the run
+                    if isinstance(logger, logging.Logger) and logger not in before:
+                        before[logger] = (logging.NOTSET, [], True, False)
+                for logger, (level, handlers, propagate, disabled) in before.items():
+                    for handler in set(logger.handlers) - set(handlers):
+                        with contextlib.suppress(Exception):
+                            handler.close()  # Hydra's train.log handler: flushed and closed, as at a process's exit
+                    logger.handlers[:] = handlers
+                    logger.setLevel(level)
+                    logger.propagate, logger.disabled = propagate, disabled
+            for warning in caught:
+                print(warnings.formatwarning(warning.message, warning.category, warning.filename, warning.lineno,
+                                             warning.line), end="", file=sys.stderr)
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["train", *args], code, out, err)
+
+    return run

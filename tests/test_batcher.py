@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from trainer.data import Batcher, DataSplits, LoaderBatcher
 from trainer.data.transforms import Augment, Normalize
-from trainer.run import _batchers
+from trainer.run import batchers
 
 
 def make_batcher(n=10, batch_size=3, **options):
@@ -227,7 +227,7 @@ def test_eval_batchers_serve_samples_in_order_normalised_and_not_augmented(pipel
                       augment=Augment(crop_padding=2, horizontal_flip=True))
     cfg = OmegaConf.create({"pipeline": pipeline, "num_workers": 0, "pin_memory": False, "batch_size": 4,
                             "drop_last": False})
-    train, val, test = _batchers(cfg, data, torch.nn.Linear(1, 1), CPU, seed=0, eval_batch_size=2)
+    train, val, test = batchers(cfg, data, torch.nn.Linear(1, 1), CPU, seed=0, eval_batch_size=2)
     for batcher, (x_part, y_part) in ((val, data.val), (test, data.test)):
         served = list(batcher)
         assert [len(labels) for _, labels in served] == [2, 2, 1]

@@ -193,7 +193,7 @@ GROUPS = sorted(path.name for path in config_dir().iterdir() if path.is_dir() an
 
 
 def test_the_config_groups_are_the_ones_the_suite_covers():
-    assert GROUPS == ["data", "loss", "model", "optimizer", "scheduler"]
+    assert GROUPS == ["data", "logger", "loss", "model", "optimizer", "scheduler"]
     assert sorted(path.name for path in config_dir().iterdir() if path.is_dir()) == sorted(GROUPS + SWEEP_GROUPS)
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.report import NO_SUMMARY, main
+from test_curves import made_up_rows, png_size, write_metrics_csv
+from trainer.report import NO_SUMMARY, Job, job_labels, main
 
 HEADER = ("| job | optimizer | optimizer.lr | monitor | best_value | best_epoch | epochs | stop_reason | test_loss "
           "| test_accuracy |")
@@ -147,6 +148,35 @@ def test_a_folder_that_is_not_a_sweep_exits_2_with_one_line(tmp_path, capsys, ma
     assert err.startswith(f"train-report: error: SWEEP_DIR: got '{sweep_dir}', {expected}")
     assert err.count("\n") == 1
     assert not (sweep_dir / "report.md").exists()
+
+
+def test_the_curves_of_the_jobs_with_a_metrics_csv_go_to_curves_png(sweep, capsys):
+    for job in ("0", "1", "10"):  # 3 and the interrupted 2 have none
+        write_metrics_csv(sweep / job, made_up_rows(epochs=int(job) + 2))
+
+    out = report(sweep, capsys=capsys)
+
+    assert out == (sweep / "report.md").read_text() + (
+        f"\nLearning curves of the 3 jobs with a metrics.csv: {sweep / 'curves.png'}\n")
+    assert png_size(sweep / "curves.png")[0] > 0
+
+
+def test_a_report_without_any_metrics_csv_draws_no_curves(sweep, capsys):
+    assert report(sweep, capsys=capsys) == (sweep / "report.md").read_text()
+    assert not (sweep / "curves.png").exists()
+
+
+@pytest.mark.parametrize("overrides, labels", [
+    ([["data=moons", "seed=0"], ["data=moons", "seed=1"]], ["seed=0", "seed=1"]),
+    ([["seed=0", "optimizer=sgd"], ["seed=0"]], ["optimizer=sgd", "b"]),  # nothing of its own: its folder
+    ([["seed=0"], ["seed=0"]], ["a", "b"]),
+    ([["seed=0", "x=1"], ["seed=0", "x=1"], ["seed=1"]], ["a: seed=0 x=1", "b: seed=0 x=1", "c: seed=1"]),
+], ids=["differing", "one-without-any", "all-alike", "not-unique"])
+def test_jobs_are_labelled_by_the_overrides_that_tell_them_apart(overrides, labels):
+    jobs = [Job(path=name, overrides=dict(override.split("=") for override in job_overrides), summary=None)
+            for name, job_overrides in zip("abc", overrides)]
+
+    assert job_labels(jobs) == labels
 
 
 def test_the_report_does_not_import_torch(sweep):

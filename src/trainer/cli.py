@@ -8,6 +8,10 @@ torch is imported only once a run starts, so `train --help` and config errors co
 
 A run stopped by a signal (SIGTERM, SIGUSR1, SIGUSR2, Ctrl-C) saves last.pt first and exits with 128 + the
 signal's number.
+
+`evaluate` and `predict` read a checkpoint train wrote (configs/evaluate.yaml, predict.yaml; the work is in
+trainer.evaluation and trainer.prediction). Their mistakes (a checkpoint that is missing or unreadable, an input
+the model cannot take) end the same way, in one line and exit code 2; they write nothing of Hydra's.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import signal
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Iterator, NoReturn, Optional
+from typing import Any, Callable, Iterator, NoReturn, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -84,7 +88,7 @@ def _same_directory_on_every_rank(config: DictConfig, mode: str) -> None:
 def _train_app(cfg: DictConfig) -> float:
     from trainer.distributed import from_environment
     from trainer.interrupts import Interrupted
-    from trainer.run import build, finished_before, fit_and_test
+    from trainer.run import build, execute, finished_before
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     composed = copy.deepcopy(cfg)  # as composed: building fills in what data.task=auto found
@@ -99,7 +103,7 @@ def _train_app(cfg: DictConfig) -> float:
     if rank == 0:
         _save_run_config(composed, run_dir / ".hydra")
     try:
-        return fit_and_test(run, run_dir)
+        return execute(run, run_dir)
     except Interrupted as stop:  # last.pt and the summary are written; the exit code says which signal
         sys.exit(stop.exit_code)
 
@@ -141,9 +145,7 @@ def _run_dir_left_as_found_on_a_mistake(run_dir: Path, clean_up: bool = True) ->
             os.utime(log_file, ns=(log_stat.st_atime_ns, log_stat.st_mtime_ns))
         if clean_up:
             _remove_folders_made_for(run_dir)
-        # A loader or model that found the mistake itself (a missing column, tabular data for a CNN) says so.
-        cause = error if isinstance(error, ConfigError) else error.__cause__
-        _exit_with(str(cause) if isinstance(cause, ConfigError) else describe_config_error(error))
+        _exit_with(describe_mistake(error))
 
 
 def _remove_folders_made_for(run_dir: Path) -> None:
@@ -179,14 +181,67 @@ def train() -> None:
         sys.exit(128 + signal.SIGINT)
 
 
-def describe_config_error(error: Exception) -> str:
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
+def _evaluate_app(cfg: DictConfig) -> None:
+    from trainer import evaluation
+
+    with _mistakes_in_one_line("evaluate"):
+        evaluation.main(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
+def _predict_app(cfg: DictConfig) -> None:
+    from trainer import prediction
+
+    with _mistakes_in_one_line("predict"):
+        prediction.main(cfg)
+
+
+def evaluate() -> None:
+    """Console entry point of `evaluate`: a checkpoint's test metrics, and a classifier's confusion matrix."""
+    _run_checkpoint_command(_evaluate_app, "evaluate")
+
+
+def predict() -> None:
+    """Console entry point of `predict`: a checkpoint's predictions for images or rows of a table."""
+    _run_checkpoint_command(_predict_app, "predict")
+
+
+def _run_checkpoint_command(app: Callable[[], None], command: str) -> None:
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # composition errors reach us as exceptions, for one line
+    try:
+        app()
+    except (HydraException, OmegaConfBaseException) as error:
+        _exit_with(describe_config_error(error, command), command)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _mistakes_in_one_line(command: str) -> Iterator[None]:
+    """A mistake found inside a command's job ends it in one line; exiting here, inside the job, keeps Hydra from
+    adding its own report."""
+    try:
+        yield
+    except (ConfigError, InstantiationException) as error:
+        _exit_with(describe_mistake(error, command), command)
+
+
+def describe_mistake(error: ConfigError | InstantiationException, command: str = "train") -> str:
+    """One line for a mistake found once a command runs. A loader or model that found the mistake itself (a
+    missing column, tabular data for a CNN) raised a ConfigError, which Hydra's instantiate wraps: its message."""
+    cause = error if isinstance(error, ConfigError) else error.__cause__
+    return str(cause) if isinstance(cause, ConfigError) else describe_config_error(error, command)
+
+
+def describe_config_error(error: Exception, command: str = "train") -> str:
     """One line for Hydra's and OmegaConf's composition errors: the key, the value and what is allowed."""
     if isinstance(error, MissingConfigException) and error.options is not None and error.missing_cfg_file:
         group, _, option = error.missing_cfg_file.rpartition("/")
         return str(ConfigError(group, option, "one of " + ", ".join(sorted(error.options))))
     cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key:
-        return f"{cause.full_key}: no such setting (`train --cfg job` lists the settings)"
+        return f"{cause.full_key}: no such setting (`{command} --cfg job` lists the settings)"
     if isinstance(cause, ValidationError) and cause.full_key and dataclasses.is_dataclass(cause.object_type):
         declared = typing.get_type_hints(cause.object_type)[cause.key]
         return str(ConfigError(cause.full_key, cause.value, _describe_type(declared)))
@@ -203,6 +258,6 @@ def _describe_type(declared: Any) -> str:
     return described + (", or null" if type(None) in typing.get_args(declared) else "")
 
 
-def _exit_with(message: str) -> NoReturn:
-    print(f"train: error: {message}", file=sys.stderr)
+def _exit_with(message: str, command: str = "train") -> NoReturn:
+    print(f"{command}: error: {message}", file=sys.stderr)
     sys.exit(USAGE_ERROR)

@@ -8,6 +8,7 @@ the value and what is allowed, before torch is imported and before anything is w
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,26 @@ class CheckpointConfig:
 
 
 @dataclass
+class HealthConfig:
+    every_n_steps: Optional[int] = 100
+    """Steps between gradient health checks (and the first step): per parameter tensor its gradient norm, weight
+    norm and update-to-weight ratio, written to health.csv; null checks nothing."""
+    vanishing_below: float = 1e-6
+    """A gradient norm below this is vanishing: the layer barely learns. Warned once per tensor."""
+    exploding_above: float = 1e3
+    """A gradient norm above this, or not finite, is exploding. Warned once per tensor."""
+
+    def __post_init__(self) -> None:
+        if self.every_n_steps is not None and self.every_n_steps < 1:
+            raise ConfigError("health.every_n_steps", self.every_n_steps, "an integer >= 1, or null")
+        if not self.vanishing_below >= 0:
+            raise ConfigError("health.vanishing_below", self.vanishing_below, "a number >= 0")
+        if not self.exploding_above > self.vanishing_below:
+            raise ConfigError("health.exploding_above", self.exploding_above,
+                              f"a number > health.vanishing_below={self.vanishing_below}")
+
+
+@dataclass
 class TrainerConfig:
     max_epochs: int = 100
     """Upper bound on epochs; early stopping may end the run sooner."""
@@ -131,10 +152,18 @@ class TrainerConfig:
     """auto: continue the run in this run directory from its checkpoints/last.pt (start fresh when there is
     none; give the run a stable directory, e.g. hydra.run.dir=runs/NAME); a path: continue from that file."""
     init_from: Optional[str] = None
-    """A checkpoint whose model weights start this run (fine-tuning); nothing else is taken from it."""
+    """A checkpoint whose model weights start this run (fine-tuning), or a file of torch.save(model.state_dict())
+    (weights of your own, e.g. a textbook example's); nothing else is taken from it."""
     requeue: bool = False
     """In a Slurm job, on SIGUSR1 or SIGUSR2 (`sbatch --signal`, before the time limit): save last.pt, then
     `scontrol requeue` the job, which carries on with resume=auto in the same run directory."""
+    inspect: bool = False
+    """Instead of training: one optimisation step on one training batch, printing every parameter tensor before
+    the step, its gradient and after it, and the model's output and loss before and after; saved as inspect.json."""
+    curves: bool = True
+    """Draw curves.png (train and val loss, the val metric and the learning rate against epoch) when the run ends."""
+    health: HealthConfig = field(default_factory=HealthConfig)
+    """Gradient health: how often to check each layer's gradients, and the bounds that warn."""
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     """When to stop and which epoch counts as best."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -221,6 +250,7 @@ LOSSES = {
 
 
 PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+TENSORBOARD = "trainer.loggers.TensorBoardLogger"
 
 
 def _choice(*options: str) -> Rule:
@@ -294,6 +324,8 @@ RULES: dict[str, Rule] = {
     "scheduler.factor": OPEN_FRACTION,
     "scheduler.patience": NON_NEGATIVE_INT,
     "scheduler.interval": _choice("step", "epoch"),
+    "logger.every_n_steps": POSITIVE_INT,
+    "logger.histograms": BOOL,
 }
 
 
@@ -325,6 +357,10 @@ def validate(cfg: DictConfig) -> TrainerConfig:
     if cfg.scheduler.get("_target_") == PLATEAU and cfg.scheduler.get("interval") != "epoch":
         raise ConfigError("scheduler.interval", cfg.scheduler.get("interval"),
                           "epoch (reduce-on-plateau compares the monitored metric, measured once per epoch)")
+    tensorboard = cfg.get("logger") and cfg.logger.get("_target_") == TENSORBOARD
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("logger", "tensorboard", 'csv, or tensorboard once its extra is installed: '
+                                                   'pip install "trainer[tensorboard]"')
     try:
         settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     except ConfigError as error:

@@ -22,16 +22,37 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.compilation import compiled
 from trainer.config import TrainerConfig
 from trainer.data import Batcher
+from trainer.diagnostics import GradientHealth
 from trainer.distributed import Processes
 from trainer.early_stopping import EarlyStopping, StopReason
 from trainer.interrupts import StopRequests
+from trainer.loggers import TensorBoardLogger
 from trainer.losses import targets_for, weight_penalty
-from trainer.metrics import MetricsLog, accuracy, regression_errors
+from trainer.metrics import MetricsLog, split_metrics
 from trainer.seeding import rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` (one of AUTOCAST_DTYPES); for None no context at all (entering even a disabled one
+    costs time at every step)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def outputs_and_targets(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs over all batches as float32 (N, num_outputs), and the targets, (N,) or (N, T)."""
+    outputs, targets = [], []
+    for x, y in batches:
+        outputs.append(model(x).float())  # (B, num_outputs)
+        targets.append(y)
+    return torch.cat(outputs), torch.cat(targets)
 
 
 @dataclass
@@ -65,7 +86,8 @@ class Engine:
                  settings: TrainerConfig, device: torch.device, run_dir: Path,
                  scheduler: Optional[LRScheduler | ReduceLROnPlateau] = None, scheduler_interval: Optional[str] = None,
                  target_std: Optional[torch.Tensor] = None, config: Optional[dict[str, Any]] = None,
-                 processes: Processes = Processes()):
+                 processes: Processes = Processes(), logger: Optional[TensorBoardLogger] = None,
+                 data_description: Optional[dict[str, Any]] = None):
         self.model, self.criterion, self.optimizer = model, criterion, optimizer
         """`model` is the plain module: its parameters and state_dict are the checkpoints'."""
         self.processes = processes
@@ -80,8 +102,16 @@ class Engine:
         """Regression: the train targets' standard deviation, so that errors are reported in the data's units."""
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.settings, self.device, self.config = settings, device, config or {}
+        self.data_description = data_description
+        """DataDescription.to_plain() of the data: checkpoints keep it so that `predict` needs no data set."""
         self.checkpoint_dir = run_dir / settings.checkpoint.dir
         self.metrics_log = MetricsLog(run_dir / "metrics.csv" if processes.is_main else None)
+        self.health = None
+        """Gradient health checks (trainer.health), by rank 0: every process has the same gradients after a step."""
+        if processes.is_main and settings.health.every_n_steps is not None:
+            self.health = GradientHealth(model, settings.health, run_dir / "health.csv")
+        self.logger = logger
+        """logger=tensorboard (rank 0's); None for CSV only."""
         stopping = settings.early_stopping
         self.early_stopping = EarlyStopping(stopping.monitor, stopping.direction, stopping.patience, stopping.min_delta)
         self.autocast_dtype = AUTOCAST_DTYPES[settings.precision]
@@ -114,9 +144,15 @@ class Engine:
         if self.early_stopping.should_stop:  # resumed from the checkpoint of an epoch that decided to stop
             log.info(self.early_stopping.message())
             stop_reason = StopReason.EARLY_STOPPING
-        with self.stop_requests:
-            while self.epoch < self.settings.max_epochs and stop_reason is StopReason.MAX_EPOCHS:
-                stop_reason = self._fit_epoch(train, val)
+        if self.logger is not None:
+            self.logger.start(self.global_step)
+        try:
+            with self.stop_requests:
+                while self.epoch < self.settings.max_epochs and stop_reason is StopReason.MAX_EPOCHS:
+                    stop_reason = self._fit_epoch(train, val)
+        finally:
+            if self.logger is not None:
+                self.logger.close()
         return FitResult(best_epoch=self.early_stopping.best_epoch, best_value=self.early_stopping.best,
                          stop_reason=stop_reason, epochs=self.epoch, train_seconds=time.perf_counter() - start)
 
@@ -139,8 +175,11 @@ class Engine:
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self._step_epoch_scheduler(metrics[monitor])
         self.epoch += 1
-        self.metrics_log.append({"epoch": self.epoch, "step": self.global_step, "lr": lr,
-                                 "train_loss": train_loss, **metrics, "seconds": time.perf_counter() - epoch_start})
+        row = {"epoch": self.epoch, "step": self.global_step, "lr": lr, "train_loss": train_loss, **metrics,
+               "seconds": time.perf_counter() - epoch_start}
+        self.metrics_log.append(row)
+        if self.logger is not None:
+            self.logger.log_epoch(self.global_step, row)
         log.info("epoch %d/%d  train_loss %.4f  %s  lr %.3g", self.epoch, self.settings.max_epochs, train_loss,
                  "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), lr)
 
@@ -192,6 +231,8 @@ class Engine:
                 if loss is not None:
                     progress.loss_sum.add_(loss.detach(), alpha=samples)
                     progress.seen += samples
+                    if self.logger is not None and self.logger.due(self.global_step):
+                        self.logger.log_step(self.global_step, loss, self.optimizer.param_groups[0]["lr"], self.model)
                 if self.global_step % log_every == 0 and not self._diverged():
                     rate = (progress.seen - seen_at_start) / (time.perf_counter() - start)
                     bar.set_postfix(loss=f"{(progress.loss_sum / max(progress.seen, 1)).item():.4f}",
@@ -262,27 +303,37 @@ class Engine:
         step_samples: the samples of the step over all processes (this process's, when there is one)."""
         local_samples = sum(len(x) for x, _ in micro_batches)
         step_samples = step_samples or local_samples
+        checked = self.health is not None and self.health.due(self.global_step + 1)
+        weights_before = self.health.weights_before_step() if checked else None
         self.optimizer.zero_grad(set_to_none=True)  # gradients accumulate in .grad unless cleared
         objective, loss = self._accumulate_gradients(micro_batches, step_samples, local_samples)
+        stepped = True
         if self.scaler.is_enabled():
             # float16: the loss was scaled up before backward; the gradients are scaled back down before the
             # step. The scaler itself skips steps whose gradients overflowed, and lowers the scale.
             self.scaler.unscale_(self.optimizer)
             self._clip_gradients()
+            scale = self.scaler.get_scale() if weights_before is not None else None
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if scale is not None and self.scaler.get_scale() < scale:
+                weights_before = None  # the scaler found an overflow and skipped the step: nothing to judge
         else:
             if self.settings.on_nonfinite == "stop":  # steps are named counting from 1, as global_step counts
                 self._unchecked_losses.append((self.global_step + 1, objective))
-            elif not self._finite_or_skipped(objective):
-                self.global_step += 1
-                return None
-            self._clip_gradients()
-            self.optimizer.step()  # parameter -= lr * (the optimiser's reading of) .grad
-        if self.scheduler is not None and self.scheduler_interval == "step":
+            else:
+                stepped = self._finite_or_skipped(objective)
+            if stepped:
+                self._clip_gradients()
+                self.optimizer.step()  # parameter -= lr * (the optimiser's reading of) .grad
+        if stepped and self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.global_step += 1
-        return loss
+        if weights_before is not None:
+            report = self.health.check(self.global_step, weights_before)
+            if self.logger is not None:
+                self.logger.log_health(report)
+        return loss if stepped else None
 
     def _accumulate_gradients(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], step_samples: int,
                               local_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,7 +349,7 @@ class Engine:
             # DDP averages the gradients in backward: once per step, with the last batch, is enough.
             sync = contextlib.nullcontext() if last or not self.processes.distributed else self.train_model.no_sync()
             with sync:
-                with self._autocast():
+                with self.autocast():
                     output = self.train_model(x)  # (B, num_outputs)
                     loss = self.criterion(output.float(), targets_for(self.criterion, y))
                     objective = loss
@@ -339,12 +390,10 @@ class Engine:
         else:
             nn.utils.clip_grad_value_(self.model.parameters(), self.settings.grad_clip)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to the precision's float type; at 32 no context at all (entering even a disabled one costs
         time at every step)."""
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return autocast_to(self.device, self.autocast_dtype)
 
     @torch.inference_mode()
     def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
@@ -352,19 +401,10 @@ class Engine:
         classes (int64 y), MSE, RMSE and R^2 for values. With several processes each evaluates its share, and all
         compute the metrics from every share's outputs, so that they reach the same decisions."""
         self.train_model.eval()
-        outputs, targets = [], []
-        with self._autocast():
-            for x, y in batches:
-                outputs.append(self.eval_model(x).float())  # (B, num_outputs)
-                targets.append(y)
-        # (N, num_outputs), (N,) or (N, T)
-        output, y = distributed.gathered(torch.cat(outputs)), distributed.gathered(torch.cat(targets))
-        metrics = {"loss": self.criterion(output, targets_for(self.criterion, y))}
-        if y.dtype == torch.int64:
-            metrics["accuracy"] = accuracy(output, y)
-        else:
-            metrics.update(regression_errors(output, y, self.target_std))
-        return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))  # one device sync for all
+        with self.autocast():
+            output, y = outputs_and_targets(self.eval_model, batches)
+        # Every process's share: (N, num_outputs), (N,) or (N, T)
+        return split_metrics(self.criterion, distributed.gathered(output), distributed.gathered(y), self.target_std)
 
     def test(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """Metrics of the test split with the best weights (best.pt); empty if no epoch ended with finite losses."""
@@ -405,6 +445,7 @@ class Engine:
             "rng": rng_states(),
             "metrics": self.metrics_log.rows,
             "config": self.config,
+            "data": self.data_description,
             "version": __version__,
         }
 
@@ -424,6 +465,8 @@ class Engine:
             self.progress = EpochProgress(**state["epoch_progress"])
             self.progress.loss_sum = self.progress.loss_sum.to(self.device)
         self.metrics_log.restore(state["metrics"])
+        if self.health is not None:
+            self.health.forget_after(self.global_step)
         set_rng_states(state["rng"])
         if train is not None and state["batcher"] is not None:
             train.load_state_dict(state["batcher"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.data import DataSplits
+from trainer.data import DataDescription, DataSplits
 
 
 def for_task(task: str) -> nn.Module:
@@ -14,7 +14,7 @@ def for_task(task: str) -> nn.Module:
     return {"multiclass": nn.CrossEntropyLoss, "binary": nn.BCEWithLogitsLoss, "regression": nn.MSELoss}[task]()
 
 
-def num_outputs(criterion: nn.Module, data: DataSplits) -> int:
+def num_outputs(criterion: nn.Module, data: DataSplits | DataDescription) -> int:
     """Logits per class for cross-entropy, one logit for binary cross-entropy, one value per target otherwise."""
     if isinstance(criterion, nn.CrossEntropyLoss):
         return data.num_classes

@@ -7,13 +7,39 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import nn
+
+from trainer.losses import targets_for
+
+
+def split_metrics(criterion: nn.Module, output: torch.Tensor, y: torch.Tensor,
+                  target_std: Optional[torch.Tensor] = None) -> dict[str, float]:
+    """Loss and metrics of a whole split from the model's outputs (N, num_outputs): accuracy for classes (int64 y,
+    (N,)), MSE, RMSE and R^2 for values (y (N, T))."""
+    metrics = {"loss": criterion(output, targets_for(criterion, y))}
+    if y.dtype == torch.int64:
+        metrics["accuracy"] = accuracy(output, y)
+    else:
+        metrics.update(regression_errors(output, y, target_std))
+    return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))  # one device sync for all
+
+
+def predicted_classes(output: torch.Tensor) -> torch.Tensor:
+    """(N, C) logits -> (N,) the class of the largest; (N, 1) for binary -> class 1 where the logit is > 0."""
+    return output.argmax(dim=1) if output.shape[1] > 1 else (output[:, 0] > 0).long()
 
 
 def accuracy(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Fraction of samples whose predicted class is the label. output: (N, C) logits, or (N, 1) for binary
-    (class 1 where the logit is > 0); labels: (N,) class indices."""
-    predicted = output.argmax(dim=1) if output.shape[1] > 1 else (output[:, 0] > 0).long()
-    return (predicted == labels).float().mean()
+    """Fraction of samples whose predicted class is the label. output: (N, C) logits, or (N, 1) for binary;
+    labels: (N,) class indices."""
+    return (predicted_classes(output) == labels).float().mean()
+
+
+def confusion_matrix(output: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, K) int64 counts: row i, column j is the samples of class i predicted as class j. output as for
+    `accuracy`; labels: (N,) class indices."""
+    pairs = labels * num_classes + predicted_classes(output)  # (N,): one bin per (true, predicted)
+    return torch.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def regression_errors(output: torch.Tensor, target: torch.Tensor,

@@ -3,8 +3,9 @@
 `train -m ...` runs one job per folder of the sweep directory (0/, 1/, ...), each holding the job's
 .hydra/overrides.yaml and, once it has finished, summary.json. `train-report SWEEP_DIR` reads them all, ranks
 the jobs by the best value of their monitored metric, prints the table as markdown and writes it to
-SWEEP_DIR/report.md and SWEEP_DIR/report.csv (one column per override key). It imports no torch, so it answers
-at once, also while the sweep is still running.
+SWEEP_DIR/report.md and SWEEP_DIR/report.csv (one column per override key), and draws the learning curves of
+every job with a metrics.csv on one figure, SWEEP_DIR/curves.png. It imports no torch, so it answers at once,
+also while the sweep is still running.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, NoReturn, Optional
 from omegaconf import OmegaConf
 
 from trainer.config import METRICS_MAXIMISED, ConfigError
+from trainer.curves import draw_runs_curves, read_metrics_csv
 
 USAGE_ERROR = 2
 NO_SUMMARY = "running or failed"
@@ -44,11 +46,15 @@ def find_job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def read_job(sweep_dir: Path, job_dir: Path) -> Job:
+    return Job(path=job_dir.relative_to(sweep_dir).as_posix(), overrides=read_overrides(job_dir),
+               summary=read_summary(job_dir / "summary.json"))
+
+
+def read_overrides(job_dir: Path) -> dict[str, str]:
+    """The job's .hydra/overrides.yaml as key -> value; none before the job has started."""
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
     overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
-    return Job(path=job_dir.relative_to(sweep_dir).as_posix(),
-               overrides=dict(override.partition("=")[::2] for override in overrides),
-               summary=read_summary(job_dir / "summary.json"))
+    return dict(override.partition("=")[::2] for override in overrides)
 
 
 def read_summary(path: Path) -> Optional[dict]:
@@ -93,6 +99,43 @@ def table_rows(jobs: list[Job], override_keys: list[str]) -> list[dict[str, Any]
     return rows
 
 
+def shared_overrides(overrides: list[dict[str, Optional[str]]]) -> dict[str, str]:
+    """The key=value pairs every job has alike: said once rather than for each job."""
+    first, *others = overrides
+    return {key: value for key, value in first.items()
+            if value is not None and all(other.get(key) == value for other in others)}
+
+
+def job_labels(jobs: list[Job]) -> list[str]:
+    """What tells each job from the others: its overrides that not every job shares, as on the command line
+    ("optimizer=sgd optimizer.lr=0.01"); its folder where it has none, and before them where they are not unique."""
+    shared = shared_overrides([job.overrides for job in jobs])
+    varying = [" ".join(f"{key}={value}" for key, value in job.overrides.items() if key not in shared)
+               for job in jobs]
+    labels = [label or job.path for job, label in zip(jobs, varying)]
+    if len(set(labels)) == len(labels):
+        return labels
+    return [f"{job.path}: {label}" if label else job.path for job, label in zip(jobs, varying)]
+
+
+def draw_curves(jobs: list[Job], root: Path, path: Path, heading: str) -> list[Job]:
+    """The learning curves of the jobs with rows in their metrics.csv (root / job.path / metrics.csv) on one
+    figure at `path`, in the order given, labelled by job_labels, titled with the heading and the overrides the
+    jobs share. Returns the jobs drawn."""
+    metrics_files = [root / job.path / "metrics.csv" for job in jobs]
+    runs = [(job, read_metrics_csv(file)) for job, file in zip(jobs, metrics_files) if file.is_file()]
+    runs = [(job, rows) for job, rows in runs if rows]
+    if not runs:
+        return []
+    drawn = [job for job, _ in runs]
+    labels = job_labels(drawn)
+    shared = " ".join(f"{key}={value}" for key, value in shared_overrides([job.overrides for job in drawn]).items())
+    draw_runs_curves({label: rows for label, (_, rows) in zip(labels, runs)}, path,
+                     best_epochs={label: (job.summary or {}).get("best_epoch") for label, job in zip(labels, drawn)},
+                     title=", ".join(filter(None, [heading, shared and f"same in every job: {shared}"])))
+    return drawn
+
+
 def describe_ranking(monitors: list[str]) -> str:
     if not monitors:
         return "none finished yet"
@@ -103,7 +146,7 @@ def describe_ranking(monitors: list[str]) -> str:
 
 def to_markdown(rows: list[dict[str, Any]], override_keys: list[str], heading: str) -> str:
     """The table, with the overrides every job shares said once above it instead of repeated in a column."""
-    shared = [key for key in override_keys if len({row[key] for row in rows}) == 1 and rows[0][key] is not None]
+    shared = list(shared_overrides([{key: row[key] for key in override_keys} for row in rows]))
     columns = [column for column in rows[0] if column not in shared]
     lines = [heading, ""]
     if shared:
@@ -138,8 +181,9 @@ def read_sweep(sweep_dir: Path) -> list[Job]:
     return jobs
 
 
-def report(sweep_dir: Path, markdown_path: Path, csv_path: Path) -> str:
-    """Read the sweep, write both files; return the markdown."""
+def report(sweep_dir: Path, markdown_path: Path, csv_path: Path, curves_path: Path) -> str:
+    """Read the sweep, write the markdown, the CSV and the curves; return the markdown, followed by where the
+    curves went when some job had a metrics.csv to draw."""
     jobs = read_sweep(sweep_dir)
     monitors = sorted({job.summary["monitor"] for job in jobs if job.summary is not None})
     if len(monitors) > 1:  # a sweep over the monitor is legitimate, but one ranking across metrics is meaningless
@@ -151,23 +195,29 @@ def report(sweep_dir: Path, markdown_path: Path, csv_path: Path) -> str:
     try:
         markdown_path.write_text(markdown)
         write_csv(rows, csv_path)
+        drawn = draw_curves(jobs, sweep_dir, curves_path, heading=str(sweep_dir))
     except OSError as error:
         raise ConfigError("report file", error.filename, f"a file that can be written ({error.strerror})") from None
-    return markdown
+    if not drawn:
+        return markdown
+    return markdown + f"\nLearning curves of the {len(drawn)} jobs with a metrics.csv: {curves_path}\n"
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point of `train-report`."""
     parser = argparse.ArgumentParser(
         prog="train-report", description="The jobs of a `train -m` sweep in one table, best first: printed as "
-                                         "markdown, written to SWEEP_DIR/report.md and SWEEP_DIR/report.csv.")
+                                         "markdown, written to SWEEP_DIR/report.md and SWEEP_DIR/report.csv; "
+                                         "their learning curves on one figure, SWEEP_DIR/curves.png.")
     parser.add_argument("sweep_dir", metavar="SWEEP_DIR", type=Path, help="e.g. multirun/2024-05-01/12-00-00-000000")
     parser.add_argument("--markdown", metavar="PATH", type=Path, help="write the markdown here (default: SWEEP_DIR/report.md)")
     parser.add_argument("--csv", metavar="PATH", type=Path, help="write the CSV here (default: SWEEP_DIR/report.csv)")
+    parser.add_argument("--curves", metavar="PATH", type=Path,
+                        help="draw the learning curves here (default: SWEEP_DIR/curves.png)")
     args = parser.parse_args(argv)
     try:
         print(report(args.sweep_dir, args.markdown or args.sweep_dir / "report.md",
-                     args.csv or args.sweep_dir / "report.csv"), end="")
+                     args.csv or args.sweep_dir / "report.csv", args.curves or args.sweep_dir / "curves.png"), end="")
     except ConfigError as error:
         _exit_with(str(error))
 

@@ -33,9 +33,11 @@ CHECKPOINT_NAMES = ("last.pt", "last.previous.pt", "best.pt")
 def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batcher, run_dir: Path) -> None:
     """Apply trainer.init_from or trainer.resume to a freshly built engine, before it fits."""
     if settings.init_from is not None:
-        state = read(Path(settings.init_from), "trainer.init_from")
+        state = read(Path(settings.init_from), "trainer.init_from", required=())
+        # A checkpoint of train's, or a bare state_dict (torch.save(model.state_dict(), PATH)): weights of your own.
+        weights = state.get("model", state) if isinstance(state, dict) else {}
         try:
-            engine.model.load_state_dict(state["model"])
+            engine.model.load_state_dict(weights)
         except RuntimeError as error:
             raise ConfigError("trainer.init_from", settings.init_from,
                               f"a checkpoint of this model ({str(error).splitlines()[-1].strip()})") from None

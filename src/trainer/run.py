@@ -14,15 +14,18 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import distributed
+from trainer import distributed, inspection
 from trainer.config import check_task_fit, validate
-from trainer.data import Batcher, DataSplits, LoaderBatcher, build_data
+from trainer.curves import draw_run_curves, run_title
+from trainer.data import Batcher, DataDescription, DataSplits, LoaderBatcher, build_data
 from trainer.device import resolve_device
 from trainer.distributed import Processes
 from trainer.early_stopping import StopReason
 from trainer.engine import Engine
 from trainer.interrupts import REQUEUE_SIGNALS, Interrupted, requeue_slurm_job
+from trainer.loggers import build_logger
 from trainer.losses import num_outputs
+from trainer.model_summary import summary_table
 from trainer.resume import start_from_checkpoints
 from trainer.schedules import build_scheduler
 from trainer.seeding import seed_everything
@@ -58,24 +61,38 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
         log.info("data.task=auto: the target %r makes this a %s set", cfg.data.get("target"), data.task)
         cfg.data.task = data.task  # from here on the config says what was inferred (loss=auto reads it)
         check_task_fit(cfg, settings)
-    criterion = instantiate(cfg.loss)
-    model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=num_outputs(criterion, data))
+    criterion, model = build_model(cfg, data)
     model = model.to(device)
     optimizer = _optimizer(cfg.optimizer, model, device)
-    train_batches, val_batches, test_batches = _batchers(cfg.data, data, model, device, cfg.seed,
-                                                         settings.eval_batch_size, processes)
+    train_batches, val_batches, test_batches = batchers(cfg.data, data, model, device, cfg.seed,
+                                                        settings.eval_batch_size, processes)
     steps_per_epoch = -(-len(train_batches) // settings.accumulate_grad_batches)
     scheduler, interval = build_scheduler(cfg.scheduler, optimizer, total_steps=steps_per_epoch * settings.max_epochs,
                                           mode=settings.early_stopping.direction)
     engine = Engine(model, criterion, optimizer, settings, device, run_dir, scheduler=scheduler,
                     scheduler_interval=interval, target_std=data.target_std,
-                    config=OmegaConf.to_container(cfg, resolve=True), processes=processes)
+                    config=OmegaConf.to_container(cfg, resolve=True), processes=processes,
+                    logger=build_logger(cfg.get("logger"), run_dir) if processes.is_main else None,
+                    data_description=data.description().to_plain())
     start_from_checkpoints(settings, engine, train_batches, run_dir)
     log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s%s",
              data.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
              f"{sum(p.numel() for p in model.parameters()):,}", device,
              f" x {processes.world_size} processes" if processes.distributed else "")
+    log.info("%s", summary_table(model, _sample_batch(data, device)))
     return Run(engine, data, train_batches, val_batches, test_batches)
+
+
+def _sample_batch(data: DataSplits, device: torch.device) -> torch.Tensor:
+    """Two validation samples as the model sees them: (2, *input_shape) floats, normalised like every batch."""
+    x = data.val[0][:2].to(device)
+    return data.normalize.to(device)(x) if data.normalize is not None else x
+
+
+def build_model(cfg: DictConfig, data: DataSplits | DataDescription) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The loss, and the model sized by the data: its input shape, and as many outputs as the loss needs."""
+    criterion = instantiate(cfg.loss)
+    return criterion, instantiate(cfg.model, input_shape=data.input_shape, num_outputs=num_outputs(criterion, data))
 
 
 def _optimizer(optimizer_cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
@@ -88,8 +105,8 @@ def _optimizer(optimizer_cfg: DictConfig, model: torch.nn.Module, device: torch.
     return instantiate(optimizer_cfg, **options)(model.parameters())
 
 
-def _batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, device: torch.device, seed: int,
-              eval_batch_size: int, processes: Processes = Processes()) -> tuple[Batcher, Batcher, Batcher]:
+def batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, device: torch.device, seed: int,
+             eval_batch_size: int, processes: Processes = Processes()) -> tuple[Batcher, Batcher, Batcher]:
     """Train, val and test batches: from tensors moved to the device once (data.pipeline=device), or gathered
     in host memory by DataLoader workers and copied per batch (data.pipeline=dataloader). Each process of a
     distributed run serves its share of every batch."""
@@ -109,8 +126,24 @@ def _batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, de
 
 
 def train(cfg: DictConfig, run_dir: Path) -> float:
-    """Train, test and summarise one run in `run_dir`; return the best value of the monitored metric."""
-    return fit_and_test(build(cfg, run_dir), run_dir)
+    """Train, test and summarise one run in `run_dir` (or inspect one step); return the best value of the
+    monitored metric (or the loss after the inspected step)."""
+    return execute(build(cfg, run_dir), run_dir)
+
+
+def execute(run: Run, run_dir: Path) -> float:
+    """What the config asks of a built run: fit and test it, or with trainer.inspect show one step."""
+    return inspect(run, run_dir) if run.engine.settings.inspect else fit_and_test(run, run_dir)
+
+
+def inspect(run: Run, run_dir: Path) -> float:
+    """One optimisation step on the first training batch, shown and saved as inspect.json; nothing else is
+    trained or saved. Returns the loss on that batch after the step."""
+    report = inspection.inspect_one_step(run.engine, run.train)
+    if run.engine.processes.is_main:
+        inspection.save(report, run_dir / "inspect.json")
+        log.info("%s\n(every value: %s)", inspection.printout(report), run_dir / "inspect.json")
+    return report["loss_after"]
 
 
 def fit_and_test(run: Run, run_dir: Path) -> float:
@@ -137,6 +170,9 @@ def fit_and_test(run: Run, run_dir: Path) -> float:
     }
     if run.engine.processes.is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if run.engine.settings.curves and run.engine.metrics_log.rows:  # none when no epoch has ended
+            draw_run_curves(run.engine.metrics_log.rows, run_dir / "curves.png", result.best_epoch,
+                            title=run_title(run.engine.config))
     if interrupted:
         stop_requests = run.engine.stop_requests
         # A host's own handler (submitit's: checkpoint, requeue, exit) gets the signals now, and the requeue is its.
@@ -188,8 +224,12 @@ def result_table(summary: dict) -> str:
     """The test metrics as a small table, with how the run ended."""
     if not summary["test"]:
         return f"no epoch ended with a finite loss (stopped by {summary['stop_reason']}): nothing to test"
-    width = max(len(name) for name in summary["test"])
-    lines = [f"test metrics (best epoch {summary['best_epoch']} of {summary['epochs']}, "
-             f"stopped by {summary['stop_reason']}, {summary['train_seconds']:.1f}s on {summary['device']})"]
-    lines += [f"  {name:<{width}}  {value:.4f}" for name, value in summary["test"].items()]
-    return "\n".join(lines)
+    return "\n".join([f"test metrics (best epoch {summary['best_epoch']} of {summary['epochs']}, "
+                      f"stopped by {summary['stop_reason']}, {summary['train_seconds']:.1f}s on {summary['device']})",
+                      *metric_lines(summary["test"])])
+
+
+def metric_lines(metrics: dict[str, float]) -> list[str]:
+    """One indented line per metric, the names aligned: `  loss      0.1234`."""
+    width = max(len(name) for name in metrics)
+    return [f"  {name:<{width}}  {value:.4f}" for name, value in metrics.items()]

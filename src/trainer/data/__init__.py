@@ -1,6 +1,7 @@
 """Data sets as tensors: `build_data(cfg.data)` loads, splits and fits statistics; batchers serve the batches."""
 
 from trainer.data.batcher import Batcher, LoaderBatcher
+from trainer.data.preprocessing import DataDescription
 from trainer.data.splits import Arrays, DataSplits, build_data
 
-__all__ = ["Arrays", "Batcher", "DataSplits", "LoaderBatcher", "build_data"]
+__all__ = ["Arrays", "Batcher", "DataDescription", "DataSplits", "LoaderBatcher", "build_data"]

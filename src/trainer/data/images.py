@@ -51,7 +51,8 @@ def _read(name: str, root: str, download: bool) -> Arrays:
                        f"it where there is a network, or set data.root or DATA_DIR to a folder that has it")
         raise ConfigError("data.root", root, allowed) from None
     test_part = Arrays(x=_channels_first(test.data), y=np.asarray(test.targets))
-    return Arrays(x=_channels_first(train.data), y=np.asarray(train.targets), test=test_part)
+    return Arrays(x=_channels_first(train.data), y=np.asarray(train.targets), test=test_part,
+                  class_names=list(train.classes))
 
 
 def expected_files(dataset_class: type, root: str) -> tuple[Path, list[str]]:

@@ -6,6 +6,7 @@ per-channel statistics go to a `Normalize` that the batcher applies per batch, o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.config import ConfigError
+from trainer.data.preprocessing import DataDescription, Standardize
 from trainer.data.transforms import Augment, Normalize
 
 # Keys of a data config that say what the set is for and how to split and serve it; every other key goes to the
@@ -36,10 +38,16 @@ class Arrays:
     """Labels (numbers or text) for classification; values, shape (N,) or (N, T), for regression."""
     test: Optional[Arrays] = None
     """The set's own test split, when it has one (torchvision's sets); otherwise data.test_fraction is held out."""
+    feature_names: Optional[list[str]] = None
+    """Tables: a name per value of a flattened sample (a CSV file's columns); None: x0, x1, ..."""
+    class_names: Optional[list[str]] = None
+    """Classes given as indices 0..K-1: the name of each (torchvision's `classes`); None: the labels themselves."""
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
             raise ValueError(f"x has {len(self.x)} samples but y has {len(self.y)}")
+        if self.feature_names is not None and len(self.feature_names) != math.prod(self.x.shape[1:]):
+            raise ValueError(f"{len(self.feature_names)} feature names for samples of shape {self.x.shape[1:]}")
 
 
 @dataclass
@@ -59,11 +67,27 @@ class DataSplits:
     """Images: uint8 batch -> normalised float batch, with the train split's statistics."""
     augment: Optional[Augment] = None
     """Images: random crop and flip of training batches."""
+    feature_scaling: Optional[Standardize] = None
+    """Tables with data.standardize: the train split's feature statistics, already applied to the splits."""
+    target_scaling: Optional[Standardize] = None
+    """Regression with data.standardize: the train split's target statistics, already applied to the splits."""
+    class_names: Optional[list[str]] = None
+    """Classification: the name of class index 0..K-1."""
+    feature_names: Optional[list[str]] = None
+    """Tables: the name of each value of a flattened sample; None for images."""
 
     @property
     def num_targets(self) -> int:
         """Regression: values predicted per sample."""
         return self.train[1].shape[1]
+
+    def description(self) -> DataDescription:
+        """What a checkpoint keeps of the data, to prepare new samples as these were (`predict`)."""
+        return DataDescription(
+            task=self.task, input_shape=self.input_shape, num_classes=self.num_classes,
+            num_targets=self.num_targets if self.task == "regression" else None, class_names=self.class_names,
+            feature_names=self.feature_names, pixels=self.normalize, features=self.feature_scaling,
+            targets=self.target_scaling)
 
 
 def build_data(cfg: DictConfig) -> DataSplits:
@@ -71,7 +95,7 @@ def build_data(cfg: DictConfig) -> DataSplits:
     arrays: Arrays = instantiate(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in PIPELINE_KEYS]))
     task = infer_task(arrays.y) if cfg.task == "auto" else cfg.task
     parts = [arrays] if arrays.test is None else [arrays, arrays.test]
-    targets, num_classes = _encode_targets([part.y for part in parts], task)
+    targets, classes = _encode_targets([part.y for part in parts], task)
     images = arrays.x.dtype == np.uint8 and arrays.x.ndim == 4
     features = [part.x if images else part.x.astype(np.float32) for part in parts]
 
@@ -81,15 +105,17 @@ def build_data(cfg: DictConfig) -> DataSplits:
         if len(part) == 0:
             raise ConfigError(f"data.{key}", cfg.get(key), f"a fraction that leaves samples in each of train, val "
                                                            f"and test ({len(arrays.x)} samples)")
-    target_std = normalize = None
+    target_std = normalize = feature_scaling = target_scaling = None
     if images:
         channels = x_train.shape[1]
         normalize = Normalize.fitted(torch.from_numpy(x_train)) if cfg.standardize else Normalize.unit_range(channels)
     elif cfg.standardize:
-        x_train, x_val, x_test = _standardize(x_train, x_val, x_test)
+        feature_scaling = Standardize.fitted(x_train)
+        x_train, x_val, x_test = map(feature_scaling, (x_train, x_val, x_test))
     if task == "regression" and cfg.standardize:
         target_std = torch.from_numpy(y_train.std(axis=0).clip(min=1e-12))
-        y_train, y_val, y_test = _standardize(y_train, y_val, y_test)
+        target_scaling = Standardize.fitted(y_train)
+        y_train, y_val, y_test = map(target_scaling, (y_train, y_val, y_test))
 
     augment = Augment(**cfg.augment) if cfg.get("augment") is not None else None
     if augment is not None and augment.enabled and arrays.x.ndim != 4:
@@ -97,13 +123,18 @@ def build_data(cfg: DictConfig) -> DataSplits:
                           f"crop_padding 0 and horizontal_flip false: samples of shape {arrays.x.shape[1:]} "
                           f"are not images (C, H, W)")
 
+    flat_size = math.prod(arrays.x.shape[1:])  # values per sample
+    feature_names = None if images else arrays.feature_names or [f"x{i}" for i in range(flat_size)]
+
     def tensors(x_part: np.ndarray, y_part: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(np.ascontiguousarray(x_part)), torch.from_numpy(np.ascontiguousarray(y_part))
 
     return DataSplits(
         train=tensors(x_train, y_train), val=tensors(x_val, y_val), test=tensors(x_test, y_test),
-        task=task, input_shape=tuple(arrays.x.shape[1:]), num_classes=num_classes, target_std=target_std,
-        normalize=normalize, augment=augment,
+        task=task, input_shape=tuple(arrays.x.shape[1:]), num_classes=None if classes is None else len(classes),
+        target_std=target_std, normalize=normalize, augment=augment, feature_scaling=feature_scaling,
+        target_scaling=target_scaling, class_names=_class_names(classes, arrays.class_names),
+        feature_names=feature_names,
     )
 
 
@@ -119,8 +150,9 @@ def infer_task(y: np.ndarray) -> str:
     return "binary" if len(values) == 2 else "multiclass"
 
 
-def _encode_targets(targets: list[np.ndarray], task: str) -> tuple[list[np.ndarray], Optional[int]]:
-    """Classes -> int64 indices 0..K-1 in sorted label order; regression -> float32 (N, T)."""
+def _encode_targets(targets: list[np.ndarray], task: str) -> tuple[list[np.ndarray], Optional[np.ndarray]]:
+    """Classes -> int64 indices 0..K-1 in sorted label order, and the sorted labels (K,); regression -> float32
+    (N, T), and None."""
     if task == "regression":
         if any(y.dtype.kind not in "iufb" for y in targets):
             raise ConfigError("data.task", task, "multiclass or binary: the target has text labels")
@@ -128,7 +160,14 @@ def _encode_targets(targets: list[np.ndarray], task: str) -> tuple[list[np.ndarr
     classes, codes = np.unique(np.concatenate(targets), return_inverse=True)
     if task == "binary" and len(classes) != 2:
         raise ConfigError("data.task", "binary", f"multiclass: the labels have {len(classes)} classes")
-    return np.split(codes.astype(np.int64).reshape(-1), np.cumsum([len(y) for y in targets])[:-1]), len(classes)
+    return np.split(codes.astype(np.int64).reshape(-1), np.cumsum([len(y) for y in targets])[:-1]), classes
+
+
+def _class_names(classes: Optional[np.ndarray], names: Optional[list[str]]) -> Optional[list[str]]:
+    """The name of each class index: the set's own name of the label (an index into `names`), or the label."""
+    if classes is None:
+        return None
+    return [str(names[int(label)]) if names is not None else str(label) for label in classes]
 
 
 def _split(features: list[np.ndarray], targets: list[np.ndarray], cfg: DictConfig, stratify: bool):
@@ -160,11 +199,3 @@ def _held_out(y: np.ndarray, among: np.ndarray, fraction: float, rng: np.random.
     counts[by_remainder[:round(fraction * len(among)) - counts.sum()]] += 1
     held = np.concatenate([rng.permutation(group)[:count] for group, count in zip(groups, counts)])
     return np.setdiff1d(among, held), np.sort(held)
-
-
-def _standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """Zero mean, unit variance per feature, with statistics from train only (a constant feature stays 0)."""
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
-    std[std == 0] = 1.0
-    return [((part - mean) / std).astype(np.float32) for part in (train, *others)]

@@ -1,0 +1,69 @@
+"""Loggers beyond the CSV files every run writes (metrics.csv per epoch, health.csv per gradient check).
+
+logger=tensorboard: TensorBoard event files in <run dir>/tensorboard, read by `tensorboard --logdir outputs`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from trainer.diagnostics import TensorHealth
+
+
+class TensorBoardLogger:
+    """Per epoch the metrics.csv values; every `every_n_steps` steps the training loss, the learning rate and,
+    with `histograms`, a histogram of every parameter tensor's weights and gradients; at every gradient health
+    check each tensor's gradient norm and update-to-weight ratio. The x axis is the optimiser step throughout."""
+
+    def __init__(self, log_dir: Path, every_n_steps: int = 50, histograms: bool = True):
+        self.log_dir, self.every_n_steps, self.histograms = log_dir, every_n_steps, histograms
+        self.writer = None
+
+    def start(self, global_step: int) -> None:
+        """Open the event files; a run resumed at `global_step` discards the events logged after it before the
+        interruption, which it logs again."""
+        from torch.utils.tensorboard import SummaryWriter  # a few seconds to import: only for this logger
+
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=global_step or None)
+
+    def due(self, step: int) -> bool:
+        return step % self.every_n_steps == 0
+
+    def log_step(self, step: int, loss: torch.Tensor, lr: float, model: nn.Module) -> None:
+        """After optimiser step `step`: its loss and learning rate; weights and gradients as histograms."""
+        self.writer.add_scalar("train/loss_step", loss.item(), step)
+        self.writer.add_scalar("train/lr", lr, step)
+        if self.histograms:
+            for name, parameter in model.named_parameters():
+                self.writer.add_histogram(f"weights/{name}", parameter.detach().float(), step)
+                if parameter.grad is not None:
+                    self.writer.add_histogram(f"gradients/{name}", parameter.grad.detach().float(), step)
+
+    def log_epoch(self, step: int, row: dict[str, float]) -> None:
+        """A metrics.csv row: train_loss, val_* and lr, against the step the epoch ended at."""
+        for name, value in row.items():
+            if name not in ("epoch", "step", "seconds"):
+                self.writer.add_scalar(f"epoch/{name}", value, step)
+
+    def log_health(self, report: list[TensorHealth]) -> None:
+        for tensor in report:
+            self.writer.add_scalar(f"grad_norm/{tensor.name}", tensor.grad_norm, tensor.step)
+            self.writer.add_scalar(f"update_ratio/{tensor.name}", tensor.update_ratio, tensor.step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def build_logger(logger_cfg: Optional[dict], run_dir: Path) -> Optional[TensorBoardLogger]:
+    """The logger of the `logger` group's option: none for csv (the CSV files are always written)."""
+    if not logger_cfg or "_target_" not in logger_cfg:
+        return None
+    from hydra.utils import instantiate
+
+    return instantiate(logger_cfg, log_dir=run_dir / "tensorboard")

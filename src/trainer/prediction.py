@@ -1,0 +1,210 @@
+"""The `predict` command: a trained model's predictions for new samples, each prepared as the training samples were.
+
+The checkpoint's DataDescription says how: an image (PNG or JPEG), or a folder of them, becomes uint8 pixels of
+the training images' channels and size, normalised per channel with the train split's statistics; rows of a table
+(a CSV file with a header row, or a JSON object {feature: value} or a list of them) are standardised with the
+train split's feature statistics. A classifier's output becomes the class and its probabilities, a regression
+model's the values in the data's units. Checkpoints from before checkpoints kept the description have the data
+set read again to fit it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from trainer.config import ConfigError
+from trainer.data import DataDescription, build_data
+from trainer.data.table import feature_matrix, read_columns
+from trainer.metrics import predicted_classes
+from trainer.trained import Trained, load, required
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TABLE_SUFFIXES = (".csv", ".json")
+IMAGE_MODES = {1: "L", 3: "RGB"}
+"""PIL's mode for images of that many channels: grey, colour."""
+
+
+@dataclass
+class Prediction:
+    sample: str
+    """The image's file name, or `row N` of a table (counted from 1)."""
+    predicted: Optional[str] = None
+    """Classifiers: the name of the predicted class."""
+    probabilities: Optional[dict[str, float]] = None
+    """Classifiers: each class's probability, by name, in the order of the class indices."""
+    values: Optional[list[float]] = None
+    """Regression: the value of each target, in the data's units."""
+
+
+def predict(trained: Trained, source: Path) -> list[Prediction]:
+    """The model's prediction for each sample of `source`."""
+    description = description_of(trained)
+    x, samples = read_samples(source, description)  # (N, *input_shape) floats
+    _, model = trained.model(description)
+    with torch.inference_mode(), trained.autocast():
+        output = model(x.to(trained.device)).float().cpu()  # (N, num_outputs)
+    if description.task == "regression":
+        values = output.numpy() if description.targets is None else description.targets.inverse(output.numpy())
+        return [Prediction(sample, values=row.tolist()) for sample, row in zip(samples, values)]
+    # One logit (binary cross-entropy) is the probability of class 1 through a sigmoid; several, a softmax.
+    probabilities = (torch.cat([1 - torch.sigmoid(output), torch.sigmoid(output)], dim=1) if output.shape[1] == 1
+                     else torch.softmax(output, dim=1))  # (N, K)
+    names = description.class_names
+    return [Prediction(sample, names[predicted], probabilities=dict(zip(names, row)))
+            for sample, predicted, row in zip(samples, predicted_classes(output).tolist(), probabilities.tolist())]
+
+
+def description_of(trained: Trained) -> DataDescription:
+    """What the checkpoint keeps of its data; for a checkpoint that keeps none, the data set read again."""
+    plain = trained.state.get("data")
+    if plain is not None:
+        return DataDescription.from_plain(plain)
+    log.info("%s keeps no description of its data (an older train wrote it): reading the data set again",
+             trained.path)
+    return build_data(trained.config.data).description()
+
+
+def read_samples(source: Path, description: DataDescription) -> tuple[torch.Tensor, list[str]]:
+    """The samples of `source` as the model's input, float32 (N, *input_shape), and a name for each. An input the
+    model cannot take is a ConfigError naming what it can."""
+    if not source.exists():
+        raise ConfigError("input", str(source), "a file or folder that exists")
+    suffix = source.suffix.lower()
+    if description.pixels is not None:
+        if source.is_dir() or suffix in IMAGE_SUFFIXES:
+            pixels, names = _images(source, description)
+            return description.pixels(pixels), names
+        raise ConfigError("input", str(source), f"a PNG or JPEG image, or a folder of them: this model was trained "
+                                                f"on images of shape {description.input_shape}")
+    if source.is_file() and suffix in TABLE_SUFFIXES:
+        x = _csv_rows(source, description) if suffix == ".csv" else _json_rows(source, description)
+        x = x.reshape(len(x), *description.input_shape)
+        if description.features is not None:
+            x = description.features(x)
+        return torch.from_numpy(x), [f"row {number}" for number in range(1, len(x) + 1)]
+    raise ConfigError("input", str(source), f"a .csv or .json file of rows of the features "
+                                            f"{_listed(description.feature_names)}: this model was trained on a table")
+
+
+def _images(source: Path, description: DataDescription) -> tuple[torch.Tensor, list[str]]:
+    """uint8 (N, C, H, W): each image converted to the model's channels and resized to its height and width."""
+    files = [source]
+    if source.is_dir():
+        files = sorted(path for path in source.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError("input", str(source), "a folder holding PNG or JPEG images (it holds none)")
+    channels, height, width = description.input_shape
+    if channels not in IMAGE_MODES:
+        raise ConfigError("input", str(source), f"images this model takes: it was trained on {channels} channels, "
+                                                f"and PNG or JPEG images have 1 or 3")
+    pixels = np.stack([_pixels(path, IMAGE_MODES[channels], (width, height)) for path in files])  # (N, H, W[, C])
+    x = torch.from_numpy(pixels).reshape(len(files), height, width, channels).permute(0, 3, 1, 2)
+    return x.contiguous(), [path.name for path in files]
+
+
+def _pixels(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """One image in PIL's `mode`, resized (bilinear) to `size` (width, height) if it has another: uint8 (H, W) or
+    (H, W, 3)."""
+    from PIL import Image  # torchvision's dependency
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert(mode)
+            return np.asarray(image if image.size == size else image.resize(size, Image.Resampling.BILINEAR))
+    except OSError as error:  # PIL.UnidentifiedImageError too: not an image
+        raise ConfigError("input", str(path), f"a PNG or JPEG image ({error})") from None
+
+
+def _csv_rows(source: Path, description: DataDescription) -> np.ndarray:
+    """float32 (N, F): the feature columns, found by name, of a CSV file with a header row (other columns are
+    left alone, the target's too)."""
+    names = description.feature_names
+    columns = read_columns(str(source), key="input")
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise ConfigError("input", str(source), f"a CSV file with the feature columns {_listed(names)} (it has no "
+                                                f"column {missing[0]!r})")
+    return feature_matrix(str(source), columns, names, key="input")
+
+
+def _json_rows(source: Path, description: DataDescription) -> np.ndarray:
+    """float32 (N, F) from a JSON object {feature: number, ...} or a list of them (other keys are left alone)."""
+    names = description.feature_names
+    expected = f"a JSON object {{feature: number}} or a list of them, with the features {_listed(names)}"
+    try:
+        content = json.loads(source.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError("input", str(source), f"{expected} ({error})") from None
+    rows = content if isinstance(content, list) else [content]
+    if not rows or not all(isinstance(row, dict) for row in rows):
+        raise ConfigError("input", str(source), f"{expected} (it holds {type(content).__name__} {content!r:.40})")
+    for number, row in enumerate(rows, start=1):
+        for name in names:
+            if name not in row:
+                raise ConfigError("input", str(source), f"{expected} (row {number} has no {name!r})")
+            if not _is_finite_number(row[name]):
+                raise ConfigError("input", str(source), f"{expected} (row {number} has {name!r}: {row[name]!r})")
+    # As a CSV file's numbers are read: float64, then float32.
+    return np.asarray([[row[name] for name in names] for row in rows], dtype=np.float64).astype(np.float32)
+
+
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _listed(names: list[str], most: int = 10) -> str:
+    """`a, b, c`; a long list cut after `most` names: `x0, x1, ..., x9, ... (64 in all)`."""
+    return ", ".join(names) if len(names) <= most else f"{', '.join(names[:most])}, ... ({len(names)} in all)"
+
+
+def prediction_lines(predictions: list[Prediction], top_k: int) -> list[str]:
+    """A line per sample: its name, then the class and the top_k probabilities, or the values."""
+    width = max(len(prediction.sample) for prediction in predictions)
+    lines = []
+    for prediction in predictions:
+        if prediction.values is not None:
+            shown = ", ".join(f"{value:.6g}" for value in prediction.values)
+        else:
+            top = sorted(prediction.probabilities.items(), key=lambda item: -item[1])[:top_k]
+            shown = f"{prediction.predicted}  ({', '.join(f'{name} {p:.3f}' for name, p in top)})"
+        lines.append(f"{prediction.sample:<{width}}  {shown}")
+    return lines
+
+
+def write_csv(predictions: list[Prediction], path: Path) -> None:
+    """One row per sample: its name and prediction, then every class's probability (classifiers), or the value of
+    each target (regression)."""
+    first = predictions[0]
+    if first.values is not None:
+        names = ["value"] if len(first.values) == 1 else [f"value_{t}" for t in range(1, len(first.values) + 1)]
+        header, rows = ["sample", *names], [[p.sample, *p.values] for p in predictions]
+    else:
+        header = ["sample", "predicted", *first.probabilities]
+        rows = [[p.sample, p.predicted, *p.probabilities.values()] for p in predictions]
+    with path.open("w", newline="") as file:
+        csv.writer(file).writerows([header, *rows])
+
+
+def main(cfg: DictConfig) -> None:
+    """`predict`, once Hydra has composed configs/predict.yaml: predict, print, and write output= if set."""
+    if isinstance(cfg.top_k, bool) or not isinstance(cfg.top_k, int) or cfg.top_k < 1:
+        raise ConfigError("top_k", cfg.top_k, "an integer >= 1")
+    trained = load(cfg)
+    source = Path(required(cfg, "input", "an image, a folder of images, or a .csv or .json file of rows"))
+    predictions = predict(trained, source)
+    print("\n".join(prediction_lines(predictions, cfg.top_k)))
+    if cfg.output is not None:
+        write_csv(predictions, Path(cfg.output))
+        print(f"written to {cfg.output}")

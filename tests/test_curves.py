@@ -1,0 +1,171 @@
+"""curves.png: drawn by every run (trainer.curves), by `draw_run_curves` and `draw_runs_curves` from metrics.csv
+rows, and by `train-plot` for any runs."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from matplotlib.image import imread
+from omegaconf import OmegaConf
+
+from conftest import compose_config
+from test_cli import assert_succeeded, run_command
+from trainer.curves import DPI, PANEL_INCHES, draw_run_curves, draw_runs_curves, read_metrics_csv, run_title
+from trainer.plot import main as plot_main
+from trainer.run import train
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TRAIN_PLOT = Path(sys.executable).parent / "train-plot"
+
+
+def made_up_rows(epochs: int = 4, lr: float = 1e-3, lr_factor: float = 1.0, regression: bool = False,
+                 offset: float = 0.0) -> list[dict[str, float]]:
+    """metrics.csv rows as a run writes them: a loss that falls, a metric that rises, lr times lr_factor each epoch."""
+    rows = []
+    for epoch in range(1, epochs + 1):
+        row = {"epoch": epoch, "step": 10 * epoch, "lr": lr * lr_factor ** (epoch - 1),
+               "train_loss": 1 / epoch + offset, "val_loss": 1.2 / epoch + offset}
+        if regression:
+            row |= {"val_mse": 4 / epoch, "val_rmse": 2 / math.sqrt(epoch), "val_r2": 1 - 1 / epoch}
+        else:
+            row["val_accuracy"] = 1 - 0.5 / epoch - offset
+        rows.append(row | {"seconds": 0.1})
+    return rows
+
+
+def write_metrics_csv(run_dir: Path, rows: list[dict[str, float]]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "metrics.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height in pixels of a file that must be a PNG."""
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+    height, width = imread(path).shape[:2]
+    return width, height
+
+
+def panels_size(columns: int, rows: int = 1) -> tuple[int, int]:
+    """The pixels of `columns` by `rows` panels: PANEL_INCHES each at DPI."""
+    return round(columns * PANEL_INCHES[0] * DPI), round(rows * PANEL_INCHES[1] * DPI)
+
+
+def titles(figure) -> list[str]:
+    return [axes.get_title() for axes in figure.axes]
+
+
+def train_tiny(run_dir: Path, *overrides: str) -> None:
+    train(compose_config("trainer.device=cpu", "data=xor", "model.hidden_sizes=[8]", "trainer.max_epochs=2",
+                         *overrides), run_dir)
+
+
+def test_a_run_draws_its_curves_png(run_dir):
+    train_tiny(run_dir, "trainer.curves=true")
+
+    assert png_size(run_dir / "curves.png") == panels_size(columns=3)  # loss, val accuracy, learning rate
+    assert not list(run_dir.glob("*.partial"))
+
+
+def test_trainer_curves_false_draws_none(run_dir):
+    train_tiny(run_dir, "trainer.curves=false")
+
+    assert (run_dir / "metrics.csv").exists()
+    assert not (run_dir / "curves.png").exists()
+
+
+def test_a_regression_run_has_r2_and_rmse_panels_and_its_best_epoch_marked(tmp_path):
+    figure = draw_run_curves(made_up_rows(regression=True), tmp_path / "curves.png", best_epoch=3, title="regression")
+
+    assert titles(figure) == ["Loss", "Validation R²", "Validation RMSE", "Learning rate"]
+    assert figure.get_suptitle() == "regression"
+    for axes in figure.axes:
+        assert any(list(line.get_xdata()) == [3, 3] for line in axes.get_lines()), axes.get_title()  # the best epoch
+    loss_legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert loss_legend == ["train", "validation", "best epoch 3: 0.4"]
+    assert png_size(tmp_path / "curves.png") == panels_size(columns=2, rows=2)
+
+
+@pytest.mark.parametrize("lr_factor, scale", [(0.1, "log"), (1.0, "linear")], ids=["decays-by-decades", "constant"])
+def test_the_learning_rate_is_on_a_log_scale_where_it_spans_decades(tmp_path, lr_factor, scale):
+    figure = draw_run_curves(made_up_rows(lr_factor=lr_factor), tmp_path / "curves.png")
+
+    lr_axes = figure.axes[-1]
+    assert lr_axes.get_yscale() == scale
+    if scale == "linear":
+        assert lr_axes.get_ylim()[0] == 0  # a flat learning rate is drawn as such, from 0
+
+
+def test_a_diverged_epoch_leaves_a_gap_rather_than_stretching_the_axis(tmp_path):
+    rows = made_up_rows(epochs=3)
+    rows[2] |= {"train_loss": math.inf, "val_loss": math.nan}
+
+    figure = draw_run_curves(rows, tmp_path / "curves.png")
+
+    train_line = figure.axes[0].get_lines()[0]
+    assert math.isnan(train_line.get_ydata()[2])
+    assert figure.axes[0].get_ylim()[1] < 10
+
+
+def test_several_runs_share_each_panel_one_labelled_line_each(tmp_path):
+    runs = {"optimizer=sgd": made_up_rows(epochs=3, offset=0.1), "optimizer=adam": made_up_rows(epochs=4)}
+
+    figure = draw_runs_curves(runs, tmp_path / "curves.png", best_epochs={"optimizer=sgd": 3, "optimizer=adam": 2},
+                              title="sweep")
+
+    assert titles(figure) == ["Training loss", "Validation loss", "Validation accuracy", "Learning rate"]
+    for axes in figure.axes:
+        assert [line.get_label() for line in axes.get_lines()] == ["optimizer=sgd", "optimizer=adam"]
+        assert [len(line.get_xdata()) for line in axes.get_lines()] == [3, 4]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["optimizer=sgd", "optimizer=adam",
+                                                                           "best epoch"]
+    width, height = png_size(tmp_path / "curves.png")
+    assert width == panels_size(columns=2)[0] and height > panels_size(columns=2, rows=2)[1]  # + the legend below
+
+
+def test_metrics_csv_is_read_as_numbers_up_to_a_line_cut_short(tmp_path):
+    write_metrics_csv(tmp_path, made_up_rows(epochs=2))
+    with open(tmp_path / "metrics.csv", "a") as file:
+        file.write("3,30,0.001,0.3")  # a run writing its third row
+
+    rows = read_metrics_csv(tmp_path / "metrics.csv")
+
+    assert rows == made_up_rows(epochs=2)
+
+
+def test_the_title_says_what_the_run_trained():
+    config = OmegaConf.to_container(compose_config("scheduler=step", "optimizer.lr=0.01"), resolve=True)
+
+    assert run_title(config) == "digits: MLP, Adam lr 0.01, StepLR"
+
+
+def test_train_plot_draws_runs_on_one_figure(tmp_path):
+    write_metrics_csv(tmp_path / "runs" / "sgd", made_up_rows(epochs=3))
+    write_metrics_csv(tmp_path / "runs" / "adam", made_up_rows(epochs=5, regression=True))
+
+    result = run_command([str(TRAIN_PLOT), "runs/sgd", "runs/adam", "--output", "both.png"], cwd=tmp_path)
+
+    assert_succeeded(result)
+    assert result.stdout == "Learning curves of 2 runs: both.png\n"
+    # Six panels in 2 rows of 3: both losses, accuracy (sgd), R² and RMSE (adam), learning rate.
+    assert png_size(tmp_path / "both.png")[0] == panels_size(columns=3)[0]
+
+
+def test_train_plot_names_a_folder_without_metrics_csv_and_exits_2(tmp_path, capsys):
+    write_metrics_csv(tmp_path / "run", made_up_rows())
+    (tmp_path / "empty").mkdir()
+
+    with pytest.raises(SystemExit) as exit:
+        plot_main([str(tmp_path / "run"), str(tmp_path / "empty"), "--output", str(tmp_path / "curves.png")])
+
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (f"train-plot: error: RUN_DIR: got '{tmp_path / 'empty'}', expected a run's folder holding "
+                   "metrics.csv (a run writes a row to it at the end of each epoch)\n")
+    assert not (tmp_path / "curves.png").exists()

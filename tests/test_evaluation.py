@@ -1,0 +1,180 @@
+"""`evaluate`: a checkpoint's test metrics again, exactly as the run's test computed them, and a classifier's
+confusion matrix (printed, evaluation.json, confusion.png). Runs are trained in-process, once per module."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+
+from conftest import compose_config
+from test_cli import NO_GPU, assert_succeeded, elsewhere, run_command  # noqa: F401 (elsewhere is a fixture)
+from trainer.cli import describe_mistake
+from trainer.config import ConfigError, config_dir
+from trainer.data import build_data
+from trainer.evaluation import evaluate, main
+from trainer.run import train
+from trainer.trained import load
+
+EVALUATE = shutil.which("evaluate", path=str(Path(sys.executable).parent))
+"""The console script installed next to this Python."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+TINY = ("trainer.device=cpu", "model.hidden_sizes=[16]", "trainer.max_epochs=2", "trainer.curves=false")
+RUNS = {
+    "multiclass": ("data=csv",),  # three classes named by text labels: blue, green, red
+    "binary": ("data=moons", "data.n_samples=300"),  # one logit (bce)
+    "regression": ("data=regression", "data.n_samples=300"),
+}
+
+
+def compose_command(name: str, *overrides: str) -> DictConfig:
+    """The config `evaluate OVERRIDES...` (or `predict ...`) would run, composed from the real YAML."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
+def train_tiny_runs(folder: Path, runs: dict[str, tuple[str, ...]]) -> dict[str, Path]:
+    """Each run trained in-process in folder/NAME, on one thread (as the tests that evaluate them run)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name, overrides in runs.items():
+            (folder / name).mkdir()
+            train(compose_config(*TINY, *overrides), folder / name)
+    finally:
+        torch.set_num_threads(threads)
+    return {name: folder / name for name in runs}
+
+
+def mistake(command: str, cfg: DictConfig) -> str:
+    """The one line `command` ends with for this config (its main raises the mistake; the console script prints
+    this and exits 2)."""
+    from trainer import evaluation, prediction
+
+    with pytest.raises((ConfigError, InstantiationException)) as error:
+        {"evaluate": evaluation.main, "predict": prediction.main}[command](cfg)
+    return describe_mistake(error.value, command)
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "best.pt"
+
+
+def summary_test_metrics(run_dir: Path) -> dict[str, float]:
+    """summary.json's "test": the metrics the run's own test computed."""
+    return json.loads((run_dir / "summary.json").read_text())["test"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, offline_data_sets) -> dict[str, Path]:
+    return train_tiny_runs(tmp_path_factory.mktemp("runs"), RUNS)
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_evaluate_reproduces_the_run_s_test_metrics_exactly(runs, name):
+    evaluation = evaluate(load(compose_command("evaluate", f"ckpt_path={best_checkpoint(runs[name])}", "device=cpu")))
+    assert evaluation.test == summary_test_metrics(runs[name])  # float equality: the same code on the same device
+
+
+@pytest.mark.parametrize("name, class_names", [("multiclass", ["blue", "green", "red"]), ("binary", ["0", "1"])])
+def test_the_confusion_matrix_counts_every_test_sample_once_and_its_diagonal_is_the_accuracy(runs, name,
+                                                                                          class_names):
+    trained = load(compose_command("evaluate", f"ckpt_path={best_checkpoint(runs[name])}", "device=cpu"))
+    evaluation = evaluate(trained)
+    counts = np.asarray(evaluation.confusion_matrix)
+    test_labels = build_data(trained.config.data).test[1].numpy()
+
+    assert evaluation.class_names == class_names
+    assert counts.shape == (len(class_names), len(class_names))
+    assert counts.sum() == evaluation.samples == len(test_labels)
+    np.testing.assert_array_equal(counts.sum(axis=1), np.bincount(test_labels, minlength=len(class_names)))
+    assert np.float32(np.trace(counts) / counts.sum()) == np.float32(evaluation.test["accuracy"])
+
+
+def test_evaluate_prints_and_writes_the_metrics_the_matrix_and_confusion_png(runs, capsys):
+    run_dir = runs["multiclass"]
+    main(compose_command("evaluate", f"ckpt_path={best_checkpoint(run_dir)}", "device=cpu"))
+    out = capsys.readouterr().out
+
+    folder = run_dir / "evaluation" / "best"
+    written = json.loads((folder / "evaluation.json").read_text())
+    assert written["test"] == summary_test_metrics(run_dir)
+    assert written["class_names"] == ["blue", "green", "red"]
+    assert np.asarray(written["confusion_matrix"]).sum() == written["samples"]
+    assert (folder / "confusion.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert f"test metrics of {best_checkpoint(run_dir)}" in out
+    assert f"  accuracy  {written['test']['accuracy']:.4f}" in out
+    header, *rows = out.split("confusion matrix (rows: true class, columns: predicted class)\n")[1].splitlines()[:4]
+    assert header.split() == ["blue", "green", "red"]
+    assert [[int(n) for n in row.split()[1:]] for row in rows] == written["confusion_matrix"]
+
+
+def test_regression_has_metrics_only_and_output_dir_puts_them_elsewhere(runs, tmp_path, capsys):
+    run_dir = runs["regression"]
+    main(compose_command("evaluate", f"ckpt_path={best_checkpoint(run_dir)}", "device=cpu",
+                         f"output_dir={tmp_path / 'report'}"))
+    written = json.loads((tmp_path / "report" / "evaluation.json").read_text())
+    assert written["test"] == summary_test_metrics(run_dir)
+    assert written["confusion_matrix"] is None
+    assert sorted(path.name for path in (tmp_path / "report").iterdir()) == ["evaluation.json"]
+    assert "confusion matrix" not in capsys.readouterr().out
+
+
+def test_moved_data_files_are_found_through_data_path(runs, tmp_path):
+    run_dir = runs["multiclass"]
+    moved = tmp_path / "moved.csv"
+    shutil.copy(load(compose_command("evaluate", f"ckpt_path={best_checkpoint(run_dir)}")).config.data.path, moved)
+    trained = load(compose_command("evaluate", f"ckpt_path={best_checkpoint(run_dir)}", f"data.path={moved}",
+                                   "device=cpu"))
+    assert trained.config.data.path == str(moved)
+    assert evaluate(trained).test == summary_test_metrics(run_dir)
+
+
+# (the overrides after ckpt_path, with {run} and {tmp} for the run directory and a scratch folder; the key, the
+# value as the message shows it, a part of what is allowed)
+MISTAKES = [
+    (["ckpt_path=???"], "ckpt_path", "'???'", "(a value is required)"),
+    (["ckpt_path={tmp}/none.pt"], "ckpt_path", "'{tmp}/none.pt'", "a checkpoint file that exists"),
+    (["ckpt_path={run}/summary.json"], "ckpt_path", "'{run}/summary.json'", "a readable checkpoint"),
+    (["data.root={tmp}"], "data.root", "'{tmp}'", "null: the run's data (trainer.data.table.read_csv) has no root"),
+    (["data.path={tmp}/none.csv"], "data.path", "'{tmp}/none.csv'", "a CSV file that exists"),
+    (["device=tpu"], "device", "'tpu'", "one of auto, "),
+    pytest.param(["device=cuda"], "device", "'cuda'", "(cuda is not available here)", marks=NO_GPU),
+]
+
+
+@pytest.mark.parametrize("overrides, key, value, allowed", MISTAKES,
+                         ids=["no-ckpt", "missing-ckpt", "not-a-ckpt", "root-of-a-table", "moved-csv",
+                              "unknown-device", "no-gpu"])
+def test_mistakes_name_the_key_the_value_and_what_is_allowed(runs, tmp_path, overrides, key, value, allowed):
+    run_dir = runs["multiclass"]
+    filled = [o.format(run=run_dir, tmp=tmp_path) for o in overrides]
+    message = mistake("evaluate", compose_command("evaluate", f"ckpt_path={best_checkpoint(run_dir)}", *filled))
+    assert message.startswith(f"{key}: got {value.format(run=run_dir, tmp=tmp_path)}, expected ")
+    assert allowed in message
+
+
+def test_the_evaluate_command_runs_from_another_directory_and_refuses_in_one_line(runs, tmp_path, elsewhere):
+    assert EVALUATE, f"no `evaluate` console script next to {sys.executable}: is the package installed?"
+    run_dir = runs["multiclass"]
+    result = run_command([EVALUATE, f"ckpt_path={best_checkpoint(run_dir)}", "device=cpu",
+                          f"output_dir={tmp_path / 'report'}"], elsewhere)
+    assert_succeeded(result)
+    assert json.loads((tmp_path / "report" / "evaluation.json").read_text())["test"] == summary_test_metrics(run_dir)
+    for name, value in summary_test_metrics(run_dir).items():
+        assert f"  {name:<8}  {value:.4f}" in result.stdout
+    assert list(elsewhere.iterdir()) == [], "evaluate wrote into the working directory"
+
+    refused = run_command([EVALUATE, f"ckpt_path={tmp_path / 'none.pt'}"], elsewhere)
+    assert refused.returncode == 2
+    assert refused.stdout == "" and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert refused.stderr.startswith(f"evaluate: error: ckpt_path: got '{tmp_path / 'none.pt'}', expected ")

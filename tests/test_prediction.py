@@ -1,0 +1,235 @@
+"""`predict`: new samples prepared as the training samples were, from what the checkpoint keeps of its data, give
+the trained model's own predictions. The expected ones come from the run's config in-process: the data set built
+again (its statistics fitted again), the model with the checkpoint's weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import conftest
+from test_cli import assert_succeeded, elsewhere, run_command  # noqa: F401 (elsewhere is a fixture)
+from test_evaluation import best_checkpoint, compose_command, mistake, train_tiny_runs
+from trainer.checkpoint import load_checkpoint
+from trainer.data import build_data
+from trainer.prediction import predict
+from trainer.run import build_model
+from trainer.trained import load
+
+PREDICT = shutil.which("predict", path=str(Path(sys.executable).parent))
+"""The console script installed next to this Python."""
+TABLE_ROWS = 5
+"""Rows of the stand-in table each table test predicts."""
+
+
+def write_priced_table(path: Path, num_rows: int = 300) -> Path:
+    """A regression table: price = 100 + 10 a - 5 b + noise, far from 0 in its own units."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(0, 1, (num_rows, 2))
+    price = 100 + 10 * features[:, 0] - 5 * features[:, 1] + rng.normal(0, 0.5, num_rows)
+    lines = ["a,b,price"] + [f"{a:.5f},{b:.5f},{p:.5f}" for (a, b), p in zip(features, price)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, offline_data_sets) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("runs")
+    priced = write_priced_table(folder / "priced.csv")
+    return train_tiny_runs(folder, {"images": ("data=mnist",), "classes": ("data=csv",),
+                                    "values": ("data=csv", f"data.path={priced}", "data.target=price")})
+
+
+def run_config(run_dir: Path):
+    """The run's config as train composed it (its .hydra/config.yaml is written by the CLI only)."""
+    return load(compose_command("predict", f"ckpt_path={best_checkpoint(run_dir)}", "input=-")).config
+
+
+def in_process_outputs(run_dir: Path, x: torch.Tensor) -> tuple[torch.Tensor, object]:
+    """The trained model's outputs (N, num_outputs) for samples x prepared by the data set built again, and that
+    data set: x is uint8 images, or rows of raw features (N, F)."""
+    cfg = run_config(run_dir)
+    data = build_data(cfg.data)
+    _, model = build_model(cfg, data)
+    model.load_state_dict(load_checkpoint(best_checkpoint(run_dir))["model"])
+    model.eval()
+    prepared = data.normalize(x) if data.normalize is not None else torch.from_numpy(data.feature_scaling(x.numpy()))
+    with torch.inference_mode():
+        return model(prepared), data
+
+
+def predictions_for(run_dir: Path, source: Path, *overrides: str):
+    return predict(load(compose_command("predict", f"ckpt_path={best_checkpoint(run_dir)}", f"input={source}",
+                                        "device=cpu", *overrides)), source)
+
+
+def raw_table_rows() -> tuple[list[str], list[list[str]]]:
+    """The stand-in table's header and its first TABLE_ROWS rows, as text."""
+    with open(conftest.STAND_IN_ROOT / "table.csv", newline="") as file:
+        header, *rows = list(csv.reader(file))
+    return header, rows[:TABLE_ROWS]
+
+
+def features_of(header: list[str], rows: list[list[str]], names: list[str]) -> torch.Tensor:
+    """float32 (N, F): the named columns, read as a CSV file's numbers are (float64, then float32)."""
+    return torch.from_numpy(np.asarray([[float(row[header.index(name)]) for name in names] for row in rows])
+                            .astype(np.float32))
+
+
+# --- images ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["L", "RGB"], ids=["grey", "colour-converted-to-grey"])
+def test_predict_on_saved_test_images_gives_the_trained_model_s_predictions(runs, tmp_path, mode):
+    run_dir = runs["images"]
+    test_images = build_data(run_config(run_dir).data).test[0][:4]  # (4, 1, 28, 28) uint8
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for number, image in enumerate(test_images):
+        Image.fromarray(image[0].numpy(), mode="L").convert(mode).save(folder / f"test{number}.png")
+    output, data = in_process_outputs(run_dir, test_images)
+
+    predictions = predictions_for(run_dir, folder)
+    assert [p.sample for p in predictions] == [f"test{number}.png" for number in range(4)]
+    assert [p.predicted for p in predictions] == [data.class_names[k] for k in output.argmax(dim=1).tolist()]
+    for prediction, probabilities in zip(predictions, torch.softmax(output, dim=1).tolist()):
+        assert list(prediction.probabilities) == data.class_names  # MNIST's own names: "0 - zero", ...
+        assert list(prediction.probabilities.values()) == pytest.approx(probabilities, abs=1e-6)
+
+
+def test_an_image_of_another_size_is_resized_to_the_training_images(runs, tmp_path):
+    run_dir = runs["images"]
+    image = build_data(run_config(run_dir).data).test[0][0, 0].numpy()  # (28, 28)
+    Image.fromarray(image, mode="L").resize((56, 40)).save(tmp_path / "large.jpg")
+    [prediction] = predictions_for(run_dir, tmp_path / "large.jpg")
+    assert prediction.sample == "large.jpg"
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+# --- tables ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_predict_on_rows_of_the_table_gives_the_trained_model_s_classes(runs, tmp_path, suffix):
+    run_dir = runs["classes"]
+    header, rows = raw_table_rows()
+    source = tmp_path / f"rows{suffix}"
+    if suffix == ".csv":  # the columns in another order, and without the target: found by name
+        order = ["d", "c", "b", "a"]
+        source.write_text("\n".join([",".join(order)] + [",".join(row[header.index(n)] for n in order)
+                                                         for row in rows]) + "\n")
+    else:
+        source.write_text(json.dumps([{name: float(value) for name, value in zip(header, row) if name != "colour"}
+                                      for row in rows]))
+    output, data = in_process_outputs(run_dir, features_of(header, rows, ["a", "b", "c", "d"]))
+
+    predictions = predictions_for(run_dir, source)
+    assert [p.sample for p in predictions] == [f"row {number}" for number in range(1, TABLE_ROWS + 1)]
+    assert [p.predicted for p in predictions] == [data.class_names[k] for k in output.argmax(dim=1).tolist()]
+    assert data.class_names == list(conftest.CSV_CLASSES)
+    for prediction, probabilities in zip(predictions, torch.softmax(output, dim=1).tolist()):
+        assert list(prediction.probabilities.values()) == pytest.approx(probabilities, abs=1e-6)
+
+
+def test_one_json_object_is_one_sample(runs, tmp_path):
+    header, rows = raw_table_rows()
+    (tmp_path / "row.json").write_text(json.dumps({name: float(value) for name, value in zip(header, rows[0])
+                                                   if name != "colour"}))
+    (tmp_path / "row.csv").write_text(",".join(header) + "\n" + ",".join(rows[0]) + "\n")
+    assert predictions_for(runs["classes"], tmp_path / "row.json") == predictions_for(runs["classes"],
+                                                                                      tmp_path / "row.csv")
+
+
+def test_regression_predicts_values_in_the_data_s_units(runs, tmp_path):
+    run_dir = runs["values"]
+    cfg = run_config(run_dir)
+    with open(cfg.data.path, newline="") as file:
+        header, *rows = list(csv.reader(file))
+    rows = rows[:TABLE_ROWS]
+    (tmp_path / "rows.csv").write_text("\n".join(",".join(row) for row in [header, *rows]) + "\n")
+    output, data = in_process_outputs(run_dir, features_of(header, rows, ["a", "b"]))
+    expected = data.target_scaling.inverse(output.numpy())[:, 0]  # standardised output -> price
+
+    values = [p.values for p in predictions_for(run_dir, tmp_path / "rows.csv")]
+    assert all(len(value) == 1 for value in values)
+    assert [value[0] for value in values] == pytest.approx(expected.tolist(), rel=1e-6)
+    assert all(50 < value[0] < 150 for value in values)  # prices around 100, not standard deviations around 0
+
+
+def test_a_checkpoint_that_keeps_no_description_of_its_data_reads_the_data_set_again(runs, tmp_path):
+    header, rows = raw_table_rows()
+    (tmp_path / "rows.csv").write_text("\n".join(",".join(row) for row in [header, *rows]) + "\n")
+    older = {key: value for key, value in load_checkpoint(best_checkpoint(runs["classes"])).items() if key != "data"}
+    (tmp_path / "older" / "checkpoints").mkdir(parents=True)
+    torch.save(older, best_checkpoint(tmp_path / "older"))
+    assert predictions_for(tmp_path / "older", tmp_path / "rows.csv") == predictions_for(runs["classes"],
+                                                                                         tmp_path / "rows.csv")
+
+
+# --- mistakes -------------------------------------------------------------------------------------------------
+
+# (the run, the input file's name and content (bytes, text, or None for no file), other overrides; the key, the
+# value as the message shows it with {input} for the file's path, a part of what is allowed)
+MISTAKES = [
+    ("classes", "digit.png", b"\x89PNG\r\n\x1a\n", [], "input", "'{input}'", "a .csv or .json file of rows of the "
+                                                                             "features a, b, c, d: this model was "
+                                                                             "trained on a table"),
+    ("classes", "rows.txt", "a,b,c,d\n1,2,3,4\n", [], "input", "'{input}'", "a .csv or .json file"),
+    ("classes", "rows.csv", "a,b,d\n1,2,3\n", [], "input", "'{input}'", "(it has no column 'c')"),
+    ("classes", "rows.csv", "a,b,c,d\n1,2,x,4\n", [], "input", "'{input}'", "column 'c' (line 2 has 'x')"),
+    ("classes", "rows.json", '[{"a": 1, "b": 2, "d": 4}]', [], "input", "'{input}'", "(row 1 has no 'c')"),
+    ("classes", "rows.json", '{"a": 1, "b": "2", "c": 3, "d": 4}', [], "input", "'{input}'", "(row 1 has 'b': '2')"),
+    ("classes", "rows.json", "3", [], "input", "'{input}'", "a JSON object {feature: number} or a list of them"),
+    ("classes", "missing.csv", None, [], "input", "'{input}'", "a file or folder that exists"),
+    ("classes", "rows.csv", "a,b,c,d\n1,2,3,4\n", ["top_k=0"], "top_k", "0", "an integer >= 1"),
+    ("classes", None, None, ["input=???"], "input", "'???'", "(a value is required)"),
+    ("images", "rows.csv", "a,b,c,d\n1,2,3,4\n", [], "input", "'{input}'", "a PNG or JPEG image, or a folder of "
+                                                                           "them: this model was trained on images "
+                                                                           "of shape (1, 28, 28)"),
+    ("images", "digit.png", "not an image", [], "input", "'{input}'", "a PNG or JPEG image (cannot identify"),
+]
+
+
+@pytest.mark.parametrize("run, name, content, overrides, key, value, allowed", MISTAKES,
+                         ids=["image-for-a-table", "txt-for-a-table", "csv-without-a-column", "csv-not-a-number",
+                              "json-without-a-feature", "json-text-for-a-number", "json-not-an-object",
+                              "missing-input", "top-k-0", "no-input", "csv-for-images", "png-not-an-image"])
+def test_mistakes_name_the_key_the_value_and_what_is_allowed(runs, tmp_path, run, name, content, overrides, key,
+                                                             value, allowed):
+    source = tmp_path / (name or "none")
+    if isinstance(content, bytes):
+        source.write_bytes(content)
+    elif content is not None:
+        source.write_text(content)
+    message = mistake("predict", compose_command("predict", f"ckpt_path={best_checkpoint(runs[run])}",
+                                                 f"input={source}", "device=cpu", *overrides))
+    assert message.startswith(f"{key}: got {value.format(input=source)}, expected "), message
+    assert allowed in message, message
+
+
+def test_the_predict_command_prints_each_row_s_class_and_writes_the_output_csv(runs, tmp_path, elsewhere):
+    assert PREDICT, f"no `predict` console script next to {sys.executable}: is the package installed?"
+    header, rows = raw_table_rows()
+    (tmp_path / "rows.csv").write_text("\n".join(",".join(row) for row in [header, *rows]) + "\n")
+    result = run_command([PREDICT, f"ckpt_path={best_checkpoint(runs['classes'])}", f"input={tmp_path / 'rows.csv'}",
+                          "top_k=2", "device=cpu", f"output={tmp_path / 'predicted.csv'}"], elsewhere)
+    assert_succeeded(result)
+
+    with open(tmp_path / "predicted.csv", newline="") as file:
+        written = list(csv.DictReader(file))
+    assert [row["sample"] for row in written] == [f"row {number}" for number in range(1, TABLE_ROWS + 1)]
+    lines = result.stdout.splitlines()
+    for row, line in zip(written, lines):
+        probabilities = {name: float(row[name]) for name in conftest.CSV_CLASSES}
+        top = sorted(probabilities, key=probabilities.get, reverse=True)[:2]
+        assert row["predicted"] == top[0]
+        assert line == f"{row['sample']}  {top[0]}  ({top[0]} {probabilities[top[0]]:.3f}, " \
+                       f"{top[1]} {probabilities[top[1]]:.3f})"
+    assert lines[-1] == f"written to {tmp_path / 'predicted.csv'}"
+    assert list(elsewhere.iterdir()) == [], "predict wrote into the working directory"

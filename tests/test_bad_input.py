@@ -1,6 +1,10 @@
 """The bad-input table: each mistake ends `train` with exit code 2 and one line naming the key, the value and
 what is allowed, and leaves an existing run directory (its checkpoints, log, metrics and .hydra/) exactly as it
-was, whether the mistake is caught before the run starts or once it has (the data, a checkpoint)."""
+was, whether the mistake is caught before the run starts or once it has (the data, a checkpoint).
+
+The table runs `train` in this process (conftest's train_in_this_process): a fresh process for each of its cases
+would cost the suite more than a minute of start-up. A few commands run the console script itself, end to end:
+one mistake of each kind in the table, and the test of the folders a mistake leaves behind."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from test_cli import NO_GPU, assert_succeeded, train
 from trainer.checkpoint import load_checkpoint
 from trainer.data.formats import write_mnist
 
-EARLIER_RUN = ("data=xor", "model.hidden_sizes=[16]", "trainer.max_epochs=2")
+EARLIER_RUN = ("data=xor", "model.hidden_sizes=[16]", "trainer.max_epochs=2", "trainer.curves=false")
 """The run whose directory every bad command below is pointed at; also the config of the runtime cases, so
 that only the mistake differs. xor needs neither scikit-learn nor torchvision, so each case starts quickly."""
 
@@ -119,6 +123,11 @@ TABLE = [
 ]
 
 
+BY_THE_CONSOLE_SCRIPT = (["model=foo"], [*EARLIER_RUN, "model.hidden_sizes=[64]", "trainer.resume={checkpoint}"])
+"""The cases of TABLE that run `train` in a process of its own: one found as the config is composed, one once the
+run has started and written to the log, which it then cuts back."""
+
+
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int] | None]:
     """Every file's bytes and modification time, every folder's name."""
     return {str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns) if path.is_file() else None
@@ -138,11 +147,12 @@ def assert_one_line_naming(stderr: str, key: str, value: str | None, allowed: st
 
 @pytest.mark.parametrize("args, key, value, allowed", TABLE,
                          ids=[" ".join(getattr(case, "values", case)[0]) for case in TABLE])
-def test_a_bad_input_exits_2_with_one_line_and_leaves_an_existing_run_as_it_was(files, args, key, value,
-                                                                                allowed):
+def test_a_bad_input_exits_2_with_one_line_and_leaves_an_existing_run_as_it_was(files, train_in_this_process, args,
+                                                                                key, value, allowed):
     run = Path(files["run"])
     before = snapshot(run)
-    result = train(*(arg.format(**files) for arg in args), f"hydra.run.dir={run}", cwd=run.parent)
+    command = train if args in BY_THE_CONSOLE_SCRIPT else train_in_this_process
+    result = command(*(arg.format(**files) for arg in args), f"hydra.run.dir={run}", cwd=run.parent)
 
     assert result.returncode == 2, result.stderr
     assert_one_line_naming(result.stderr, key, value and value.format(**files), allowed and allowed.format(**files))
@@ -159,8 +169,8 @@ def test_a_bad_input_leaves_no_folder_behind(tmp_path, args):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_bad_input_keeps_an_empty_run_directory_it_did_not_make(tmp_path):
+def test_a_bad_input_keeps_an_empty_run_directory_it_did_not_make(tmp_path, train_in_this_process):
     (tmp_path / "run").mkdir()
-    result = train("data=xor", "model=resnet", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = train_in_this_process("data=xor", "model=resnet", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert [path.name for path in tmp_path.rglob("*")] == ["run"]

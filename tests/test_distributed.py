@@ -23,7 +23,7 @@ from trainer.run import train as train_in_process
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 WORKER = Path(__file__).with_name("ddp_worker.py")
-DIGITS = ("data=digits", "trainer.max_epochs=8", "trainer.device=cpu")
+DIGITS = ("data=digits", "trainer.max_epochs=8", "trainer.device=cpu", "trainer.curves=false")
 
 
 def torchrun(*args: str, cwd: Path):
@@ -59,7 +59,7 @@ def test_two_processes_train_digits_as_one_does_and_end_with_identical_weights(t
 
 def test_a_sweep_under_torchrun_has_one_directory_not_one_per_process(tmp_path):
     result = torchrun("-m", "trainer", "-m", "data=moons", "optimizer=sgd,adam", "trainer.max_epochs=1",
-                      "trainer.device=cpu", cwd=tmp_path)
+                      "trainer.device=cpu", "trainer.curves=false", cwd=tmp_path)
     assert_succeeded(result)
     sweeps = list((tmp_path / "multirun").glob("*/*"))
     assert len(sweeps) == 1, sweeps
@@ -123,8 +123,8 @@ def test_from_environment_reads_torchrun_and_srun(monkeypatch, env, expected):
 def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_resume_carries_on(tmp_path):
     run_dir = tmp_path / "run"
     command = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "trainer", *DIGITS[:1], "trainer.max_epochs=500",
-               "trainer.device=cpu", "trainer.early_stopping.patience=null", f"hydra.run.dir={run_dir}",
-               "trainer.resume=auto"]
+               "trainer.device=cpu", "trainer.curves=false", "trainer.early_stopping.patience=null",
+               f"hydra.run.dir={run_dir}", "trainer.resume=auto"]
     env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"} | {"OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)

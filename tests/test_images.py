@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from conftest import compose_config
-from test_cli import assert_succeeded, elsewhere, train  # noqa: F401 (elsewhere is a fixture)
+from test_cli import assert_succeeded, elsewhere  # noqa: F401 (elsewhere is a fixture)
 from trainer.config import ConfigError
 from trainer.data import build_data, images
 from trainer.data.formats import class_images, write_cifar10, write_mnist
@@ -196,11 +196,12 @@ def test_damaged_files_are_a_config_error_that_says_reading_failed(tmp_path, loa
                                                                      "them again"), message
 
 
-def test_train_without_the_files_and_without_download_exits_2_with_one_line(tmp_path, elsewhere):
+def test_train_without_the_files_and_without_download_exits_2_with_one_line(tmp_path, elsewhere,
+                                                                           train_in_this_process):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = train("data=mnist", f"data.root={empty}", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}",
-                   cwd=elsewhere)
+    result = train_in_this_process("data=mnist", f"data.root={empty}", "data.download=false",
+                                   f"hydra.run.dir={tmp_path / 'run'}", cwd=elsewhere)
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
@@ -212,10 +213,10 @@ def test_train_without_the_files_and_without_download_exits_2_with_one_line(tmp_
 # --- runs ---------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("option", ["mnist", "fashion_mnist"])
-def test_train_on_an_mnist_set_end_to_end(tmp_path, elsewhere, offline_data_sets, option):
+def test_train_on_an_mnist_set_end_to_end(tmp_path, elsewhere, offline_data_sets, train_in_this_process, option):
     run_dir = tmp_path / "run"
-    result = train(f"data={option}", f"data.root={offline_data_sets}", "trainer.max_epochs=2",
-                   "model.hidden_sizes=[32]", f"hydra.run.dir={run_dir}", cwd=elsewhere)
+    result = train_in_this_process(f"data={option}", f"data.root={offline_data_sets}", "trainer.max_epochs=2",
+                                   "model.hidden_sizes=[32]", f"hydra.run.dir={run_dir}", cwd=elsewhere)
     assert_succeeded(result)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 2

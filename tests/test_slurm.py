@@ -212,8 +212,8 @@ def test_a_job_stopped_by_slurm_is_requeued_by_submitit_and_carries_on_in_its_di
     id, in the same directory, resumes from last.pt and ends with the steps of a run never stopped."""
     sweep = tmp_path / "sweep"
     process = TrainProcess("-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"hydra.sweep.dir={sweep}",
-                           MODEL, "model.hidden_sizes=[32]", "data.batch_size=128", "trainer.max_epochs=3",
-                           pause_at=7, folder=tmp_path / "process", env=fake_slurm.env)
+                           MODEL, "data=xor", "model.hidden_sizes=[32]", "data.batch_size=70", "trainer.max_epochs=3",
+                           "trainer.curves=false", pause_at=7, folder=tmp_path / "process", env=fake_slurm.env)
     try:
         process.wait_until_paused()
         os.kill(fake_slurm.pid("step.pids"), signal.SIGUSR2)  # the job's python: srun became it
@@ -247,7 +247,7 @@ def test_submitit_local_runs_a_sweep_of_two_jobs_each_in_its_own_directory(tmp_p
     elsewhere, sweep = tmp_path / "elsewhere", tmp_path / "sweep"
     elsewhere.mkdir()
     result = train("-m", "hydra/launcher=submitit_local", "data=moons", "optimizer=sgd,adam",
-                   "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}", cwd=elsewhere)
+                   "trainer.max_epochs=2", "trainer.curves=false", f"hydra.sweep.dir={sweep}", cwd=elsewhere)
     assert_succeeded(result)
     assert sorted(path.name for path in sweep.iterdir()) == [".submitit", "0", "1", "multirun.yaml"]
     for job, optimizer in (("0", "sgd"), ("1", "adam")):

@@ -65,7 +65,7 @@ def test_a_model_on_the_command_line_replaces_the_searchs_model():
 def test_a_tiny_search_runs_its_trials_and_records_the_best(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = train("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "data=moons", "trainer.max_epochs=2",
-                   f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+                   "trainer.curves=false", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert_succeeded(result)
 
     jobs = {job: json.loads((sweep_dir / job / "summary.json").read_text())["best_value"] for job in ("0", "1", "2")}
@@ -86,7 +86,7 @@ def test_a_sweep_started_again_skips_its_finished_jobs_resumes_the_interrupted_o
     # Job 0 takes 4 steps (2 batches of 512 x 2 epochs), job 1 pauses at its step 10 of 44: SIGTERM there, as a
     # cluster or a Ctrl-C would stop the sweep.
     sweep = ["-m", "data=moons", "data.batch_size=512,32", "trainer.max_epochs=2", MODEL, "trainer.resume=auto",
-             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+             "trainer.curves=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     first = TrainProcess(*sweep, folder=tmp_path / "first", pause_at=10)
     first.wait_until_paused()
     first.process.send_signal(signal.SIGTERM)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from subprocess import CompletedProcess
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -182,20 +184,21 @@ def test_train_with_a_missing_csv_exits_2_with_one_line_and_writes_nothing(tmp_p
 
 # --- runs -----------------------------------------------------------------------------------------------------------
 
-def train_on_csv(path: str, target: str, tmp_path: Path, elsewhere: Path) -> tuple[Path, dict]:
-    """`train data=csv` for 5 epochs; the run directory and its best checkpoint."""
+def train_on_csv(train_in_this_process: Callable[..., CompletedProcess], path: str, target: str, tmp_path: Path,
+                 elsewhere: Path) -> tuple[Path, dict]:
+    """`train data=csv` for 5 epochs, in this process; the run directory and its best checkpoint."""
     run_dir = tmp_path / "run"
-    assert_succeeded(train("data=csv", f"data.path={path}", f"data.target={target}", "trainer.max_epochs=5",
-                           f"hydra.run.dir={run_dir}", cwd=elsewhere))
+    assert_succeeded(train_in_this_process("data=csv", f"data.path={path}", f"data.target={target}",
+                                           "trainer.max_epochs=5", f"hydra.run.dir={run_dir}", cwd=elsewhere))
     return run_dir, load_checkpoint(run_dir / "checkpoints" / "best.pt")
 
 
-def test_train_on_a_regression_csv_infers_the_task(tmp_path, elsewhere):
+def test_train_on_a_regression_csv_infers_the_task(tmp_path, elsewhere, train_in_this_process):
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=200), rng.normal(size=200)
     y = 2 * a - b + rng.normal(0, 0.05, 200)
     path = table(tmp_path / "linear.csv", "a,b,y", [(f"{p:.5f}", f"{q:.5f}", f"{r:.5f}") for p, q, r in zip(a, b, y)])
-    run_dir, checkpoint = train_on_csv(path, "y", tmp_path, elsewhere)
+    run_dir, checkpoint = train_on_csv(train_in_this_process, path, "y", tmp_path, elsewhere)
     assert checkpoint["config"]["data"]["task"] == "regression"
     assert checkpoint["config"]["loss"] == {"_target_": "trainer.losses.for_task", "task": "regression"}
     assert checkpoint["model"]["head.weight"].shape[0] == 1
@@ -205,8 +208,9 @@ def test_train_on_a_regression_csv_infers_the_task(tmp_path, elsewhere):
     assert test["r2"] > 0.8
 
 
-def test_train_on_a_csv_with_text_labels_classifies(tmp_path, elsewhere):
-    run_dir, checkpoint = train_on_csv(str(write_csv_table(tmp_path / "blobs.csv")), "colour", tmp_path, elsewhere)
+def test_train_on_a_csv_with_text_labels_classifies(tmp_path, elsewhere, train_in_this_process):
+    run_dir, checkpoint = train_on_csv(train_in_this_process, str(write_csv_table(tmp_path / "blobs.csv")), "colour",
+                                       tmp_path, elsewhere)
     assert checkpoint["config"]["data"]["task"] == "multiclass"
     assert checkpoint["model"]["head.weight"].shape == (3, 128)
     assert json.loads((run_dir / "summary.json").read_text())["test"]["accuracy"] > 0.8

@@ -16,8 +16,7 @@ def split_set(task, num_classes=None, num_targets=1, n=6):
     x = torch.randn(n, 4)
     y = torch.arange(n) % num_classes if task != "regression" else torch.randn(n, num_targets)
     return DataSplits(train=(x, y), val=(x, y), test=(x, y), task=task, input_shape=(4,),
-                      num_classes=num_classes if task != "regression" else None,
-                      target_std=torch.ones(num_targets) if task == "regression" else None)
+                      num_classes=num_classes if task != "regression" else None)
 
 
 def loss(name):

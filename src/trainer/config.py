@@ -216,7 +216,8 @@ class Rule:
     allowed: str
 
 
-def _number(v: Any) -> bool:
+def is_finite_number(v: Any) -> bool:
+    """An int or float (not a bool) that is finite."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -226,15 +227,16 @@ def _integer(v: Any) -> bool:
 
 POSITIVE_INT = Rule(lambda v: _integer(v) and v > 0, "an integer >= 1")
 NON_NEGATIVE_INT = Rule(lambda v: _integer(v) and v >= 0, "an integer >= 0")
-POSITIVE = Rule(lambda v: _number(v) and v > 0, "a number > 0")
-NON_NEGATIVE = Rule(lambda v: _number(v) and v >= 0, "a number >= 0")
-PROBABILITY = Rule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)")
-OPEN_FRACTION = Rule(lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)")
-FACTOR = Rule(lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]")
+POSITIVE = Rule(lambda v: is_finite_number(v) and v > 0, "a number > 0")
+NON_NEGATIVE = Rule(lambda v: is_finite_number(v) and v >= 0, "a number >= 0")
+PROBABILITY = Rule(lambda v: is_finite_number(v) and 0 <= v < 1, "a number in [0, 1)")
+OPEN_FRACTION = Rule(lambda v: is_finite_number(v) and 0 < v < 1, "a number in (0, 1)")
+FACTOR = Rule(lambda v: is_finite_number(v) and 0 < v <= 1, "a number in (0, 1]")
 BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
 INT_LIST = Rule(lambda v: isinstance(v, (list, tuple)) and all(_integer(n) and n > 0 for n in v),
                 "a list of integers >= 1, e.g. [128,64]")
-BETAS = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+BETAS = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+             and all(is_finite_number(b) and 0 <= b < 1 for b in v),
              "two numbers in [0, 1), e.g. [0.9,0.999]")
 
 

@@ -99,8 +99,8 @@ def printout(report: dict[str, Any]) -> str:
     options = "".join(f", {k} {v}" for k, v in report["options"].items())
     x, y = report["batch"]["x"], report["batch"]["y"]
     lines = [f"one step of {report['optimizer']} (lr {report['lr']:g}{options}) on the first training batch",
-             f"x {_shape(x):<12} {_brief(x)}",
-             f"y {_shape(y):<12} {_brief(y)}",
+             f"{'x ' + _shape(x):<14} {_brief(x)}",
+             f"{'y ' + _shape(y):<14} {_brief(y)}",
              f"output before  {_brief(report['output_before'])}",
              f"loss before    {report['loss_before']:.6g}", ""]
     for name, parameter in report["parameters"].items():

@@ -39,7 +39,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         prog="train-plot", description="The learning curves of several runs on one figure: training and "
                                        "validation loss, the validation metrics and the learning rate against "
                                        "epoch, one colour per run.")
-    parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", type=Path, help="a run's folder: it holds metrics.csv")
+    parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", type=Path,
+                        help="a run's folder: it holds metrics.csv")
     parser.add_argument("--output", metavar="PATH", type=Path, default=Path("curves.png"),
                         help="write the figure here (default: ./curves.png)")
     args = parser.parse_args(argv)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from trainer.config import ConfigError
+from trainer.config import POSITIVE_INT, ConfigError, is_finite_number
 from trainer.data import DataDescription, build_data
 from trainer.data.table import feature_matrix, read_columns
 from trainer.metrics import predicted_classes
@@ -154,14 +153,10 @@ def _json_rows(source: Path, description: DataDescription) -> np.ndarray:
         for name in names:
             if name not in row:
                 raise ConfigError("input", str(source), f"{expected} (row {number} has no {name!r})")
-            if not _is_finite_number(row[name]):
+            if not is_finite_number(row[name]):
                 raise ConfigError("input", str(source), f"{expected} (row {number} has {name!r}: {row[name]!r})")
     # As a CSV file's numbers are read: float64, then float32.
     return np.asarray([[row[name] for name in names] for row in rows], dtype=np.float64).astype(np.float32)
-
-
-def _is_finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _listed(names: list[str], most: int = 10) -> str:
@@ -199,8 +194,8 @@ def write_csv(predictions: list[Prediction], path: Path) -> None:
 
 def main(cfg: DictConfig) -> None:
     """`predict`, once Hydra has composed configs/predict.yaml: predict, print, and write output= if set."""
-    if isinstance(cfg.top_k, bool) or not isinstance(cfg.top_k, int) or cfg.top_k < 1:
-        raise ConfigError("top_k", cfg.top_k, "an integer >= 1")
+    if not POSITIVE_INT.accepts(cfg.top_k):
+        raise ConfigError("top_k", cfg.top_k, POSITIVE_INT.allowed)
     trained = load(cfg)
     source = Path(required(cfg, "input", "an image, a folder of images, or a .csv or .json file of rows"))
     predictions = predict(trained, source)

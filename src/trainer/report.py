@@ -210,7 +210,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                                          "markdown, written to SWEEP_DIR/report.md and SWEEP_DIR/report.csv; "
                                          "their learning curves on one figure, SWEEP_DIR/curves.png.")
     parser.add_argument("sweep_dir", metavar="SWEEP_DIR", type=Path, help="e.g. multirun/2024-05-01/12-00-00-000000")
-    parser.add_argument("--markdown", metavar="PATH", type=Path, help="write the markdown here (default: SWEEP_DIR/report.md)")
+    parser.add_argument("--markdown", metavar="PATH", type=Path,
+                        help="write the markdown here (default: SWEEP_DIR/report.md)")
     parser.add_argument("--csv", metavar="PATH", type=Path, help="write the CSV here (default: SWEEP_DIR/report.csv)")
     parser.add_argument("--curves", metavar="PATH", type=Path,
                         help="draw the learning curves here (default: SWEEP_DIR/curves.png)")

@@ -79,7 +79,8 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
              data.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
              f"{sum(p.numel() for p in model.parameters()):,}", device,
              f" x {processes.world_size} processes" if processes.distributed else "")
-    log.info("%s", summary_table(model, _sample_batch(data, device)))
+    if processes.is_main:  # (the other processes log warnings only: the summary's forward pass would be wasted)
+        log.info("%s", summary_table(model, _sample_batch(data, device)))
     return Run(engine, data, train_batches, val_batches, test_batches)
 
 

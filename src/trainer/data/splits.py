@@ -61,8 +61,6 @@ class DataSplits:
     input_shape: tuple[int, ...]
     num_classes: Optional[int]
     """Number of classes for classification (2 for binary); None for regression."""
-    target_std: Optional[torch.Tensor] = None
-    """Regression: the train targets' standard deviation, shape (T,); errors are reported in the data's units."""
     normalize: Optional[Normalize] = None
     """Images: uint8 batch -> normalised float batch, with the train split's statistics."""
     augment: Optional[Augment] = None
@@ -80,6 +78,12 @@ class DataSplits:
     def num_targets(self) -> int:
         """Regression: values predicted per sample."""
         return self.train[1].shape[1]
+
+    @property
+    def target_std(self) -> Optional[torch.Tensor]:
+        """Regression with data.standardize: the train targets' standard deviation, shape (T,), by which they were
+        divided; errors are reported in the data's units with it. None when the targets were not scaled."""
+        return None if self.target_scaling is None else torch.from_numpy(self.target_scaling.std)
 
     def description(self) -> DataDescription:
         """What a checkpoint keeps of the data, to prepare new samples as these were (`predict`)."""
@@ -105,7 +109,7 @@ def build_data(cfg: DictConfig) -> DataSplits:
         if len(part) == 0:
             raise ConfigError(f"data.{key}", cfg.get(key), f"a fraction that leaves samples in each of train, val "
                                                            f"and test ({len(arrays.x)} samples)")
-    target_std = normalize = feature_scaling = target_scaling = None
+    normalize = feature_scaling = target_scaling = None
     if images:
         channels = x_train.shape[1]
         normalize = Normalize.fitted(torch.from_numpy(x_train)) if cfg.standardize else Normalize.unit_range(channels)
@@ -113,7 +117,6 @@ def build_data(cfg: DictConfig) -> DataSplits:
         feature_scaling = Standardize.fitted(x_train)
         x_train, x_val, x_test = map(feature_scaling, (x_train, x_val, x_test))
     if task == "regression" and cfg.standardize:
-        target_std = torch.from_numpy(y_train.std(axis=0).clip(min=1e-12))
         target_scaling = Standardize.fitted(y_train)
         y_train, y_val, y_test = map(target_scaling, (y_train, y_val, y_test))
 
@@ -132,7 +135,7 @@ def build_data(cfg: DictConfig) -> DataSplits:
     return DataSplits(
         train=tensors(x_train, y_train), val=tensors(x_val, y_val), test=tensors(x_test, y_test),
         task=task, input_shape=tuple(arrays.x.shape[1:]), num_classes=None if classes is None else len(classes),
-        target_std=target_std, normalize=normalize, augment=augment, feature_scaling=feature_scaling,
+        normalize=normalize, augment=augment, feature_scaling=feature_scaling,
         target_scaling=target_scaling, class_names=_class_names(classes, arrays.class_names),
         feature_names=feature_names,
     )

@@ -96,6 +96,7 @@ def test_a_filled_in_direction_does_not_leak_into_the_default_mode():
     (["data.batch_size=???"], "data.batch_size", "'???'"),
     (["optimizer.lr=-1"], "optimizer.lr", "-1"),
     (["optimizer.lr=0"], "optimizer.lr", "0"),
+    (["optimizer.lr=1" + "0" * 400], "optimizer.lr", "1" + "0" * 400),  # an int too large for a float
     (["optimizer.betas=[0.9,1.0]"], "optimizer.betas", "[0.9, 1.0]"),
     (["model=dropout_net", "model.dropout=1.5"], "model.dropout", "1.5"),
     (["model.hidden_sizes=[0]"], "model.hidden_sizes", "[0]"),

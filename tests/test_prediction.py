@@ -5,9 +5,12 @@ again (its statistics fitted again), the model with the checkpoint's weights."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +177,18 @@ def test_a_checkpoint_that_keeps_no_description_of_its_data_reads_the_data_set_a
 
 # --- mistakes -------------------------------------------------------------------------------------------------
 
+def image_file_bytes(image_format: str) -> bytes:
+    """A 28x28 grey image of noise, as a PNG or JPEG file holds it."""
+    pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, image_format)
+    return buffer.getvalue()
+
+
+def first_half(content: bytes) -> bytes:
+    return content[:len(content) // 2]
+
+
 # (the run, the input file's name and content (bytes, text, or None for no file), other overrides; the key, the
 # value as the message shows it with {input} for the file's path, a part of what is allowed)
 MISTAKES = [
@@ -193,13 +208,31 @@ MISTAKES = [
                                                                            "them: this model was trained on images "
                                                                            "of shape (1, 28, 28)"),
     ("images", "digit.png", "not an image", [], "input", "'{input}'", "a PNG or JPEG image (cannot identify"),
+    ("images", "digit.png", first_half(image_file_bytes("PNG")), [], "input", "'{input}'",
+     "a PNG or JPEG image (image file is truncated)"),
+    ("images", "digit.jpg", first_half(image_file_bytes("JPEG")), [], "input", "'{input}'",
+     "a PNG or JPEG image (image file is truncated"),
+    ("classes", "rows.json", "[" * 100_000 + "]" * 100_000, [], "input", "'{input}'",
+     "(it nests lists or objects too deeply to read)"),
+    ("classes", "rows.json", '{"a": 1, "b": 2, "c": 3, "d": 1' + "0" * 400 + "}", [], "input", "'{input}'",
+     f"(row 1 has 'd': 1{'0' * 39})"),  # the value cut to 40 characters
+    ("classes", "rows.json", '{"a": 1, "b": 2, "c": 3e39, "d": 4}', [], "input", "'{input}'",
+     "within float32's range of ±3.4e+38 (row 1 has 'c': 3e+39)"),
+    ("classes", "rows.json", '[{"a": 1, "b": 2, "c": 3, "d": 4}, {"a": 1, "b": 2, "c": 3, "d": 4, "a": 5}]', [],
+     "input", "'{input}'", "(an object has the key 'a' twice)"),
+    ("classes", "rows.json", '{"a": 1, "b": 2, "c": "x' + "y" * 1000 + '", "d": 4}', [], "input", "'{input}'",
+     f"(row 1 has 'c': 'x{'y' * 38})"),
+    ("classes", "x" * 300 + ".csv", None, [], "input", "'{input}'", "a file or folder that exists"),
 ]
 
 
 @pytest.mark.parametrize("run, name, content, overrides, key, value, allowed", MISTAKES,
                          ids=["image-for-a-table", "txt-for-a-table", "csv-without-a-column", "csv-not-a-number",
                               "json-without-a-feature", "json-text-for-a-number", "json-not-an-object",
-                              "missing-input", "top-k-0", "no-input", "csv-for-images", "png-not-an-image"])
+                              "missing-input", "top-k-0", "no-input", "csv-for-images", "png-not-an-image",
+                              "truncated-png", "truncated-jpeg", "json-nested-too-deeply", "json-int-beyond-float",
+                              "json-beyond-float32", "json-key-twice", "json-long-text-cut",
+                              "name-too-long-for-the-os"])
 def test_mistakes_name_the_key_the_value_and_what_is_allowed(runs, tmp_path, run, name, content, overrides, key,
                                                              value, allowed):
     source = tmp_path / (name or "none")
@@ -211,6 +244,39 @@ def test_mistakes_name_the_key_the_value_and_what_is_allowed(runs, tmp_path, run
                                                  f"input={source}", "device=cpu", *overrides))
     assert message.startswith(f"{key}: got {value.format(input=source)}, expected "), message
     assert allowed in message, message
+
+
+def write_png_of_zeros(path: Path, width: int, height: int) -> None:
+    """A grey PNG of width x height zeros: a few hundred kilobytes that decode to width * height bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + width)  # each row: its filter type (0, none), then its pixels
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8 bits per pixel, grey
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side, limit", [(10_000, Image.MAX_IMAGE_PIXELS), (15_000, 2 * Image.MAX_IMAGE_PIXELS)],
+                         ids=["above-the-limit-pil-warns-at", "above-the-limit-pil-refuses-at"])
+def test_a_decompression_bomb_is_refused_before_it_is_decoded(runs, tmp_path, side, limit):
+    write_png_of_zeros(tmp_path / "bomb.png", side, side)
+    message = mistake("predict", compose_command("predict", f"ckpt_path={best_checkpoint(runs['images'])}",
+                                                 f"input={tmp_path / 'bomb.png'}", "device=cpu"))
+    assert message == (f"input: got '{tmp_path / 'bomb.png'}', expected a PNG or JPEG image of at most "
+                       f"{Image.MAX_IMAGE_PIXELS} pixels (Image size ({side * side} pixels) exceeds limit of {limit} "
+                       f"pixels, could be decompression bomb DOS attack.)")
+
+
+def test_a_json_input_too_large_to_read_is_refused_by_its_size(runs, tmp_path):
+    source = tmp_path / "rows.json"
+    with source.open("wb") as file:
+        file.truncate(300 * 2**20)  # sparse: 300 MiB that take no room on the disk
+    message = mistake("predict", compose_command("predict", f"ckpt_path={best_checkpoint(runs['classes'])}",
+                                                 f"input={source}", "device=cpu"))
+    assert message == (f"input: got '{source}', expected a JSON object {{feature: number}} or a list of them, with "
+                       f"the features a, b, c, d, in a file of at most 200 MiB (this one has 300 MiB)")
 
 
 def test_the_predict_command_prints_each_row_s_class_and_writes_the_output_csv(runs, tmp_path, elsewhere):

@@ -217,8 +217,13 @@ class Rule:
 
 
 def is_finite_number(v: Any) -> bool:
-    """An int or float (not a bool) that is finite."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """An int or float (not a bool) that is finite as a float: an int too large for one (10**400) is not."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # math.isfinite converts an int to a float first
+        return False
 
 
 def _integer(v: Any) -> bool:

@@ -6,6 +6,10 @@ the training images' channels and size, normalised per channel with the train sp
 train split's feature statistics. A classifier's output becomes the class and its probabilities, a regression
 model's the values in the data's units. Checkpoints from before checkpoints kept the description have the data
 set read again to fit it.
+
+A file is read as a stranger may have written it: an image of more pixels than PIL allows (a decompression bomb), a
+JSON file too large or nested too deeply to read, a key given twice, a number beyond float32's range are each
+refused in one line, before they cost memory or turn into nan predictions.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,7 +29,7 @@ from omegaconf import DictConfig
 
 from trainer.config import POSITIVE_INT, ConfigError, is_finite_number
 from trainer.data import DataDescription, build_data
-from trainer.data.table import feature_matrix, read_columns
+from trainer.data.table import FLOAT32_MAX, feature_matrix, read_columns
 from trainer.metrics import predicted_classes
 from trainer.trained import Trained, load, required
 
@@ -33,6 +39,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TABLE_SUFFIXES = (".csv", ".json")
 IMAGE_MODES = {1: "L", 3: "RGB"}
 """PIL's mode for images of that many channels: grey, colour."""
+MAX_JSON_BYTES = 200 * 2**20
+"""The largest JSON input read: its rows become Python objects many times the file's size, so a larger file is
+refused before it is read."""
 
 
 @dataclass
@@ -78,7 +87,7 @@ def description_of(trained: Trained) -> DataDescription:
 def read_samples(source: Path, description: DataDescription) -> tuple[torch.Tensor, list[str]]:
     """The samples of `source` as the model's input, float32 (N, *input_shape), and a name for each. An input the
     model cannot take is a ConfigError naming what it can."""
-    if not source.exists():
+    if not os.path.exists(source):  # False for a name too long for the OS, where Path.exists raises
         raise ConfigError("input", str(source), "a file or folder that exists")
     suffix = source.suffix.lower()
     if description.pixels is not None:
@@ -115,14 +124,20 @@ def _images(source: Path, description: DataDescription) -> tuple[torch.Tensor, l
 
 def _pixels(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
     """One image in PIL's `mode`, resized (bilinear) to `size` (width, height) if it has another: uint8 (H, W) or
-    (H, W, 3)."""
+    (H, W, 3). An image of more pixels than PIL's limit is refused, whether PIL itself would refuse it or only warn:
+    a small file that decodes to gigabytes (a decompression bomb) looks like that."""
     from PIL import Image  # torchvision's dependency
 
     try:
-        with Image.open(path) as image:
-            image = image.convert(mode)
-            return np.asarray(image if image.size == size else image.resize(size, Image.Resampling.BILINEAR))
-    except OSError as error:  # PIL.UnidentifiedImageError too: not an image
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = image.convert(mode)
+                return np.asarray(image if image.size == size else image.resize(size, Image.Resampling.BILINEAR))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ConfigError("input", str(path), f"a PNG or JPEG image of at most {Image.MAX_IMAGE_PIXELS} pixels "
+                                              f"({error})") from None
+    except OSError as error:  # PIL.UnidentifiedImageError too: not an image; a truncated one
         raise ConfigError("input", str(path), f"a PNG or JPEG image ({error})") from None
 
 
@@ -142,10 +157,16 @@ def _json_rows(source: Path, description: DataDescription) -> np.ndarray:
     """float32 (N, F) from a JSON object {feature: number, ...} or a list of them (other keys are left alone)."""
     names = description.feature_names
     expected = f"a JSON object {{feature: number}} or a list of them, with the features {_listed(names)}"
+    size = source.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise ConfigError("input", str(source), f"{expected}, in a file of at most {MAX_JSON_BYTES // 2**20} MiB "
+                                                f"(this one has {size / 2**20:.0f} MiB)")
     try:
-        content = json.loads(source.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        content = json.loads(source.read_text(encoding="utf-8"), object_pairs_hook=_object_of_distinct_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError, RepeatedKey) as error:
         raise ConfigError("input", str(source), f"{expected} ({error})") from None
+    except RecursionError:
+        raise ConfigError("input", str(source), f"{expected} (it nests lists or objects too deeply to read)") from None
     rows = content if isinstance(content, list) else [content]
     if not rows or not all(isinstance(row, dict) for row in rows):
         raise ConfigError("input", str(source), f"{expected} (it holds {type(content).__name__} {content!r:.40})")
@@ -154,9 +175,27 @@ def _json_rows(source: Path, description: DataDescription) -> np.ndarray:
             if name not in row:
                 raise ConfigError("input", str(source), f"{expected} (row {number} has no {name!r})")
             if not is_finite_number(row[name]):
-                raise ConfigError("input", str(source), f"{expected} (row {number} has {name!r}: {row[name]!r})")
+                raise ConfigError("input", str(source), f"{expected} (row {number} has {name!r}: {row[name]!r:.40})")
+            if abs(row[name]) > FLOAT32_MAX:  # the model's input is float32
+                raise ConfigError("input", str(source), f"{expected}, within float32's range of ±{FLOAT32_MAX:.3g} "
+                                                        f"(row {number} has {name!r}: {row[name]!r})")
     # As a CSV file's numbers are read: float64, then float32.
     return np.asarray([[row[name] for name in names] for row in rows], dtype=np.float64).astype(np.float32)
+
+
+class RepeatedKey(ValueError):
+    """A JSON object that gives a key twice."""
+
+
+def _object_of_distinct_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json's object_pairs_hook: a JSON object as a dict; a key given twice is refused, where json alone would keep
+    the last value and drop the other without a word."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise RepeatedKey(f"an object has the key {key!r} twice")
+        seen.add(key)
+    return dict(pairs)
 
 
 def _listed(names: list[str], most: int = 10) -> str:

@@ -11,6 +11,10 @@ import numpy as np
 from trainer.config import ConfigError
 from trainer.data.splits import Arrays
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest number a table's value may be: features and targets become float32 tensors, where a larger one would
+be inf."""
+
 
 def read_csv(path: str, target: str, features: Optional[Sequence[str]] = None) -> Arrays:
     """Features from the `features` columns (all but the target when null), as float32; the target column as

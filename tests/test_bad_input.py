@@ -46,13 +46,23 @@ def files(tmp_path_factory) -> dict[str, str]:
     torch.save({**load_checkpoint(checkpoint), "extra": CreatesAFile(folder / "payload-ran")}, malicious)
     bad_csv = folder / "bad.csv"
     bad_csv.write_text("a,b,y\n1,2,0\nx,3,1\n")
+    latin1_csv = folder / "latin1.csv"
+    latin1_csv.write_bytes("a,y\n1,red\n2,rosé\n".encode("latin-1"))
+    repeated_column_csv = folder / "repeated_column.csv"
+    repeated_column_csv.write_text("a,b,a,y\n1,2,3,0\n4,5,6,1\n")
+    one_class_csv = folder / "one_class.csv"
+    one_class_csv.write_text("a,y\n" + "".join(f"{i},red\n" for i in range(30)))
+    beyond_float32_csv = folder / "beyond_float32.csv"
+    beyond_float32_csv.write_text("a,b,y\n1,2,0\n3,1e308,1\n")
     empty = folder / "empty"
     empty.mkdir()
     damaged = folder / "damaged"
     images = write_mnist(damaged) / "t10k-labels-idx1-ubyte"
     images.write_bytes(images.read_bytes()[:20])
     return {"run": str(run), "checkpoint": str(checkpoint), "truncated": str(truncated),
-            "malicious": str(malicious), "bad_csv": str(bad_csv), "empty": str(empty), "damaged": str(damaged),
+            "malicious": str(malicious), "bad_csv": str(bad_csv), "latin1_csv": str(latin1_csv),
+            "repeated_column_csv": str(repeated_column_csv), "one_class_csv": str(one_class_csv),
+            "beyond_float32_csv": str(beyond_float32_csv), "empty": str(empty), "damaged": str(damaged),
             "payload_ran": str(folder / "payload-ran")}
 
 
@@ -114,6 +124,16 @@ TABLE = [
      "a finite number in every row of column 'a' (line 3 has 'x')"),
     (["data=csv", "data.path={bad_csv}", "data.target=label"], "data.target", "'label'",
      "a column of {bad_csv}: a, b, y"),
+    (["data=csv", "data.path={latin1_csv}", "data.target=y"], "data.path", "'{latin1_csv}'",
+     "a CSV file of UTF-8 text (line 3 has the byte 0xe9, which is not UTF-8 there: save the file as UTF-8)"),
+    (["data=csv", "data.path={repeated_column_csv}", "data.target=y"], "data.path", "'{repeated_column_csv}'",
+     "a header row that names each column once ('a' is column 1 and column 3)"),
+    (["data=csv", "data.path={one_class_csv}", "data.target=y"], "data.target", "'y'",
+     "a column whose values differ (every row of {one_class_csv} has 'red')"),
+    (["data=csv", "data.path={beyond_float32_csv}", "data.target=y"], "data.path", "'{beyond_float32_csv}'",
+     "a number within float32's range of ±3.4e+38 in every row of column 'b' (line 3 has '1e308')"),
+    (["data=csv", f"data.path={'x' * 300}.csv", "data.target=y"], "data.path", f"'{'x' * 300}.csv'",
+     "the path of a file that exists"),  # a name too long for the OS
     (["data=mnist", "data.root={empty}", "data.download=false"], "data.root", "'{empty}'",
      "a folder holding {empty}/MNIST/raw/{{train-images-idx3-ubyte,"),
     (["data=mnist", "data.root={damaged}", "data.download=false"], "data.root", "'{damaged}'",

@@ -34,6 +34,8 @@ def assert_names_key_and_value(error: ConfigError, key: str, value_text: str) ->
     ("l2", math.nan),
     ("log_every_n_steps", 0),
     ("eval_batch_size", 0),
+    ("resume", "x" * 300 + ".pt"),  # a name too long for the OS
+    ("init_from", "x" * 300 + ".pt"),
 ])
 def test_trainer_config_rejects_a_bad_value_naming_key_and_value(key, value):
     with pytest.raises(ConfigError) as error:

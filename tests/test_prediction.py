@@ -218,6 +218,8 @@ MISTAKES = [
      f"(row 1 has 'd': 1{'0' * 39})"),  # the value cut to 40 characters
     ("classes", "rows.json", '{"a": 1, "b": 2, "c": 3e39, "d": 4}', [], "input", "'{input}'",
      "within float32's range of ±3.4e+38 (row 1 has 'c': 3e+39)"),
+    ("classes", "rows.csv", "a,b,c,d\n1,2,3,4\n1,-3e39,3,4\n", [], "input", "'{input}'",
+     "a number within float32's range of ±3.4e+38 in every row of column 'b' (line 3 has '-3e39')"),
     ("classes", "rows.json", '[{"a": 1, "b": 2, "c": 3, "d": 4}, {"a": 1, "b": 2, "c": 3, "d": 4, "a": 5}]', [],
      "input", "'{input}'", "(an object has the key 'a' twice)"),
     ("classes", "rows.json", '{"a": 1, "b": 2, "c": "x' + "y" * 1000 + '", "d": 4}', [], "input", "'{input}'",
@@ -231,7 +233,7 @@ MISTAKES = [
                               "json-without-a-feature", "json-text-for-a-number", "json-not-an-object",
                               "missing-input", "top-k-0", "no-input", "csv-for-images", "png-not-an-image",
                               "truncated-png", "truncated-jpeg", "json-nested-too-deeply", "json-int-beyond-float",
-                              "json-beyond-float32", "json-key-twice", "json-long-text-cut",
+                              "json-beyond-float32", "csv-beyond-float32", "json-key-twice", "json-long-text-cut",
                               "name-too-long-for-the-os"])
 def test_mistakes_name_the_key_the_value_and_what_is_allowed(runs, tmp_path, run, name, content, overrides, key,
                                                              value, allowed):

@@ -26,6 +26,11 @@ def test_standardize_centres_and_scales_each_feature_and_leaves_a_constant_one_a
     np.testing.assert_allclose(scaling.inverse(standardised), train, rtol=1e-6)
 
 
+def test_standardize_scales_values_whose_squares_overflow_float32():
+    train = np.array([[0.0], [1e30], [2e30]], dtype=np.float32)
+    np.testing.assert_allclose(Standardize.fitted(train)(train)[:, 0], [-1.2247449, 0, 1.2247449], rtol=1e-6)
+
+
 # (the data option's overrides; the class names; the feature names, or None for images; which statistics it has)
 SETS = [
     (["data=csv"], list(CSV_CLASSES), ["a", "b", "c", "d"], "features"),

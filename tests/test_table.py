@@ -122,6 +122,55 @@ def test_a_feature_value_that_is_not_a_finite_number_names_the_column_and_line(t
                               f"(line 4 has {bad!r})")
 
 
+@pytest.mark.parametrize("column, bad", [("b", "1e308"), ("b", "-3.5e38"), ("y", "1e39")],
+                         ids=["feature", "negative-feature", "target"])
+def test_a_value_beyond_float32_s_range_names_the_column_and_line(tmp_path, column, bad):
+    rows = [[1, 2, 0.5], [3, 4, 1.5], [5, 6, 2.5]]
+    rows[2][["a", "b", "y"].index(column)] = bad
+    path = table(tmp_path / "t.csv", "a,b,y", rows)
+    assert error_of(path) == (f"data.path: got {path!r}, expected a number within float32's range of ±3.4e+38 in "
+                              f"every row of column {column!r} (line 4 has {bad!r})")
+
+
+@pytest.mark.parametrize("encoding, line, problem", [
+    ("latin-1", 3, "has the byte 0xe9, which is not UTF-8 there"),
+    ("utf-16", 1, "has the byte 0xff, which is not UTF-8 there"),  # its byte order mark
+    ("utf-16-le", 1, "has a NUL character, as UTF-16 text does"),
+], ids=["latin-1", "utf-16", "utf-16-without-a-byte-order-mark"])
+def test_a_file_that_is_not_utf8_text_is_a_data_path_error_naming_the_line(tmp_path, encoding, line, problem):
+    path = tmp_path / "t.csv"
+    path.write_bytes(("a,y\n1,red\n2,rosé\n" if encoding == "latin-1" else "a,y\n1,red\n2,blue\n").encode(encoding))
+    assert error_of(str(path)) == (f"data.path: got {str(path)!r}, expected a CSV file of UTF-8 text (line {line} "
+                                   f"{problem}: save the file as UTF-8)")
+
+
+def test_a_header_that_names_a_column_twice_is_a_data_path_error(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b,y, a\n1,2,0,3\n4,5,1,6\n")
+    assert error_of(path) == (f"data.path: got {path!r}, expected a header row that names each column once ('a' is "
+                              f"column 1 and column 4)")
+
+
+def test_a_field_larger_than_csv_reads_is_a_data_path_error(tmp_path):
+    path = write(tmp_path / "t.csv", f'a,y\n1,0\n"{"x" * 200_000}",1\n')
+    assert error_of(path) == (f"data.path: got {path!r}, expected a CSV file (line 3: field larger than field limit "
+                              f"(131072))")
+
+
+@pytest.mark.parametrize("label", ["red", "1"], ids=["text", "number"])
+def test_a_target_of_one_class_is_a_data_target_error(tmp_path, label):
+    path = table(tmp_path / "t.csv", "a,y", [(i, label) for i in range(30)])
+    assert error_of(path) == (f"data.target: got 'y', expected a column whose values differ (every row of {path} "
+                              f"has {label!r})")
+
+
+def test_a_path_too_long_for_the_os_is_a_data_path_error(tmp_path):
+    path = str(tmp_path / ("x" * 300 + ".csv"))
+    assert error_of(path) == f"data.path: got {path!r}, expected a CSV file that exists"
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config("data=csv", f"data.path={path}", "data.target=y"))
+    assert str(error.value) == f"data.path: got {path!r}, expected the path of a file that exists"
+
+
 def test_a_ragged_row_names_its_line(tmp_path):
     path = write(tmp_path / "t.csv", "a,b,y\n1,2,0\n3,4\n5,6,1\n")
     assert error_of(path) == f"data.path: got {path!r}, expected 3 values per row, as in the header (line 3 has 2)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -176,9 +177,10 @@ class TrainerConfig:
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
         _one_of("grad_clip_algorithm", self.grad_clip_algorithm, ("norm", "value"))
-        if self.resume not in (None, "auto") and not Path(self.resume).is_file():
+        # os.path.isfile, not Path.is_file: that raises for a name too long for the OS.
+        if self.resume not in (None, "auto") and not os.path.isfile(self.resume):
             raise ConfigError("resume", self.resume, "auto, or the path of a checkpoint file that exists")
-        if self.init_from is not None and not Path(self.init_from).is_file():
+        if self.init_from is not None and not os.path.isfile(self.init_from):
             raise ConfigError("init_from", self.init_from, "the path of a checkpoint file that exists")
         if self.resume == "auto" and not self.checkpoint.save_last:
             raise ConfigError("resume", self.resume, "null when checkpoint.save_last is false (auto resumes from "
@@ -269,7 +271,7 @@ def _or_null(rule: Rule) -> Rule:
 
 
 TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
-EXISTING_FILE = Rule(lambda v: isinstance(v, str) and Path(v).is_file(), "the path of a file that exists")
+EXISTING_FILE = Rule(lambda v: isinstance(v, str) and os.path.isfile(v), "the path of a file that exists")
 TEXT_LIST = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(n, str) for n in v),
                  "a list of column names, e.g. [age,height]")
 

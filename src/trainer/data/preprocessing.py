@@ -29,10 +29,11 @@ class Standardize:
 
     @classmethod
     def fitted(cls, train: np.ndarray) -> Standardize:
-        """The statistics of float32 train samples (N, *shape), over the samples."""
-        std = train.std(axis=0)
+        """The statistics of float32 train samples (N, *shape), over the samples. They are computed in float64: in
+        float32 the squares of values beyond 1.8e19 overflow, and such a feature would become 0 everywhere."""
+        std = train.std(axis=0, dtype=np.float64).astype(np.float32)
         std[std == 0] = 1.0
-        return cls(train.mean(axis=0), std)
+        return cls(train.mean(axis=0, dtype=np.float64).astype(np.float32), std)
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         """(N, *shape) in the data's units -> standardised float32."""

@@ -1,9 +1,15 @@
-import pickle
+import errno
+import os
+import threading
 
 import pytest
 import torch
 
-from trainer.checkpoint import load_checkpoint, previous_path, save_checkpoint
+import trainer.checkpoint
+from conftest import compose_config
+from trainer.checkpoint import (FORMAT_VERSION, CheckpointNotSaved, DamagedCheckpoint, content_digest,
+                                load_checkpoint, previous_path, save_checkpoint)
+from trainer.run import train
 
 RAN = []
 
@@ -129,7 +135,7 @@ def test_load_refuses_arbitrary_pickled_objects(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"epoch": 1, "payload": Payload()}, path)
     RAN.clear()
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(DamagedCheckpoint, match="Weights only load failed"):
         load_checkpoint(path)
     assert RAN == []
 
@@ -138,3 +144,116 @@ def test_load_maps_tensors_to_the_requested_device(tmp_path):
     path = tmp_path / "best.pt"
     save_checkpoint({"weight": torch.ones(2)}, path)
     assert load_checkpoint(path, map_location=torch.device("cpu"))["weight"].device == torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def real_checkpoint(tmp_path_factory) -> bytes:
+    """The bytes of a last.pt that a real (tiny) run wrote: weights, Adam's state, every RNG, the config."""
+    run_dir = tmp_path_factory.mktemp("run")
+    train(compose_config("data=xor", "model.hidden_sizes=[8]", "trainer.max_epochs=1"), run_dir)
+    return (run_dir / "checkpoints" / "last.pt").read_bytes()
+
+
+def test_every_flipped_bit_is_detected_or_changes_nothing_the_reader_gets(tmp_path, real_checkpoint):
+    original = load_checkpoint_bytes(tmp_path / "good.pt", real_checkpoint)
+    # 200 offsets spread evenly over the file, plus its first and last bytes; a different bit at each.
+    offsets = sorted({0, len(real_checkpoint) - 1, *range(0, len(real_checkpoint), len(real_checkpoint) // 200)})
+    assert len(offsets) >= 200
+    detected = unchanged = 0
+    for number, offset in enumerate(offsets):
+        damaged = bytearray(real_checkpoint)
+        damaged[offset] ^= 1 << (number % 8)
+        try:
+            loaded = load_checkpoint_bytes(tmp_path / "flipped.pt", bytes(damaged))
+        except DamagedCheckpoint:
+            detected += 1
+            continue
+        assert content_digest(loaded) == content_digest(original), f"byte {offset} changed what the reader gets"
+        unchanged += 1
+    assert detected + unchanged == len(offsets) and detected > len(offsets) // 2
+
+
+def load_checkpoint_bytes(path, content: bytes) -> dict:
+    path.write_bytes(content)
+    return load_checkpoint(path)
+
+
+def test_a_changed_tensor_under_a_stale_digest_is_refused(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(payload(), path)
+    state = torch.load(path, weights_only=True)
+    state["model"]["weight"][0, 0] += 1e-6  # what a flipped bit in the tensor's bytes does
+    torch.save(state, path)
+    with pytest.raises(DamagedCheckpoint, match="does not match the digest written with it"):
+        load_checkpoint(path)
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "last.pt"
+    os.mkfifo(fifo)
+    errors = []
+    reader = threading.Thread(target=lambda: errors.append(pytest.raises(DamagedCheckpoint, load_checkpoint, fifo)))
+    reader.start()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "reading a FIFO waited for a writer"
+    assert "it is a FIFO, not a regular file" in str(errors[0].value)
+
+
+def test_a_folder_is_refused(tmp_path):
+    with pytest.raises(DamagedCheckpoint, match="it is a folder, not a regular file"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_symlink_out_of_the_run_directory_is_refused_and_one_inside_it_followed(tmp_path):
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    save_checkpoint({"epoch": 1}, elsewhere / "last.pt")
+    save_checkpoint({"epoch": 2}, run_dir / "kept" / "last.pt")
+    (run_dir / "out.pt").symlink_to(elsewhere / "last.pt")
+    (run_dir / "in.pt").symlink_to(run_dir / "kept" / "last.pt")
+    with pytest.raises(DamagedCheckpoint, match=f"it is a symlink to {elsewhere / 'last.pt'}, outside its run"):
+        load_checkpoint(run_dir / "out.pt", inside=run_dir)
+    assert load_checkpoint(run_dir / "in.pt", inside=run_dir) == {"epoch": 2}
+    assert load_checkpoint(run_dir / "out.pt") == {"epoch": 1}  # a path the user gives may lead anywhere
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_naming_both_formats(tmp_path):
+    path = tmp_path / "best.pt"
+    newer = {"epoch": 1, "format_version": FORMAT_VERSION + 1}
+    torch.save({**newer, "digest": content_digest(newer)}, path)
+    with pytest.raises(DamagedCheckpoint, match=f"it has format {FORMAT_VERSION + 1}, written by a newer train"):
+        load_checkpoint(path)
+
+
+def test_a_format_1_checkpoint_is_upgraded_in_one_step(tmp_path):
+    """train 0.1 wrote no format number, no digest, no skipped-step count and no data description."""
+    path = tmp_path / "last.pt"
+    torch.save({"model": {"w": torch.ones(1)}, "engine": {"epoch": 3, "global_step": 30}, "version": "0.1.0"}, path)
+    state = load_checkpoint(path)
+    assert state["engine"] == {"skipped_steps": 0, "epoch": 3, "global_step": 30}
+    assert (state["epoch_progress"], state["data"], state["choices"]) == (None, None, None)
+
+
+def test_a_bare_state_dict_is_read_as_it_was_written(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": torch.ones(2)}, path)
+    assert list(load_checkpoint(path)) == ["weight"]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EIO])
+def test_a_write_the_file_system_refuses_names_the_file_and_the_error_and_leaves_the_checkpoints(
+        tmp_path, monkeypatch, code):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1}, path, keep_previous=True)
+    save_checkpoint({"epoch": 2}, path, keep_previous=True)
+
+    def refused(self, data):
+        self.error = OSError(code, os.strerror(code))
+        raise self.error
+
+    monkeypatch.setattr(trainer.checkpoint._ErrorKeepingWriter, "write", refused)  # torch wraps it in its own error
+    with pytest.raises(CheckpointNotSaved) as error:
+        save_checkpoint({"epoch": 3, "weight": torch.zeros(1000)}, path, keep_previous=True)
+    assert (error.value.errno, error.value.strerror, error.value.filename) == (code, os.strerror(code), str(path))
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.previous.pt", "last.pt"]
+    assert (load_checkpoint(path), load_checkpoint(previous_path(path))) == ({"epoch": 2}, {"epoch": 1})

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Optional
 
-from trainer.checkpoint import load_checkpoint, previous_path
+from trainer.checkpoint import DamagedCheckpoint, load_checkpoint, previous_path
 from trainer.config import ConfigError, TrainerConfig
 from trainer.data import Batcher
 from trainer.engine import Engine
+from trainer.trust import Untrusted, check_trusted, command_config_dirs
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
     """Apply trainer.init_from or trainer.resume to a freshly built engine, before it fits."""
     if settings.init_from is not None:
         state = read(Path(settings.init_from), "trainer.init_from", required=())
+        _check_trusted(state, "trainer.init_from", settings.init_from, engine.config)
         # A checkpoint of train's, or a bare state_dict (torch.save(model.state_dict(), PATH)): weights of your own.
         weights = state.get("model", state) if isinstance(state, dict) else {}
         try:
@@ -47,6 +48,7 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
     if found is None:
         return
     path, state = found
+    _check_trusted(state, "trainer.resume", str(path), engine.config)
     difference = setup_difference(state.get("config", {}), engine.config)
     if difference is not None:
         raise ConfigError("trainer.resume", str(path), f"a checkpoint of this config ({difference})")
@@ -92,7 +94,7 @@ def newest_readable(last: Path) -> Optional[tuple[Path, dict[str, Any]]]:
     errors = []
     for path, fallback in zip(candidates, [*candidates[1:], None]):
         try:
-            return path, read(path, "trainer.resume", RESUME_KEYS)
+            return path, read(path, "trainer.resume", RESUME_KEYS, inside=last.parent)
         except ConfigError as error:
             errors.append(error)
             if fallback is not None:
@@ -111,19 +113,30 @@ def _set_damaged_last_aside(last: Path, resumed_from: Path) -> None:
         log.warning("kept the unreadable %s as %s", last, damaged.name)
 
 
-def read(path: Path, key: str, required: tuple[str, ...] = ("model",)) -> dict[str, Any]:
-    """A checkpoint holding `required`, or a ConfigError naming the file: unreadable, truncated, carrying pickled
-    objects (weights_only=True refuses those without running them), or not one that train wrote."""
+def read(path: Path, key: str, required: tuple[str, ...] = ("model",),
+         inside: Optional[Path] = None) -> dict[str, Any]:
+    """A checkpoint holding `required`, or a ConfigError naming the file: unreadable, truncated, altered since it was
+    written, carrying pickled objects (weights_only=True refuses those without running them), not a regular file,
+    or not one that train wrote. `inside`: the run directory a symlinked checkpoint must stay in."""
     try:
-        state = load_checkpoint(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        # torch's first sentence says what is wrong ("... failed finding central directory"); the rest is advice.
-        reason = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(key, str(path), f"a readable checkpoint of plain values and tensors ({reason})") from None
-    missing = [name for name in required if name not in state] if isinstance(state, dict) else list(required)
+        state = load_checkpoint(path, inside=inside)
+    except DamagedCheckpoint as damage:
+        raise ConfigError(key, str(path), f"a readable checkpoint of plain values and tensors ({damage})") from None
+    missing = [name for name in required if name not in state]
     if missing:
         raise ConfigError(key, str(path), f"a checkpoint written by train (this one has no {', '.join(missing)})")
     return state
+
+
+def _check_trusted(state: dict[str, Any], key: str, path: str, own: dict[str, Any]) -> None:
+    """A checkpoint whose config names code that neither the installed configs nor this run's own config name is
+    refused, though train instantiates nothing from it: whatever reads it next might."""
+    if "config" not in state:  # a bare state_dict: weights only
+        return
+    try:
+        check_trusted(state["config"], state.get("choices"), config_dirs=command_config_dirs(), own=own)
+    except Untrusted as untrusted:
+        raise ConfigError(key, path, f"a checkpoint that names only trusted code ({untrusted})") from None
 
 
 def setup_difference(saved: dict[str, Any], current: dict[str, Any]) -> Optional[str]:

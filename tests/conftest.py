@@ -107,12 +107,12 @@ def run_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def train_in_this_process(capfd, monkeypatch):
-    """`train ARGS` run inside this process, as `train` itself would run (a fresh process costs seconds of Python,
-    torch and Hydra start-up): the exit code, stdout and stderr come back as subprocess.run's. Python warnings are
-    added to stderr, as a process prints them; Hydra's logging handlers and global state, the environment, the
-    working directory and torch's deterministic mode (trainer.deterministic) are put back afterwards, so that one
-    call leaves nothing behind for the next."""
-    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`train ARGS` (or `evaluate`, `predict`: command=) run inside this process, as the command itself would run (a
+    fresh process costs seconds of Python, torch and Hydra start-up): the exit code, stdout and stderr come back as
+    subprocess.run's. Python warnings are added to stderr, as a process prints them; Hydra's logging handlers and
+    global state, the environment, the working directory and torch's deterministic mode (trainer.deterministic) are
+    put back afterwards, so that one call leaves nothing behind for the next."""
+    def run(*args: str, cwd: Path, command: str = "train") -> subprocess.CompletedProcess:
         loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
                                           if isinstance(logger, logging.Logger))]
         before = {logger: (logger.level, logger.handlers[:], logger.propagate, logger.disabled) for logger in loggers}
@@ -126,9 +126,9 @@ def train_in_this_process(capfd, monkeypatch):
                 warnings.simplefilter("ignore", hidden_by_default)
             os.environ.pop("HYDRA_FULL_ERROR", None)  # as run_command leaves it: train sets it itself
             patch.chdir(cwd)
-            patch.setattr(sys, "argv", ["train", *args])
+            patch.setattr(sys, "argv", [command, *args])
             try:
-                cli.train()
+                getattr(cli, command)()
                 code = 0
             except SystemExit as exit:
                 code = exit.code or 0
@@ -155,6 +155,6 @@ def train_in_this_process(capfd, monkeypatch):
                 print(warnings.formatwarning(warning.message, warning.category, warning.filename, warning.lineno,
                                              warning.line), end="", file=sys.stderr)
         out, err = capfd.readouterr()
-        return subprocess.CompletedProcess(["train", *args], code, out, err)
+        return subprocess.CompletedProcess([command, *args], code, out, err)
 
     return run

@@ -87,7 +87,7 @@ class Engine:
                  scheduler: Optional[LRScheduler | ReduceLROnPlateau] = None, scheduler_interval: Optional[str] = None,
                  target_std: Optional[torch.Tensor] = None, config: Optional[dict[str, Any]] = None,
                  processes: Processes = Processes(), logger: Optional[TensorBoardLogger] = None,
-                 data_description: Optional[dict[str, Any]] = None):
+                 data_description: Optional[dict[str, Any]] = None, choices: Optional[dict[str, str]] = None):
         self.model, self.criterion, self.optimizer = model, criterion, optimizer
         """`model` is the plain module: its parameters and state_dict are the checkpoints'."""
         self.processes = processes
@@ -104,6 +104,9 @@ class Engine:
         self.settings, self.device, self.config = settings, device, config or {}
         self.data_description = data_description
         """DataDescription.to_plain() of the data: checkpoints keep it so that `predict` needs no data set."""
+        self.choices = choices
+        """The config group options the run was composed from ({"model": "mlp", ...}): checkpoints keep them, and
+        `evaluate` and `predict` take each `_target_` from those installed options, never from the file."""
         self.checkpoint_dir = run_dir / settings.checkpoint.dir
         self.metrics_log = MetricsLog(run_dir / "metrics.csv" if processes.is_main else None)
         self.health = None
@@ -411,7 +414,12 @@ class Engine:
         if self.early_stopping.best_epoch is None:
             return {}
         distributed.wait_for_every_rank()  # until rank 0 has written best.pt
-        best = load_checkpoint(self.checkpoint_dir / "best.pt", map_location=self.device)
+        if not (self.checkpoint_dir / "best.pt").exists():  # resumed from another folder's last.pt, with nothing left
+            log.warning("no best.pt in %s (the run was resumed from another folder's checkpoint and trained no "
+                        "epoch here): testing the weights it ended with", self.checkpoint_dir)
+            return self.evaluate(batches)
+        best = load_checkpoint(self.checkpoint_dir / "best.pt", map_location=self.device,
+                               inside=self.checkpoint_dir)
         self.model.load_state_dict(best["model"])
         return self.evaluate(batches)
 
@@ -446,6 +454,7 @@ class Engine:
             "metrics": self.metrics_log.rows,
             "config": self.config,
             "data": self.data_description,
+            "choices": self.choices,
             "version": __version__,
         }
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -73,7 +74,7 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
                     scheduler_interval=interval, target_std=data.target_std,
                     config=OmegaConf.to_container(cfg, resolve=True), processes=processes,
                     logger=build_logger(cfg.get("logger"), run_dir) if processes.is_main else None,
-                    data_description=data.description().to_plain())
+                    data_description=data.description().to_plain(), choices=group_choices())
     start_from_checkpoints(settings, engine, train_batches, run_dir)
     log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s%s",
              data.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
@@ -82,6 +83,15 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     if processes.is_main:  # (the other processes log warnings only: the summary's forward pass would be wasted)
         log.info("%s", summary_table(model, _sample_batch(data, device)))
     return Run(engine, data, train_batches, val_batches, test_batches)
+
+
+def group_choices() -> Optional[dict[str, Optional[str]]]:
+    """The option of each config group that `train` composed the run from ({"model": "mlp", "data": "digits", ...},
+    Hydra's own groups left out); None outside a Hydra command (a config composed by a script)."""
+    if not HydraConfig.initialized():
+        return None
+    return {group: option for group, option in HydraConfig.get().runtime.choices.items()
+            if not group.startswith("hydra")}
 
 
 def _sample_batch(data: DataSplits, device: torch.device) -> torch.Tensor:

@@ -164,9 +164,9 @@ def test_a_user_s_own_model_is_refused_naming_the_key_the_target_and_how_to_trus
     saved = {"model": {"_target_": "my_pkg.nets.Net", "width": 8}, "loss": {"_target_": "torch.nn.MSELoss"}}
     with pytest.raises(Untrusted) as refused:
         check_trusted(saved, {"model": "mlp"}, patterns=[], config_dirs=[config_dir()])
-    assert str(refused.value) == ("its model._target_ is 'my_pkg.nets.Net' (the model=mlp option installs "
-                                  "trainer.models.MLP): a checkpoint runs no code of its own; if you trust that code, "
-                                  "say so on the command line: trust=[my_pkg.nets.*]")
+    assert str(refused.value) == ("its model._target_ is 'my_pkg.nets.Net', where the model=mlp option installs "
+                                  "trainer.models.MLP: a checkpoint runs no code of its own; if you trust that code, "
+                                  "say so on the command line: trust=[my_pkg.nets.Net]")
     check_trusted(saved, {"model": "mlp"}, patterns=["my_pkg.*"], config_dirs=[config_dir()])
     check_trusted(saved, {"model": "mlp"}, config_dirs=[config_dir()], own={"model": {"_target_": "my_pkg.nets.Net"}})
 
@@ -185,7 +185,7 @@ def test_without_recorded_choices_any_installed_option_of_the_group_is_trusted()
     targets = installed_targets([config_dir()])
     assert targets["model"]["mlp"] == "trainer.models.MLP" and targets["scheduler"]["none"] is None
     check_trusted({"model": {"_target_": "trainer.models.ResNet"}}, None, config_dirs=[config_dir()])
-    with pytest.raises(Untrusted, match="no installed model option names it"):
+    with pytest.raises(Untrusted, match="which no installed model option names"):
         check_trusted({"model": {"_target_": "torch.nn.MSELoss"}}, None, config_dirs=[config_dir()])
 
 
@@ -203,6 +203,6 @@ def test_evaluate_runs_a_trusted_user_model_when_the_command_line_trusts_it(tmp_
                                            "~model.dropout", f"hydra.run.dir={run}", cwd=tmp_path))
     checkpoint = run / "checkpoints" / "best.pt"
     refused = train_in_this_process(f"ckpt_path={checkpoint}", cwd=tmp_path, command="evaluate")
-    assert refused.returncode == 2 and "trust=[my_nets.*]" in refused.stderr
+    assert refused.returncode == 2 and "trust=[my_nets.Net]" in refused.stderr
     assert_succeeded(train_in_this_process(f"ckpt_path={checkpoint}", "trust=[my_nets.*]", cwd=tmp_path,
                                            command="evaluate"))

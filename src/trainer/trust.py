@@ -114,13 +114,12 @@ def _check_target(path: str, target: Any, chosen: dict[str, str], installed: dic
         return
     if path in installed and path not in chosen and target in installed[path].values():
         return
-    module = target.rpartition(".")[0] or target
-    where = (f"the {path}={chosen[path]} option installs {installed[path][chosen[path]]}" if path in chosen
-             else f"no installed {path} option names it" if path in installed
-             else "no installed config has a component there")
-    trusting = (f"say so on the command line: trust=[{module}.*]" if patterns is not None
+    where = (f"where the {path}={chosen[path]} option installs {installed[path][chosen[path]]}" if path in chosen
+             else f"which no installed {path} option names" if path in installed
+             else "where no installed config has a component")
+    trusting = (f"say so on the command line: trust=[{target}]" if patterns is not None
                 else f"name it in this run's config: {_join(path, '_target_')}={target}")
-    raise Untrusted(f"its {_join(path, '_target_')} is {target!r} ({where}): a checkpoint runs no code of its own; "
+    raise Untrusted(f"its {_join(path, '_target_')} is {target!r}, {where}: a checkpoint runs no code of its own; "
                     f"if you trust that code, {trusting}")
 
 

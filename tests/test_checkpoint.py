@@ -1,5 +1,6 @@
 import errno
 import os
+import sys
 import threading
 
 import pytest
@@ -187,6 +188,28 @@ def test_a_changed_tensor_under_a_stale_digest_is_refused(tmp_path):
     with pytest.raises(DamagedCheckpoint, match="does not match the digest written with it"):
         load_checkpoint(path)
 
+
+
+def test_a_checkpoint_nested_deeper_than_python_recurses_is_damaged_not_a_traceback(tmp_path):
+    """The unpickler nests without recursing, so a crafted file may hold lists deeper than hashing can follow."""
+    path, deep = tmp_path / "best.pt", []
+    for _ in range(5_000):
+        deep = [deep]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)  # (torch.save recurses: the attacker's limit, not the reader's)
+    try:
+        torch.save({"format_version": FORMAT_VERSION, "digest": "0" * 64, "extra": deep}, path)
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(DamagedCheckpoint, match="nests lists or dicts too deeply"):
+        load_checkpoint(path)
+
+
+def test_a_tensor_without_data_is_damaged_not_a_traceback(tmp_path):
+    path = tmp_path / "best.pt"
+    torch.save({"format_version": FORMAT_VERSION, "digest": "0" * 64, "extra": torch.empty(3, device="meta")}, path)
+    with pytest.raises(DamagedCheckpoint, match="a tensor of the meta device"):
+        load_checkpoint(path)
 
 def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
     fifo = tmp_path / "last.pt"

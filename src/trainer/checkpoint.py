@@ -151,6 +151,8 @@ def _verified(state: dict[str, Any]) -> dict[str, Any]:
         actual = content_digest(state)
     except TypeError as error:
         raise DamagedCheckpoint(str(error)) from None
+    except RecursionError:  # the unpickler nests iteratively, as deep as the file says; hashing recurses
+        raise DamagedCheckpoint("it nests lists or dicts too deeply to be train's") from None
     if written != actual:
         raise DamagedCheckpoint("its content does not match the digest written with it: the file was altered or "
                                 "damaged after it was saved")
@@ -187,6 +189,8 @@ def _feed(hasher: "hashlib._Hash", value: Any) -> None:
     if isinstance(value, torch.Tensor):
         if value.layout != torch.strided:
             raise TypeError(f"it holds a {value.layout} tensor, which train never writes")
+        if value.is_meta:  # (map_location leaves it on the meta device: a tensor without data)
+            raise TypeError("it holds a tensor of the meta device, without data, which train never writes")
         tensor = value.detach().to("cpu").reshape(-1)
         if tensor.numel() > 0 and tensor.stride(0) != 1:  # (a one-element tensor may keep any stride)
             tensor = torch.empty_like(tensor, memory_format=torch.contiguous_format).copy_(tensor)

@@ -211,6 +211,20 @@ def test_a_tensor_without_data_is_damaged_not_a_traceback(tmp_path):
     with pytest.raises(DamagedCheckpoint, match="a tensor of the meta device"):
         load_checkpoint(path)
 
+
+@pytest.mark.parametrize("state, problem", [
+    ({"model": {1: torch.ones(1)}, "engine": {}}, "its model's weights are not a mapping of names"),
+    ({"model": [torch.ones(1)], "engine": {}}, "its model's weights are not a mapping of names"),
+    ({"model": {"weight": [1.0]}, "engine": {}}, "its model's weights are not all tensors"),
+    ({1: torch.ones(1)}, "its keys are not a mapping of names"),  # a bare state_dict, as init_from takes one
+])
+def test_weights_load_state_dict_cannot_take_are_damaged_not_a_traceback(tmp_path, state, problem):
+    """load_state_dict fails on such weights with an AttributeError or TypeError: evaluate, predict, resume and
+    init_from showed a traceback."""
+    save_checkpoint(state, tmp_path / "best.pt")
+    with pytest.raises(DamagedCheckpoint, match=problem):
+        load_checkpoint(tmp_path / "best.pt")
+
 def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
     fifo = tmp_path / "last.pt"
     os.mkfifo(fifo)

@@ -109,7 +109,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",
             raise DamagedCheckpoint(_first_sentence(error)) from None
     if not isinstance(state, dict):
         raise DamagedCheckpoint(f"it holds a {type(state).__name__}, not a dict")
-    return _upgraded(_verified(state))
+    return _with_named_weights(_upgraded(_verified(state)))
 
 
 def _open_regular_file(path: Path, inside: Optional[Path]) -> BinaryIO:
@@ -173,6 +173,19 @@ def _upgraded(state: dict[str, Any]) -> dict[str, Any]:
         # train 0.1 wrote neither the skipped steps nor, at first, the epoch in progress and the data's description.
         state = {"epoch_progress": None, "data": None, "choices": None, **state,
                  "engine": {"skipped_steps": 0, **state["engine"]}}
+    return state
+
+
+def _with_named_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """The state, once its keys are names and its "model" (when it has one) maps parameter names to tensors: what
+    load_state_dict takes, which would fail on anything else with a traceback (an int key has no .startswith). A
+    bare state_dict, which init_from takes, is itself such a mapping."""
+    weights = state.get("model", state)
+    for mapping, what in ((state, "its keys"), (weights, "its model's weights")):
+        if not isinstance(mapping, dict) or not all(isinstance(key, str) for key in mapping):
+            raise DamagedCheckpoint(f"{what} are not a mapping of names")
+    if "model" in state and not all(isinstance(tensor, torch.Tensor) for tensor in weights.values()):
+        raise DamagedCheckpoint("its model's weights are not all tensors")
     return state
 
 

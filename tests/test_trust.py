@@ -5,6 +5,7 @@ is created, changed or run. The checkpoints below are sealed with a valid digest
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def gadgets(watched: Path) -> dict[str, tuple[str, object]]:
         "choice-not-installed": ("choices.model", "../../../tmp/evil"),
         "choice-of-another-option": ("choices.model", "resnet"),
         "key-not-a-name": ("model", {"_target_": "trainer.models.MLP", "hidden sizes; rm -rf": [4]}),
+        "partial-model": ("model._partial_", True),  # a function where a model is built: a traceback
+        "partial-loss": ("loss._partial_", True),
     }
 
 
@@ -206,3 +209,18 @@ def test_evaluate_runs_a_trusted_user_model_when_the_command_line_trusts_it(tmp_
     assert refused.returncode == 2 and "trust=[my_nets.Net]" in refused.stderr
     assert_succeeded(train_in_this_process(f"ckpt_path={checkpoint}", "trust=[my_nets.*]", cwd=tmp_path,
                                            command="evaluate"))
+
+
+def test_a_trusted_glob_trusts_a_package_s_own_code_not_the_modules_it_imports(tmp_path, monkeypatch):
+    """trust=[my_nets.*] matched my_nets.torch.save: a checkpoint's loss(obj=..., f=PATH) wrote any file."""
+    (tmp_path / "my_nets.py").write_text("import os\n\nimport torch\n\n\nclass Net(torch.nn.Module):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_nets", raising=False)
+    for reached, defined in [("my_nets.torch.save", "torch.serialization.save"), ("my_nets.os.system", f"{os.system.__module__}.system"),
+                             ("my_nets.Net.__init__.__globals__", "an object of no module")]:
+        with pytest.raises(Untrusted, match=f"its loss._target_ is '{reached}', which `trust` matches, but it leads "
+                                            f"to {defined}, reached through an import"):
+            check_trusted({"loss": {"_target_": reached, "obj": 1, "f": str(tmp_path / "marker")}}, None,
+                          patterns=["my_nets.*"], config_dirs=[config_dir()])
+    check_trusted({"model": {"_target_": "my_nets.Net"}}, None, patterns=["my_nets.*"], config_dirs=[config_dir()])
+    assert not (tmp_path / "marker").exists()

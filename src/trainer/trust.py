@@ -19,6 +19,9 @@ from omegaconf import OmegaConf
 
 COMPONENT_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "logger")
 """The config groups whose options name a `_target_`."""
+PARTIAL_GROUPS = ("optimizer", "scheduler")
+"""The groups whose component the run completes (with the model's parameters, the optimizer): the only places a
+`_partial_: true` belongs. Elsewhere the command would get a function where it builds a model, a loss or the data."""
 OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 PLAIN_TYPES = (str, int, float, bool, type(None))
 
@@ -49,6 +52,9 @@ def check_trusted(saved: Any, choices: Any, patterns: Optional[Sequence[str]] = 
                                 f"does")
         if "_partial_" in node and not isinstance(node["_partial_"], bool):
             raise Untrusted(f"its {_join(path, '_partial_')} is {node['_partial_']!r}, not true or false")
+        if node.get("_partial_") is True and path not in PARTIAL_GROUPS:
+            raise Untrusted(f"its {_join(path, '_partial_')} is true, where no installed config defers a call (only "
+                            f"{' and '.join(PARTIAL_GROUPS)} do)")
         if "_target_" in node:
             _check_target(path, node["_target_"], chosen, installed, patterns, own)
 
@@ -108,8 +114,15 @@ def _check_target(path: str, target: Any, chosen: dict[str, str], installed: dic
                   patterns: Optional[Sequence[str]], own: Optional[dict[str, Any]]) -> None:
     if not isinstance(target, str):
         raise Untrusted(f"its {_join(path, '_target_')} is {target!r}, not the name of a class or function")
-    if any(fnmatch.fnmatchcase(target, pattern) for pattern in patterns or ()) or target == _target_at(own, path):
+    if target == _target_at(own, path):
         return
+    if _matches(target, patterns):
+        defined = _defining_name(target)
+        if _matches(defined, patterns):
+            return
+        raise Untrusted(f"its {_join(path, '_target_')} is {target!r}, which `trust` matches, but it leads to "
+                        f"{defined or 'an object of no module'}, reached through an import: `trust` names code where "
+                        f"it is defined")
     if path in chosen and installed[path][chosen[path]] == target:
         return
     if path in installed and path not in chosen and target in installed[path].values():
@@ -121,6 +134,25 @@ def _check_target(path: str, target: Any, chosen: dict[str, str], installed: dic
                 else f"name it in this run's config: {_join(path, '_target_')}={target}")
     raise Untrusted(f"its {_join(path, '_target_')} is {target!r}, {where}: a checkpoint runs no code of its own; "
                     f"if you trust that code, {trusting}")
+
+
+def _matches(name: Optional[str], patterns: Optional[Sequence[str]]) -> bool:
+    return name is not None and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns or ())
+
+
+def _defining_name(target: str) -> Optional[str]:
+    """The module and name the object `target` leads to was defined under: trust=[my_pkg.*] trusts my_pkg's own
+    code, yet the glob also matches my_pkg.os.system and my_pkg.torch.save, other modules' functions reached through
+    my_pkg's imports. The target itself when it cannot be imported (instantiate reports that), None for an object
+    that has no such name (my_pkg.Net.__init__.__globals__)."""
+    from hydra.utils import get_object
+
+    try:
+        found = get_object(target)
+    except ImportError:
+        return target
+    module, name = getattr(found, "__module__", None), getattr(found, "__qualname__", None)
+    return f"{module}.{name}" if isinstance(module, str) and isinstance(name, str) else None
 
 
 def _target_at(config: Optional[dict[str, Any]], path: str) -> Any:

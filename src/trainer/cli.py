@@ -11,7 +11,9 @@ signal's number.
 
 `evaluate` and `predict` read a checkpoint train wrote (configs/evaluate.yaml, predict.yaml; the work is in
 trainer.evaluation and trainer.prediction). Their mistakes (a checkpoint that is missing or unreadable, an input
-the model cannot take) end the same way, in one line and exit code 2; they write nothing of Hydra's.
+the model cannot take) end the same way, in one line and exit code 2; they write nothing of Hydra's. So does
+`train-export` (configs/export.yaml, trainer.export), which writes a checkpoint's model as a .safetensors file and a
+JSON file that `evaluate` and `predict` take in its place.
 """
 
 from __future__ import annotations
@@ -197,6 +199,14 @@ def _predict_app(cfg: DictConfig) -> None:
         prediction.main(cfg)
 
 
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
+def _export_app(cfg: DictConfig) -> None:
+    from trainer import export
+
+    with _mistakes_in_one_line("train-export"):
+        export.main(cfg)
+
+
 def evaluate() -> None:
     """Console entry point of `evaluate`: a checkpoint's test metrics, and a classifier's confusion matrix."""
     _run_checkpoint_command(_evaluate_app, "evaluate")
@@ -205,6 +215,12 @@ def evaluate() -> None:
 def predict() -> None:
     """Console entry point of `predict`: a checkpoint's predictions for images or rows of a table."""
     _run_checkpoint_command(_predict_app, "predict")
+
+
+def export() -> None:
+    """Console entry point of `train-export` (a shell's builtin `export` would shadow a script of that name): a
+    checkpoint's model as NAME.safetensors and NAME.json, to share without code."""
+    _run_checkpoint_command(_export_app, "train-export")
 
 
 def _run_checkpoint_command(app: Callable[[], None], command: str) -> None:

@@ -1,24 +1,51 @@
 """A trained model back from its checkpoint, for `evaluate` and `predict`: the run's config as saved in it (with the
-data files where they are now), and the model it trained, with its weights, on the device the command asks for."""
+data files where they are now), and the model it trained, with its weights, on the device the command asks for.
+
+The model may also come as the pair `export` writes to share it without code (trainer.export): NAME.safetensors, the
+weights, and NAME.json beside it, the rest of what a checkpoint says. Neither holds a pickle: the weights are a flat
+table of tensors, the rest plain JSON, and both are believed only as far as a checkpoint is (read_exported).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+import safetensors.torch
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from trainer.config import ConfigError, TrainerConfig, validate
+from trainer.config import NON_NEGATIVE_INT, POSITIVE_INT, ConfigError, Rule, TrainerConfig, validate
 from trainer.data import DataDescription, DataSplits
+from trainer.data.preprocessing import plain_problem
 from trainer.device import resolve_device
 from trainer.engine import AUTOCAST_DTYPES, autocast_to
 from trainer.resume import read
 from trainer.run import build_model
 from trainer.trust import Untrusted, check_trusted, command_config_dirs
+
+EXPORTED_SUFFIX = ".safetensors"
+EXPORT_FORMAT_VERSION = 1
+"""The layout of the pair `export` writes: NAME.safetensors, the model's state_dict, and NAME.json beside it, with
+the keys of EXPORTED_JSON: the run's resolved config and group choices, its data description, the epoch of the
+weights, and the SHA-256 of NAME.safetensors."""
+EXPORTED_JSON = {
+    "format_version": POSITIVE_INT,
+    "config": Rule(lambda v: isinstance(v, dict), "an object of settings"),
+    "choices": Rule(lambda v: v is None or isinstance(v, dict), "an object of group: option, or null"),
+    "data": Rule(lambda v: v is None or isinstance(v, dict), "a data description, or null"),
+    "epoch": Rule(lambda v: v is None or NON_NEGATIVE_INT.accepts(v), f"{NON_NEGATIVE_INT.allowed}, or null"),
+    "sha256": Rule(lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+                   "64 hexadecimal digits"),
+}
+MAX_EXPORTED_JSON_BYTES = 16 * 2**20
+"""A model's JSON holds a config and a data description: a larger file is no export's, and is not read."""
 
 
 @dataclass
@@ -48,20 +75,10 @@ class Trained:
 
 
 def load(cfg: DictConfig) -> Trained:
-    """The checkpoint the command's ckpt_path names (read with weights_only=True), its config with the command's
-    data overrides, and the command's device. Mistakes are ConfigErrors naming the command's key."""
-    path = Path(required(cfg, "ckpt_path", "the path of a checkpoint train wrote, e.g. runs/NAME/checkpoints/best.pt"))
-    if not path.is_file():
-        raise ConfigError("ckpt_path", str(path), "the path of a checkpoint file that exists, e.g. "
-                                                  "runs/NAME/checkpoints/best.pt")
-    state = read(path, "ckpt_path", required=("model", "config"))
-    try:
-        check_trusted(state["config"], state.get("choices"), patterns=trusted_patterns(cfg),
-                      config_dirs=command_config_dirs())
-    except Untrusted as untrusted:
-        raise ConfigError("ckpt_path", str(path), f"a checkpoint that names only trusted code ({untrusted})") from None
+    """The checkpoint (or exported model) the command's ckpt_path names, as read_trusted reads it, its config with the
+    command's data overrides, and the command's device. Mistakes are ConfigErrors naming the command's key."""
+    path, state = read_trusted(cfg)
     config = OmegaConf.create(state["config"])
-    check_values(config, path)
     if "download" in config.data:  # whether to fetch files is the command line's to say, never the checkpoint's
         config.data.download = cfg.data.download
     for key, value in cfg.data.items():
@@ -76,6 +93,87 @@ def load(cfg: DictConfig) -> Trained:
     except ConfigError as error:  # resolve_device names train's key
         raise ConfigError("device", error.value, error.allowed) from None
     return Trained(path, state, config, device)
+
+
+def read_trusted(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
+    """The path ckpt_path names and what it holds: a checkpoint (read with weights_only=True, its digest verified), or
+    a model `export` wrote (NAME.safetensors, see read_exported). Either is a file a stranger may have written, so
+    it is believed only once its config names no code but what the command trusts (`trust`), holds values `train`
+    would run, and describes its data as train does. Mistakes are ConfigErrors naming ckpt_path."""
+    path = Path(required(cfg, "ckpt_path", "the path of a checkpoint train wrote, e.g. runs/NAME/checkpoints/best.pt"))
+    if not path.is_file():
+        raise ConfigError("ckpt_path", str(path), "the path of a checkpoint file that exists, e.g. "
+                                                  "runs/NAME/checkpoints/best.pt")
+    if path.suffix == EXPORTED_SUFFIX:
+        state = read_exported(path)
+    else:
+        state = read(path, "ckpt_path", required=("model", "config"))
+    try:
+        check_trusted(state["config"], state.get("choices"), patterns=trusted_patterns(cfg),
+                      config_dirs=command_config_dirs())
+    except Untrusted as untrusted:
+        raise ConfigError("ckpt_path", str(path), f"a checkpoint that names only trusted code ({untrusted})") from None
+    check_values(OmegaConf.create(state["config"]), path)
+    problem = None if state.get("data") is None else plain_problem(state["data"])
+    if problem is not None:
+        raise ConfigError("ckpt_path", str(path), f"a checkpoint that describes its data as train does ({problem})")
+    return path, state
+
+
+def read_exported(path: Path) -> dict[str, Any]:
+    """What `export` wrote, as a checkpoint's state: NAME.json's config, choices and data, its epoch as the engine's,
+    and NAME.safetensors's weights as "model", once their SHA-256 is the one NAME.json gives. Nothing is unpickled:
+    the JSON is read with `json` (at most MAX_EXPORTED_JSON_BYTES), the weights with safetensors, from the very bytes
+    whose digest was checked. A missing or malformed JSON and weights that do not match it are ConfigErrors naming
+    ckpt_path; the config itself is checked as a checkpoint's is (read_trusted)."""
+    described = path.with_suffix(".json")
+
+    def refused(reason: str) -> ConfigError:
+        return ConfigError("ckpt_path", str(path), f"a model as train-export writes it, NAME.safetensors with "
+                                                   f"NAME.json beside it ({reason})")
+
+    if not described.is_file():
+        raise refused(f"there is no file {described.name} beside it")
+    try:
+        with described.open("rb") as file:
+            text = file.read(MAX_EXPORTED_JSON_BYTES + 1)
+        weights = path.read_bytes()
+    except OSError as error:
+        raise refused(str(error)) from None
+    if len(text) > MAX_EXPORTED_JSON_BYTES:
+        raise refused(f"{described.name} is larger than {MAX_EXPORTED_JSON_BYTES // 2**20} MiB")
+    try:
+        exported = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise refused(f"{described.name} is not JSON: {error}") from None
+    except RecursionError:
+        raise refused(f"{described.name} nests lists or objects too deeply to read") from None
+    problem = _exported_json_problem(exported)
+    if problem is not None:
+        raise refused(f"{described.name}: {problem}")
+    if hashlib.sha256(weights).hexdigest() != exported["sha256"]:
+        raise refused(f"its SHA-256 is not the one {described.name} gives: the weights were altered or damaged after "
+                      f"export wrote them, or belong to another export")
+    try:
+        tensors = safetensors.torch.load(weights)
+    except Exception as error:  # (the bytes are as export wrote them, or a stranger wrote both files)
+        raise refused(f"not a safetensors file: {error}") from None
+    return {"model": tensors, "config": exported["config"], "choices": exported["choices"], "data": exported["data"],
+            "engine": {"epoch": exported["epoch"]}}
+
+
+def _exported_json_problem(exported: Any) -> Optional[str]:
+    """What keeps `exported` (a parsed JSON file) from being what export writes; None when it is. The values inside
+    the config, the choices and the data are read_trusted's to check."""
+    if not isinstance(exported, dict) or set(exported) != set(EXPORTED_JSON):
+        return f"not an object of {', '.join(EXPORTED_JSON)}"
+    for key, rule in EXPORTED_JSON.items():
+        if not rule.accepts(exported[key]):
+            return f"its {key} is {exported[key]!r:.60}, not {rule.allowed}"
+    if exported["format_version"] > EXPORT_FORMAT_VERSION:
+        return (f"format {exported['format_version']}, written by a newer export (this one reads formats 1 to "
+                f"{EXPORT_FORMAT_VERSION}): upgrade trainer to read it")
+    return None
 
 
 def trusted_patterns(cfg: DictConfig) -> list[str]:

@@ -9,12 +9,14 @@ output back into a class or a value in the data's units, without loading the dat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
+from trainer.config import POSITIVE, POSITIVE_INT, TASKS, is_finite_number
 from trainer.data.transforms import Normalize
 
 
@@ -95,3 +97,64 @@ def _plain_statistics(statistics: Optional[Normalize | Standardize]) -> Optional
 
 def _float32_arrays(statistics: dict[str, list]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(statistics["mean"], dtype=np.float32), np.asarray(statistics["std"], dtype=np.float32)
+
+
+PLAIN_KEYS = ("task", "input_shape", "num_classes", "num_targets", "class_names", "feature_names", "pixels", "features",
+              "targets")
+"""The keys of DataDescription.to_plain()."""
+
+
+def plain_problem(plain: Any) -> Optional[str]:
+    """What keeps `plain`, read from a file a stranger may have written (a checkpoint, an exported model's JSON), from
+    being a description `to_plain` writes; None when it is one. Its names and statistics must fit the shapes the
+    model and the samples are built with: otherwise `predict` would fail on a misfit tensor, name a class that is
+    not there, or divide by a standard deviation of 0."""
+    if not isinstance(plain, dict) or set(plain) != set(PLAIN_KEYS):
+        return f"its data description is not a mapping of {', '.join(PLAIN_KEYS)}"
+    task, shape = plain["task"], plain["input_shape"]
+    if task not in TASKS:
+        return f"its data task is {task!r:.40}, not one of {', '.join(TASKS)}"
+    if not (isinstance(shape, list) and shape and all(POSITIVE_INT.accepts(size) for size in shape)):
+        return f"its data input_shape is {shape!r:.40}, not a list of sizes"
+    regression, images = task == "regression", plain["pixels"] is not None
+    counted = "num_targets" if regression else "num_classes"
+    if not POSITIVE_INT.accepts(plain[counted]) or plain["num_classes" if regression else "num_targets"] is not None:
+        return (f"its data has num_classes {plain['num_classes']!r:.40} and num_targets {plain['num_targets']!r:.40}, "
+                f"where a {task} model has the {counted} alone ({POSITIVE_INT.allowed})")
+    if images and len(shape) != 3:
+        return f"its data are images of shape {shape}, not (channels, height, width)"
+    expected = {  # key: the length of its names, or the shape of its statistics; None where it must be null
+        "class_names": None if regression else plain["num_classes"],
+        "feature_names": None if images else math.prod(shape),
+        "pixels": (shape[0],) if images else None,
+        "features": None if images else tuple(shape),
+        "targets": (plain["num_targets"],) if regression else None,
+    }
+    for key, fit in expected.items():
+        value = plain[key]
+        if value is None and (fit is None or key != "class_names"):  # a classifier's class names alone are required
+            continue
+        fits = fit is not None and (_names_fit(value, fit) if key.endswith("_names") else _statistics_fit(value, fit))
+        if not fits:
+            allowed = ("null" if fit is None else f"{fit} names" if key.endswith("_names")
+                       else f"a mean and a std > 0 of shape {fit}")
+            return f"its data {key} is {value!r:.60}, not {allowed} ({task}, input_shape {shape})"
+    return None
+
+
+def _names_fit(names: Any, count: int) -> bool:
+    return isinstance(names, list) and len(names) == count and all(isinstance(name, str) for name in names)
+
+
+def _statistics_fit(statistics: Any, shape: tuple[int, ...]) -> bool:
+    return (isinstance(statistics, dict) and set(statistics) == {"mean", "std"}
+            and _numbers_fit(statistics["mean"], shape, is_finite_number)
+            and _numbers_fit(statistics["std"], shape, POSITIVE.accepts))
+
+
+def _numbers_fit(values: Any, shape: tuple[int, ...], accepts: Callable[[Any], bool]) -> bool:
+    """Nested lists of `shape` whose every number `accepts`."""
+    if not shape:
+        return accepts(values)
+    return (isinstance(values, list) and len(values) == shape[0]
+            and all(_numbers_fit(value, shape[1:], accepts) for value in values))

@@ -1,0 +1,100 @@
+"""The `export` command: a checkpoint's model to share without code, as NAME.safetensors and NAME.json beside it.
+
+A checkpoint is a pickle: torch reads it with weights_only=True, but whoever receives it still needs torch's
+unpickler to trust. The exported pair holds no pickle at all. NAME.safetensors is the model's state_dict alone, a
+flat table of tensors that any safetensors reader (Python, Rust, JavaScript) takes without running anything;
+NAME.json is plain JSON of what rebuilds the model around it: the run's resolved config and the config group choices
+it was composed from, the description of its data, the epoch of the weights, and the SHA-256 of NAME.safetensors.
+`evaluate` and `predict` take ckpt_path=NAME.safetensors as they take a checkpoint (trained.read_exported).
+
+The checkpoint is read as `evaluate` reads it (trained.read_trusted: digest verified, only trusted code named, values
+train would run), so a pair is only ever exported from a checkpoint they would accept. Both files are written to
+temp files beside them, fsynced, and renamed into place: a refused write (a full or read-only disk) leaves the
+previous pair as it was and no temp file, and is an OSError naming the file, which the command reports in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from omegaconf import DictConfig
+
+from trainer.config import ConfigError
+from trainer.trained import EXPORT_FORMAT_VERSION, EXPORTED_SUFFIX, read_trusted
+
+FORMATS = ("safetensors",)
+"""What `format` may be; onnx and torchscript are planned."""
+SAFETENSORS_METADATA = {"format": "trainer", "format_version": str(EXPORT_FORMAT_VERSION)}
+"""The header of every NAME.safetensors (safetensors metadata is strings only): which program's layout it has."""
+
+
+def exported_pair(state: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """The content of NAME.safetensors and NAME.json for a checkpoint's `state`."""
+    # Each tensor a contiguous copy of its own: safetensors stores neither views nor tensors that share memory (a
+    # model's tied weights), and the reader's load_state_dict fills each parameter from its own entry.
+    weights = safetensors.torch.save({name: tensor.detach().clone(memory_format=torch.contiguous_format)
+                                      for name, tensor in state["model"].items()}, metadata=SAFETENSORS_METADATA)
+    described = {"format_version": EXPORT_FORMAT_VERSION, "config": state["config"], "choices": state.get("choices"),
+                 "data": state.get("data"), "epoch": state.get("engine", {}).get("epoch"),
+                 "sha256": hashlib.sha256(weights).hexdigest()}
+    return weights, described
+
+
+def write_together(files: dict[Path, bytes]) -> None:
+    """Write each file to a temp file in its folder, fsync it, then rename them all into place: a failure leaves every
+    file as it was and no temp file. (Between the renames a reader finds the new weights with the old JSON: their
+    SHA-256 differs, and the pair is refused, never half believed.) A refused write raises an OSError whose filename
+    is the file that was being written."""
+    temps = {path: path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in files}
+    try:
+        for writing, content in files.items():
+            writing.parent.mkdir(parents=True, exist_ok=True)
+            with temps[writing].open("wb") as file:
+                file.write(content)
+                file.flush()
+                os.fsync(file.fileno())
+        for writing in files:
+            os.replace(temps[writing], writing)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(writing)) from None
+    finally:
+        for temp in temps.values():
+            if temp.exists():  # (unlinking a missing file on a read-only disk fails, and would hide the first error)
+                temp.unlink()
+
+
+def output_path(cfg: DictConfig, checkpoint: Path) -> Path:
+    """Where NAME.safetensors goes: `output`, or beside the checkpoint (runs/x/checkpoints/best.pt ->
+    runs/x/checkpoints/best.safetensors). Its JSON goes beside it, with the same stem."""
+    if cfg.output is None:
+        return checkpoint.with_suffix(EXPORTED_SUFFIX)
+    output = Path(str(cfg.output))
+    if not isinstance(cfg.output, str) or output.suffix != EXPORTED_SUFFIX or output.is_dir():
+        raise ConfigError("output", cfg.output, f"the path of a {EXPORTED_SUFFIX} file to write (its .json is written "
+                                                f"beside it), or null: beside the checkpoint")
+    folder = next(folder for folder in output.absolute().parents if folder.exists())
+    if not folder.is_dir():
+        raise ConfigError("output", cfg.output, f"a path in a folder ({folder} is a file)")
+    return output
+
+
+def main(cfg: DictConfig) -> None:
+    """`export`, once Hydra has composed configs/export.yaml: read the checkpoint as evaluate does, write the pair."""
+    if cfg.format not in FORMATS:
+        raise ConfigError("format", cfg.format, f"one of {', '.join(FORMATS)} (onnx and torchscript are planned)")
+    checkpoint, state = read_trusted(cfg)
+    weights_path = output_path(cfg, checkpoint)
+    json_path = weights_path.with_suffix(".json")
+    model = state["model"]
+    if not (isinstance(model, dict) and all(isinstance(name, str) and isinstance(tensor, torch.Tensor)
+                                            for name, tensor in model.items())):
+        raise ConfigError("ckpt_path", str(checkpoint), "a checkpoint whose model is a state_dict of tensors")
+    weights, described = exported_pair(state)
+    write_together({weights_path: weights, json_path: (json.dumps(described, indent=2) + "\n").encode()})
+    print(f"exported {checkpoint} (epoch {described['epoch']}) to {weights_path} and {json_path}")

@@ -294,3 +294,18 @@ def test_a_write_the_file_system_refuses_names_the_file_and_the_error_and_leaves
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.previous.pt", "last.pt"]
     assert (load_checkpoint(path), load_checkpoint(previous_path(path))) == ({"epoch": 2}, {"epoch": 1})
+
+
+def test_a_read_only_folder_names_the_checkpoint_not_its_temp_file(tmp_path, monkeypatch):
+    """On a read-only file system even removing the temp file that could not be made fails: the checkpoint's name
+    is what the user needs to see."""
+    path = tmp_path / "best.pt"
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(type(path), "open", read_only)
+    monkeypatch.setattr(type(path), "unlink", read_only)
+    with pytest.raises(CheckpointNotSaved) as error:
+        save_checkpoint({"epoch": 1}, path)
+    assert (error.value.errno, error.value.filename) == (errno.EROFS, str(path))

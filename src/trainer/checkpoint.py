@@ -9,6 +9,7 @@ says what is wrong, which the commands turn into one line naming their key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -54,7 +55,8 @@ def save_checkpoint(payload: dict[str, Any], path: Path, keep_previous: bool = F
         os.replace(tmp, path)
         _fsync_folder(path.parent)
     except BaseException as error:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (a read-only file system refuses even the unlink of a missing file)
+            tmp.unlink(missing_ok=True)
         # torch reports a failed write as a RuntimeError of its zip writer ("[enforce fail at ...]"): the
         # writer kept the OS error that caused it.
         cause = error if isinstance(error, OSError) else writer.error if writer is not None else None

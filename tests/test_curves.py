@@ -139,6 +139,18 @@ def test_metrics_csv_is_read_as_numbers_up_to_a_line_cut_short(tmp_path):
     assert rows == made_up_rows(epochs=2)
 
 
+@pytest.mark.parametrize("content, problem", [
+    (b"epoch,step,lr\n1,10,\xff\n", "('utf-8' codec can't decode byte 0xff"),
+    (b"step,lr\n10,0.001\n", "(it has no epoch column)"),
+    (b'epoch,step,lr\n1,10,"' + b"1" * 200_000 + b'"\n', "(field larger than field limit (131072))"),
+], ids=["not-utf8", "no-epoch-column", "a-field-over-csv-s-limit"])
+def test_a_metrics_csv_train_did_not_write_is_a_value_error_naming_it(tmp_path, content, problem):
+    (tmp_path / "metrics.csv").write_bytes(content)
+    with pytest.raises(ValueError) as error:
+        read_metrics_csv(tmp_path / "metrics.csv")
+    assert str(error.value).startswith(f"{tmp_path / 'metrics.csv'}: not the metrics.csv train writes {problem}")
+
+
 def test_the_title_says_what_the_run_trained():
     config = OmegaConf.to_container(compose_config("scheduler=step", "optimizer.lr=0.01"), resolve=True)
 
@@ -168,4 +180,18 @@ def test_train_plot_names_a_folder_without_metrics_csv_and_exits_2(tmp_path, cap
     err = capsys.readouterr().err
     assert err == (f"train-plot: error: RUN_DIR: got '{tmp_path / 'empty'}', expected a run's folder holding "
                    "metrics.csv (a run writes a row to it at the end of each epoch)\n")
+    assert not (tmp_path / "curves.png").exists()
+
+
+def test_train_plot_names_a_folder_whose_summary_train_did_not_write_and_exits_2(tmp_path, capsys):
+    write_metrics_csv(tmp_path / "run", made_up_rows())
+    (tmp_path / "run" / "summary.json").write_text("[]")
+
+    with pytest.raises(SystemExit) as exit:
+        plot_main([str(tmp_path / "run"), "--output", str(tmp_path / "curves.png")])
+
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == (f"train-plot: error: RUN_DIR: got '{tmp_path / 'run'}', expected a run's "
+                                       f"folder as train writes it ({tmp_path / 'run' / 'summary.json'}: not the JSON "
+                                       f"object train writes (it holds []))\n")
     assert not (tmp_path / "curves.png").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -148,6 +149,101 @@ def test_a_folder_that_is_not_a_sweep_exits_2_with_one_line(tmp_path, capsys, ma
     assert err.startswith(f"train-report: error: SWEEP_DIR: got '{sweep_dir}', {expected}")
     assert err.count("\n") == 1
     assert not (sweep_dir / "report.md").exists()
+
+
+def write_2_mib(path: Path) -> None:
+    """A sparse file: 2 MiB of zeros that take no room on the disk."""
+    with path.open("wb") as file:
+        file.truncate(2 << 20)
+
+
+# (a file of job 1, what it holds (text, bytes, or a function that makes it), what the warning says is wrong)
+BAD_JOB_FILES = [
+    (".hydra/overrides.yaml", "- !!python/object/apply:os.system ['touch {marker}']\n",
+     "not the YAML list train writes (could not determine a constructor for the tag "
+     "'tag:yaml.org,2002:python/object/apply:os.system'"),
+    (".hydra/overrides.yaml", "- optimizer=sgd\n- [unclosed\n", "not the YAML list train writes (while parsing"),
+    (".hydra/overrides.yaml", "optimizer: sgd\n", "not the YAML list of key=value strings train writes (it holds "
+                                                  "{'optimizer': 'sgd'})"),
+    (".hydra/overrides.yaml", b"- optimizer=\xff\n", "not a readable UTF-8 file ('utf-8' codec can't decode"),
+    ("summary.json", json.dumps({**summary(0.2), "best_value": "abc"}), "'best_value' is 'abc', not what train "
+                                                                        "writes there"),
+    ("summary.json", json.dumps({**summary(0.2), "epochs": []}), "'epochs' is [], not what train writes there"),
+    ("summary.json", json.dumps({**summary(0.2), "test": {"loss": "low"}}),
+     "the test metric 'loss' is 'low', not a number"),
+    ("summary.json", json.dumps({key: value for key, value in summary(0.2).items() if key != "stop_reason"}),
+     "it has no 'stop_reason', which train writes"),
+    ("summary.json", json.dumps([summary(0.2)]), "not the JSON object train writes (it holds [{'test': "),
+    ("summary.json", json.dumps(summary(0.2))[:40], "not JSON, or cut short while being written (Expecting"),
+    ("summary.json", "[" * 100_000 + "]" * 100_000, "not JSON, or cut short while being written (maximum "
+                                                    "recursion depth exceeded"),
+    ("summary.json", b'{"monitor": "\xff"}', "not a readable UTF-8 file ('utf-8' codec can't decode"),
+    ("summary.json", os.mkfifo, "not a file of at most 1048576 bytes, as train writes"),  # reading would block
+    ("summary.json", write_2_mib, "not a file of at most 1048576 bytes, as train writes"),
+]
+
+
+@pytest.mark.parametrize("name, content, problem", BAD_JOB_FILES,
+                         ids=["overrides-python-tag", "overrides-not-yaml", "overrides-not-a-list",
+                              "overrides-not-utf8", "summary-text-for-a-number", "summary-list-for-epochs",
+                              "summary-text-for-a-metric", "summary-without-a-key", "summary-a-list",
+                              "summary-cut-short", "summary-nested-too-deeply", "summary-not-utf8", "summary-fifo",
+                              "summary-too-large"])
+def test_a_job_with_a_file_train_did_not_write_is_left_out_with_a_warning_naming_it(sweep, tmp_path, capsys, name,
+                                                                                    content, problem):
+    bad_file = sweep / "1" / name
+    marker = tmp_path / "code-ran"
+    bad_file.unlink()
+    if isinstance(content, bytes):
+        bad_file.write_bytes(content)
+    elif isinstance(content, str):
+        bad_file.write_text(content.replace("{marker}", str(marker)))
+    else:
+        content(bad_file)
+
+    main([str(sweep)])
+    out, err = capsys.readouterr()
+
+    assert err.startswith(f"train-report: warning: {bad_file}: {problem}"), err
+    assert err.endswith("; job 1 is left out\n") and err.count("\n") == 1, err
+    assert out.startswith(f"# {sweep}: 4 jobs, ranked by val_loss (lower is better)\n")
+    assert jobs_in_order(out) == ["10", "0", "2", "3"]
+    assert not marker.exists()
+
+
+def test_a_sweep_of_which_no_job_can_be_read_exits_2_after_a_warning_for_each(tmp_path, capsys):
+    for name in ("0", "1"):
+        write_job(tmp_path, name, ["seed=0"], summary(0.2))
+        (tmp_path / name / "summary.json").write_text("[]")
+
+    with pytest.raises(SystemExit) as exit:
+        main([str(tmp_path)])
+
+    out, err = capsys.readouterr()
+    assert exit.value.code == 2
+    assert out == ""
+    assert err.splitlines() == [
+        f"train-report: warning: {tmp_path / '0' / 'summary.json'}: not the JSON object train writes (it holds []); "
+        f"job 0 is left out",
+        f"train-report: warning: {tmp_path / '1' / 'summary.json'}: not the JSON object train writes (it holds []); "
+        f"job 1 is left out",
+        f"train-report: error: SWEEP_DIR: got '{tmp_path}', expected a sweep with a job that can be read (all 2 are "
+        f"left out: see the warnings)"]
+
+
+def test_a_metrics_csv_train_did_not_write_leaves_out_that_job_s_curves_with_a_warning(sweep, capsys):
+    for job in ("0", "10"):
+        write_metrics_csv(sweep / job, made_up_rows(epochs=3))
+    (sweep / "1" / "metrics.csv").write_bytes(b"epoch,step,lr,train_loss,val_loss\n1,10,0.001,\xff,1\n")
+
+    main([str(sweep)])
+    out, err = capsys.readouterr()
+
+    assert err.startswith(f"train-report: warning: {sweep / '1' / 'metrics.csv'}: not the metrics.csv train writes "
+                          f"('utf-8' codec can't decode byte 0xff"), err
+    assert err.endswith("; the curves of job 1 are left out\n") and err.count("\n") == 1, err
+    assert out.endswith(f"\nLearning curves of the 2 jobs with a metrics.csv: {sweep / 'curves.png'}\n")
+    assert jobs_in_order(out) == ["1", "10", "0", "2", "3"]  # its row stays: only its curves are left out
 
 
 def test_the_curves_of_the_jobs_with_a_metrics_csv_go_to_curves_png(sweep, capsys):

@@ -65,14 +65,21 @@ def run_title(config: Mapping[str, Any]) -> str:
 
 def read_metrics_csv(path: Path) -> list[dict[str, float]]:
     """metrics.csv's rows as numbers. A run still writing the file may have left its last line cut short: the
-    rows end before it."""
+    rows end before it. Raises ValueError, naming the file, for one that is not the metrics.csv train writes: not
+    UTF-8 CSV, or without an epoch column."""
     rows = []
-    with open(path, newline="") as file:
-        for row in csv.DictReader(file):
-            try:
-                rows.append({name: float(value) for name, value in row.items()})
-            except (TypeError, ValueError):  # a field missing (None) or cut mid-number
-                break
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file)
+            if reader.fieldnames is not None and "epoch" not in reader.fieldnames:  # (None: an empty file)
+                raise ValueError(f"{path}: not the metrics.csv train writes (it has no epoch column)")
+            for row in reader:
+                try:
+                    rows.append({name: float(value) for name, value in row.items()})
+                except (TypeError, ValueError):  # a field missing (None) or cut mid-number
+                    break
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path}: not the metrics.csv train writes ({error})") from None
     return rows
 
 

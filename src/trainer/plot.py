@@ -15,18 +15,25 @@ from typing import Optional
 
 from trainer.config import ConfigError
 from trainer.curves import read_metrics_csv
-from trainer.report import USAGE_ERROR, Job, draw_curves, read_overrides, read_summary
+from trainer.report import USAGE_ERROR, Job, UnreadableFile, draw_curves, read_overrides, read_summary
 
 
 def plot(run_dirs: list[Path], output: Path) -> None:
-    """Draw the runs' curves at `output`. Raises ConfigError naming the first folder without a metrics.csv row."""
+    """Draw the runs' curves at `output`. Raises ConfigError naming the first folder without a metrics.csv row, or
+    with an overrides.yaml or summary.json that is not what train writes."""
+    jobs = []
     for run_dir in run_dirs:
         metrics_file = run_dir / "metrics.csv"
-        if not (metrics_file.is_file() and read_metrics_csv(metrics_file)):
+        try:
+            rows = read_metrics_csv(metrics_file) if metrics_file.is_file() else []
+            job = Job(path=str(run_dir), overrides=read_overrides(run_dir),
+                      summary=read_summary(run_dir / "summary.json"))
+        except (ValueError, UnreadableFile) as error:  # ValueError: read_metrics_csv's
+            raise ConfigError("RUN_DIR", str(run_dir), f"a run's folder as train writes it ({error})") from None
+        if not rows:
             raise ConfigError("RUN_DIR", str(run_dir), "a run's folder holding metrics.csv (a run writes a row to it "
                                                        "at the end of each epoch)")
-    jobs = [Job(path=str(run_dir), overrides=read_overrides(run_dir), summary=read_summary(run_dir / "summary.json"))
-            for run_dir in run_dirs]
+        jobs.append(job)
     try:
         draw_curves(jobs, Path(), output, heading="")
     except OSError as error:

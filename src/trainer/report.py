@@ -6,6 +6,11 @@ the jobs by the best value of their monitored metric, prints the table as markdo
 SWEEP_DIR/report.md and SWEEP_DIR/report.csv (one column per override key), and draws the learning curves of
 every job with a metrics.csv on one figure, SWEEP_DIR/curves.png. It imports no torch, so it answers at once,
 also while the sweep is still running.
+
+A sweep folder may hold files written by anyone. A job whose overrides.yaml or summary.json is not what train
+writes (damaged, cut short, or crafted: a YAML tag that would call Python, values of the wrong types) is left out
+of the table and the curves, with a warning line naming the file and what is wrong with it: one bad job does not
+hide the rest of the sweep. Nothing a file says is ever run.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
-from omegaconf import OmegaConf
+import yaml
 
 from trainer.config import METRICS_MAXIMISED, ConfigError
 from trainer.curves import draw_runs_curves, read_metrics_csv
@@ -27,6 +32,15 @@ from trainer.curves import draw_runs_curves, read_metrics_csv
 USAGE_ERROR = 2
 NO_SUMMARY = "running or failed"
 """The stop reason shown for a job without a summary: still running, killed, or stopped by a mistake."""
+JOB_FILE_MAX_BYTES = 1 << 20
+"""train writes overrides.yaml and summary.json of a few kilobytes: a larger one is not train's, and is not read."""
+SUMMARY_TYPES = {"monitor": (str,), "best_value": (int, float, type(None)), "best_epoch": (int, type(None)),
+                 "stop_reason": (str,), "epochs": (int,), "test": (dict,)}
+"""The keys of summary.json the report reads, and the types train writes each with."""
+
+
+class UnreadableFile(Exception):
+    """A job's file that is not what train writes; the message names the file and what is wrong with it."""
 
 
 @dataclass
@@ -51,18 +65,64 @@ def read_job(sweep_dir: Path, job_dir: Path) -> Job:
 
 
 def read_overrides(job_dir: Path) -> dict[str, str]:
-    """The job's .hydra/overrides.yaml as key -> value; none before the job has started."""
+    """The job's .hydra/overrides.yaml as key -> value; none before the job has started. YAML's safe loader reads
+    it: it builds no object a tag names (`!!python/object/apply:os.system` is refused), and the values stay the
+    text typed on the command line (no ${...} is resolved). Raises UnreadableFile for anything but a list of
+    strings."""
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
-    overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
+    text = _job_file_text(overrides_file)
+    if text is None:
+        return {}
+    try:
+        overrides = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as error:
+        raise UnreadableFile(f"{overrides_file}: not the YAML list train writes ({_first_line(error)})") from None
+    overrides = [] if overrides is None else overrides  # an empty file
+    if not isinstance(overrides, list) or not all(isinstance(override, str) for override in overrides):
+        raise UnreadableFile(f"{overrides_file}: not the YAML list of key=value strings train writes (it holds "
+                             f"{overrides!r:.60})")
     return dict(override.partition("=")[::2] for override in overrides)
 
 
 def read_summary(path: Path) -> Optional[dict]:
-    """summary.json, or None when there is none yet or it was cut short while being written."""
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    """summary.json, or None when the job has not written one. Raises UnreadableFile for one that is not the JSON
+    object train writes, with the types it writes (SUMMARY_TYPES; the test metrics numbers)."""
+    text = _job_file_text(path)
+    if text is None:
         return None
+    try:
+        summary = json.loads(text)
+    except (ValueError, RecursionError) as error:  # ValueError: not JSON
+        raise UnreadableFile(f"{path}: not JSON, or cut short while being written ({_first_line(error)})") from None
+    if not isinstance(summary, dict):
+        raise UnreadableFile(f"{path}: not the JSON object train writes (it holds {summary!r:.60})")
+    for key, types in SUMMARY_TYPES.items():
+        if key not in summary:
+            raise UnreadableFile(f"{path}: it has no {key!r}, which train writes")
+        if not isinstance(summary[key], types) or isinstance(summary[key], bool):
+            raise UnreadableFile(f"{path}: {key!r} is {summary[key]!r:.60}, not what train writes there")
+    for name, value in summary["test"].items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise UnreadableFile(f"{path}: the test metric {name!r} is {value!r:.60}, not a number")
+    return summary
+
+
+def _job_file_text(path: Path) -> Optional[str]:
+    """A job file's text; None when there is none. Raises UnreadableFile for one that is not a regular file (a FIFO
+    would block the read), is larger than JOB_FILE_MAX_BYTES, or is not UTF-8 text."""
+    try:
+        if not path.exists():
+            return None
+        if not path.is_file() or path.stat().st_size > JOB_FILE_MAX_BYTES:
+            raise UnreadableFile(f"{path}: not a file of at most {JOB_FILE_MAX_BYTES} bytes, as train writes")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UnreadableFile(f"{path}: not a readable UTF-8 file ({error})") from None
+
+
+def _first_line(error: Exception) -> str:
+    """A parser's message on one line (YAML's spans several, with the text it stopped at)."""
+    return " ".join(str(error).split())
 
 
 def rank(job: Job) -> tuple:
@@ -122,9 +182,18 @@ def draw_curves(jobs: list[Job], root: Path, path: Path, heading: str) -> list[J
     """The learning curves of the jobs with rows in their metrics.csv (root / job.path / metrics.csv) on one
     figure at `path`, in the order given, labelled by job_labels, titled with the heading and the overrides the
     jobs share. Returns the jobs drawn."""
-    metrics_files = [root / job.path / "metrics.csv" for job in jobs]
-    runs = [(job, read_metrics_csv(file)) for job, file in zip(jobs, metrics_files) if file.is_file()]
-    runs = [(job, rows) for job, rows in runs if rows]
+    runs = []
+    for job in jobs:
+        metrics_file = root / job.path / "metrics.csv"
+        if not metrics_file.is_file():
+            continue
+        try:
+            rows = read_metrics_csv(metrics_file)
+        except ValueError as error:  # not a metrics.csv train writes
+            print(f"train-report: warning: {error}; the curves of job {job.path} are left out", file=sys.stderr)
+            continue
+        if rows:
+            runs.append((job, rows))
     if not runs:
         return []
     drawn = [job for job, _ in runs]
@@ -171,14 +240,25 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def read_sweep(sweep_dir: Path) -> list[Job]:
-    """The sweep's jobs, ranked. Raises ConfigError when sweep_dir is not a sweep."""
+    """The sweep's jobs, ranked; a job with an unreadable file is left out, with a warning. Raises ConfigError when
+    sweep_dir is not a sweep, or none of its jobs can be read."""
     if not sweep_dir.is_dir():
         raise ConfigError("SWEEP_DIR", str(sweep_dir), "a directory that exists")
-    jobs = sorted((read_job(sweep_dir, job_dir) for job_dir in find_job_dirs(sweep_dir)), key=rank)
-    if not jobs:
+    job_dirs = find_job_dirs(sweep_dir)
+    if not job_dirs:
         raise ConfigError("SWEEP_DIR", str(sweep_dir), "a sweep directory: no folder below it holds summary.json "
                                                        "or .hydra/overrides.yaml")
-    return jobs
+    jobs = []
+    for job_dir in job_dirs:
+        try:
+            jobs.append(read_job(sweep_dir, job_dir))
+        except UnreadableFile as error:
+            print(f"train-report: warning: {error}; job {job_dir.relative_to(sweep_dir).as_posix()} is left out",
+                  file=sys.stderr)
+    if not jobs:
+        raise ConfigError("SWEEP_DIR", str(sweep_dir), f"a sweep with a job that can be read (all {len(job_dirs)} "
+                                                       f"are left out: see the warnings)")
+    return sorted(jobs, key=rank)
 
 
 def report(sweep_dir: Path, markdown_path: Path, csv_path: Path, curves_path: Path) -> str:

@@ -34,10 +34,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from trainer.config import ConfigError, config_dir, validate
+
+if typing.TYPE_CHECKING:
+    from trainer.run_directory import RunDirectoryLock
 
 USAGE_ERROR = 2
 TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -63,6 +67,14 @@ class ValidateBeforeRun(Callback):
         # Resolved as Hydra will resolve it: ${now:...} is cached in the config, so it names the same second.
         folder = Path(os.path.abspath(config.hydra.run.dir))
         ValidateBeforeRun.existing_folder = next(path for path in (folder, *folder.parents) if path.exists())
+        from trainer.distributed import from_environment
+        from trainer.run_directory import refuse_a_directory_in_use
+
+        if from_environment().rank == 0:  # (the others write nothing there)
+            try:
+                refuse_a_directory_in_use(folder, "hydra.run.dir")
+            except ConfigError as error:
+                _exit_with(str(error))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _same_directory_on_every_rank(config, "sweep")
@@ -97,17 +109,38 @@ def _train_app(cfg: DictConfig) -> float:
     rank = from_environment().rank
     if rank != 0:
         _only_warnings_to_stderr(rank)
-    finished = finished_before(composed, run_dir)  # a sweep started again: this job is done
-    if finished is not None:
-        return finished
-    with _run_dir_left_as_found_on_a_mistake(run_dir, clean_up=rank == 0):
-        run = build(cfg, run_dir)
-    if rank == 0:
-        _save_run_config(composed, run_dir / ".hydra")
+    with _sole_owner_of(run_dir, rank) as lock:
+        finished = finished_before(composed, run_dir)  # a sweep started again: this job is done
+        if finished is not None:
+            return finished
+        with _run_dir_left_as_found_on_a_mistake(run_dir, clean_up=rank == 0, lock=lock):
+            run = build(cfg, run_dir)
+        if rank == 0:
+            _save_run_config(composed, run_dir / ".hydra")
+        try:
+            return execute(run, run_dir)
+        except Interrupted as stop:  # last.pt and the summary are written; the exit code says which signal
+            sys.exit(stop.exit_code)
+
+
+@contextlib.contextmanager
+def _sole_owner_of(run_dir: Path, rank: int) -> Iterator[Optional[RunDirectoryLock]]:
+    """Rank 0 locks the run directory before anything there is read, and holds the lock until the run ends: a
+    second run, sweep job or resume into it is refused in one line, and changes nothing there."""
+    from trainer.run_directory import lock
+
+    if rank != 0:
+        yield None
+        return
+    key = "hydra.sweep.dir" if HydraConfig.get().mode == RunMode.MULTIRUN else "hydra.run.dir"
     try:
-        return execute(run, run_dir)
-    except Interrupted as stop:  # last.pt and the summary are written; the exit code says which signal
-        sys.exit(stop.exit_code)
+        held = lock(run_dir, key)
+    except ConfigError as error:
+        _exit_with(str(error))
+    try:
+        yield held
+    finally:
+        held.release()
 
 
 def _only_warnings_to_stderr(rank: int) -> None:
@@ -123,12 +156,14 @@ def _only_warnings_to_stderr(rank: int) -> None:
 
 
 @contextlib.contextmanager
-def _run_dir_left_as_found_on_a_mistake(run_dir: Path, clean_up: bool = True) -> Iterator[None]:
+def _run_dir_left_as_found_on_a_mistake(run_dir: Path, clean_up: bool = True,
+                                        lock: Optional[RunDirectoryLock] = None) -> Iterator[None]:
     """Mistakes found only once the run has started (the data contradicts data.task, a component rejects its
     arguments, a checkpoint to resume from does not fit) end in one line too, and leave the run directory as
     they found it: the folders Hydra made for this run are removed again; in an existing one, what the attempt
     wrote is removed and its lines are cut from the log (by rank 0 alone, in a distributed run). Exiting here,
-    inside the job, keeps Hydra from adding its own report."""
+    inside the job, keeps Hydra from adding its own report. The run directory's `lock`, taken before, is let go
+    of (its file removed) before the folders are."""
     before = {path.name for path in run_dir.iterdir()}
     log_file = run_dir / f"{HydraConfig.get().job.name}.log"
     log_stat = log_file.stat() if log_file.exists() else None
@@ -146,6 +181,8 @@ def _run_dir_left_as_found_on_a_mistake(run_dir: Path, clean_up: bool = True) ->
             os.truncate(log_file, log_stat.st_size)
             os.utime(log_file, ns=(log_stat.st_atime_ns, log_stat.st_mtime_ns))
         if clean_up:
+            if lock is not None:
+                lock.release()
             _remove_folders_made_for(run_dir)
         _exit_with(describe_mistake(error))
 

@@ -1,0 +1,129 @@
+"""A run directory has one owner: one process writes it at a time (a lock).
+
+Most runs here are `train` in this process (conftest's train_in_this_process); the tests of the lock itself need
+other processes: a `train` of their own, or a Python holding the lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import metrics_rows
+from pausing_model import MODEL, TrainProcess, wait_until
+from test_bad_input import snapshot
+from test_cli import assert_succeeded
+from trainer.config import ConfigError
+from trainer.run_directory import LOCK_NAME, lock
+
+XOR = ("data=xor", "model.hidden_sizes=[8]", "trainer.max_epochs=2", "trainer.curves=false")
+"""A run of a second or so: xor needs neither scikit-learn nor torchvision."""
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    """The one line a refused command prints, after checking that it exited with 2 and printed nothing else."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --- one process at a time --------------------------------------------------------------------------------------
+
+HOLD_THE_LOCK = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from trainer.run_directory import lock
+    lock(Path(sys.argv[1]), "hydra.run.dir")
+    print("locked", flush=True)
+    time.sleep(600)
+""")
+
+
+@pytest.fixture
+def lock_holder():
+    """Start a Python process that takes the lock of a run directory and holds it until it is killed."""
+    processes = []
+
+    def start(run_dir: Path) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(run_dir)], stdout=subprocess.PIPE,
+                                   text=True)
+        processes.append(process)
+        assert process.stdout.readline() == "locked\n"
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def test_two_resumes_started_together_in_one_directory_one_trains_and_the_other_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    # Both pause at their 5th step, should they get that far: the one that holds the lock does, the other must be
+    # refused before it trains, while the first is still training.
+    args = (*XOR, "trainer.max_epochs=3", MODEL, "trainer.resume=auto", f"hydra.run.dir={run_dir}")
+    first, second = (TrainProcess(*args, pause_at=5, folder=tmp_path / name) for name in ("first", "second"))
+    both = (first, second)
+    wait_until(lambda: all((p.folder / "paused").exists() or p.process.poll() is not None for p in both),
+               "one process to pause and the other to end")
+    for process in both:
+        process.go_on()
+    codes = [process.wait() for process in both]
+
+    assert sorted(codes) == [0, 2], (first.stderr, second.stderr)
+    winner, refused = both if codes[0] == 0 else both[::-1]
+    pid = winner.process.pid
+    assert refused.stderr.splitlines() == [
+        f"train: error: hydra.run.dir: got '{run_dir}', expected a run directory no other process is using (train "
+        f"pid {pid} holds it: wait for it to end, or use a new hydra.run.dir)"]
+    assert [row["epoch"] for row in metrics_rows(run_dir)] == ["1", "2", "3"]
+    assert not (run_dir / LOCK_NAME).exists()  # let go of, and removed, when the run ended
+
+
+def test_a_run_refused_by_the_lock_changes_nothing_in_the_directory(tmp_path, train_in_this_process, lock_holder):
+    sweep = tmp_path / "sweep"
+    run_dir = sweep / "0"  # also the directory of the first job of a sweep in `sweep`
+    assert_succeeded(train_in_this_process(*XOR, f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    holder = lock_holder(run_dir)
+    before = snapshot(run_dir)
+
+    for args in [(*XOR, f"hydra.run.dir={run_dir}"),  # a second run
+                 (*XOR, "trainer.resume=auto", f"hydra.run.dir={run_dir}"),
+                 (*XOR, "trainer.resume=auto", "trainer.max_epochs=3", f"hydra.run.dir={run_dir}"),
+                 ("-m", *XOR, "trainer.resume=auto", f"hydra.sweep.dir={sweep}")]:
+        line = one_line(train_in_this_process(*args, cwd=tmp_path))
+        assert f": got '{run_dir}', expected a run directory no other process is using (train pid {holder.pid} " \
+               f"holds it: " in line, line
+        assert snapshot(run_dir) == before
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_never_written_through(tmp_path, train_in_this_process):
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "precious.txt"
+    run_dir.mkdir()
+    elsewhere.write_text("not to be truncated\n")
+    (run_dir / LOCK_NAME).symlink_to(elsewhere)
+    line = one_line(train_in_this_process(*XOR, f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert line.startswith(f"train: error: hydra.run.dir: got '{run_dir}', expected a folder whose {LOCK_NAME} this "
+                           f"process can open and write ("), line
+    assert elsewhere.read_text() == "not to be truncated\n"
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, lock_holder):
+    holder = lock_holder(tmp_path)
+    with pytest.raises(ConfigError, match=rf"\(train pid {holder.pid} holds it: "):
+        lock(tmp_path, "hydra.run.dir")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (tmp_path / LOCK_NAME).read_text() == f"{holder.pid}\n"  # left behind
+
+    taken = lock(tmp_path, "hydra.run.dir")
+    assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+    taken.release()
+    assert list(tmp_path.iterdir()) == []

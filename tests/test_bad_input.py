@@ -1,6 +1,7 @@
 """The bad-input table: each mistake ends `train` with exit code 2 and one line naming the key, the value and
-what is allowed, and leaves an existing run directory (its checkpoints, log, metrics and .hydra/) exactly as it
-was, whether the mistake is caught before the run starts or once it has (the data, a checkpoint).
+what is allowed, and leaves the run directory exactly as it was, whether the mistake is caught before the run
+starts or once it has (the data, a checkpoint): an earlier run's (its checkpoints, log, metrics and .hydra/) for a
+command that carries it on, an empty folder for a new run.
 
 The table runs `train` in this process (conftest's train_in_this_process): a fresh process for each of its cases
 would cost the suite more than a minute of start-up. A few commands run the console script itself, end to end:
@@ -108,9 +109,11 @@ TABLE = [
      "auto, or the path of a checkpoint file that exists"),
     (["data=csv", "data.path=nope.csv", "data.target=y"], "data.path", "'nope.csv'",
      "the path of a file that exists"),
+    # a new run in the directory of another, refused before it starts
+    ([*EARLIER_RUN, "hydra.run.dir={run}"], "hydra.run.dir", "'{run}'",
+     "an empty folder for a new run (it holds .hydra, checkpoints, health.csv, metrics.csv and 2 more): "
+     "trainer.resume=auto carries on the run there, or use a new hydra.run.dir"),
     # found once the run has started: checkpoints and data files
-    ([*EARLIER_RUN], "trainer.resume", "None",
-     "auto to carry on the run whose last.pt, last.previous.pt and best.pt are in"),
     ([*EARLIER_RUN, "model.hidden_sizes=[64]", "trainer.resume={checkpoint}"], "trainer.resume", "'{checkpoint}'",
      "a checkpoint of this config (model.hidden_sizes is [16] there, [64] here)"),
     ([*EARLIER_RUN, "model.hidden_sizes=[64]", "trainer.init_from={checkpoint}"], "trainer.init_from",
@@ -148,6 +151,17 @@ BY_THE_CONSOLE_SCRIPT = (["model=foo"], [*EARLIER_RUN, "model.hidden_sizes=[64]"
 run has started and written to the log, which it then cuts back."""
 
 
+def run_directory_for(args: list[str], files: dict[str, str], tmp_path: Path) -> Path:
+    """The earlier run's directory for a command that carries that run on (trainer.resume) or names it; an empty
+    folder for any other. A new run in the earlier run's directory would be refused as such before its own mistake
+    is found (the row that names it)."""
+    if any(arg.startswith(("trainer.resume=", "hydra.run.dir=")) for arg in args):
+        return Path(files["run"])
+    empty = tmp_path / "run"
+    empty.mkdir()
+    return empty
+
+
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int] | None]:
     """Every file's bytes and modification time, every folder's name."""
     return {str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns) if path.is_file() else None
@@ -167,12 +181,13 @@ def assert_one_line_naming(stderr: str, key: str, value: str | None, allowed: st
 
 @pytest.mark.parametrize("args, key, value, allowed", TABLE,
                          ids=[" ".join(getattr(case, "values", case)[0]) for case in TABLE])
-def test_a_bad_input_exits_2_with_one_line_and_leaves_an_existing_run_as_it_was(files, train_in_this_process, args,
-                                                                                key, value, allowed):
-    run = Path(files["run"])
+def test_a_bad_input_exits_2_with_one_line_and_leaves_the_run_directory_as_it_was(files, train_in_this_process,
+                                                                                   tmp_path, args, key, value, allowed):
+    run = run_directory_for(args, files, tmp_path)
     before = snapshot(run)
     command = train if args in BY_THE_CONSOLE_SCRIPT else train_in_this_process
-    result = command(*(arg.format(**files) for arg in args), f"hydra.run.dir={run}", cwd=run.parent)
+    named = [] if any(arg.startswith("hydra.run.dir=") for arg in args) else [f"hydra.run.dir={run}"]
+    result = command(*(arg.format(**files) for arg in args), *named, cwd=run.parent)
 
     assert result.returncode == 2, result.stderr
     assert_one_line_naming(result.stderr, key, value and value.format(**files), allowed and allowed.format(**files))

@@ -1,4 +1,5 @@
-"""A run directory has one owner: one process writes it at a time (a lock).
+"""A run directory has one owner: one process writes it at a time (a lock), and a new run never writes over
+another run's records or the user's files.
 
 Most runs here are `train` in this process (conftest's train_in_this_process); the tests of the lock itself need
 other processes: a `train` of their own, or a Python holding the lock."""
@@ -127,3 +128,108 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, lock_holder):
     assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
     taken.release()
     assert list(tmp_path.iterdir()) == []
+
+
+# --- never over another run's records ---------------------------------------------------------------------------
+
+def earlier_run(overrides: tuple[str, ...]):
+    def make(run_dir: Path, train_in_this_process) -> None:
+        assert_succeeded(train_in_this_process(*XOR, *overrides, f"hydra.run.dir={run_dir}", cwd=run_dir.parent))
+    return make
+
+
+def users_files(*names: str):
+    def make(run_dir: Path, train_in_this_process) -> None:
+        run_dir.mkdir()
+        for name in names:
+            (run_dir / name).write_text("the user's own\n")
+    return make
+
+
+FOLDERS = {
+    "a run whose checkpoints are elsewhere": (
+        earlier_run(("trainer.checkpoint.dir=ckA",)),
+        "(it holds .hydra, ckA, health.csv, metrics.csv and 2 more): trainer.resume=auto carries on the run there, "
+        "or use a new hydra.run.dir",
+        "(its .hydra/config.yaml is another run's: trainer.checkpoint.dir is 'ckA' there, 'checkpoints' here): use a "
+        "new hydra.run.dir"),
+    "an inspect run": (earlier_run(("trainer.inspect=true",)),
+                       "(it holds .hydra, health.csv, inspect.json, train.log): trainer.resume=auto carries on",
+                       "(its .hydra/config.yaml is another run's: trainer.inspect is True there, False here)"),
+    "the user's metrics.csv": (users_files("metrics.csv"), "(it holds metrics.csv): use a new hydra.run.dir",
+                               "(it holds metrics.csv, but no checkpoint to resume from and no readable "
+                               ".hydra/config.yaml): use a new hydra.run.dir"),
+    "the user's files": (users_files("notes.txt", "data.npy"), "(it holds data.npy, notes.txt): use a new "
+                                                               "hydra.run.dir", "(it holds data.npy, notes.txt, but"),
+}
+
+
+@pytest.mark.parametrize("make, new_run, resumed", FOLDERS.values(), ids=FOLDERS.keys())
+def test_a_folder_that_holds_records_not_this_run_s_is_refused_and_left_as_it_was(tmp_path, train_in_this_process,
+                                                                                 make, new_run, resumed):
+    run_dir = tmp_path / "run"
+    make(run_dir, train_in_this_process)
+    before = snapshot(run_dir)
+
+    line = one_line(train_in_this_process(*XOR, f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert line.startswith(f"train: error: hydra.run.dir: got '{run_dir}', expected an empty folder for a new "
+                           f"run "), line
+    assert new_run in line, line
+    line = one_line(train_in_this_process(*XOR, "trainer.resume=auto", f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert line.startswith(f"train: error: hydra.run.dir: got '{run_dir}', expected an empty folder, or the run "
+                           f"directory of the run that trainer.resume=auto carries on "), line
+    assert resumed in line, line
+    assert snapshot(run_dir) == before
+
+
+def test_the_root_folder_is_refused_before_anything_is_written(tmp_path, train_in_this_process):
+    before = sorted(os.listdir("/"))
+    line = one_line(train_in_this_process(*XOR, "hydra.run.dir=/", cwd=tmp_path))
+    assert line.startswith("train: error: hydra.run.dir: got '/', expected an empty folder for a new run (it holds ")
+    assert sorted(os.listdir("/")) == before
+
+
+def test_a_sweep_job_directory_holding_the_user_s_files_is_refused(tmp_path, train_in_this_process):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    users_files("notes.txt")(sweep / "0", train_in_this_process)
+    before = snapshot(sweep / "0")
+    line = one_line(train_in_this_process("-m", *XOR, f"hydra.sweep.dir={sweep}", cwd=tmp_path))
+    assert line == (f"train: error: hydra.sweep.dir: got '{sweep / '0'}', expected an empty folder for a new run (it "
+                    f"holds notes.txt): use a new hydra.sweep.dir")
+    assert snapshot(sweep / "0") == before  # (Hydra writes the sweep's multirun.yaml above it before any job)
+
+
+def test_resume_auto_carries_on_a_run_stopped_while_it_was_being_built(tmp_path, train_in_this_process):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "train.log").write_text("loading the data...\n")  # all a run killed before its first epoch leaves
+    assert_succeeded(train_in_this_process(*XOR, "trainer.resume=auto", f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert len(metrics_rows(run_dir)) == 2
+
+
+DAMAGED = {
+    "summary.json not JSON": ("summary.json", "{'epochs': 2,"),
+    "summary.json of other types": ("summary.json", '{"stop_reason": ["max_epochs"], "epochs": "two", '
+                                                    '"monitor": 1, "best_value": "low"}'),
+    "summary.json nested deep": ("summary.json", "[" * 100_000),
+    "config.yaml with a !!python tag": (".hydra/config.yaml", "seed: !!python/object/apply:os.system "
+                                                              "['touch {evidence}']\n"),
+    "config.yaml not YAML": (".hydra/config.yaml", "seed: [1,\n"),
+}
+
+
+@pytest.mark.parametrize("name, text", DAMAGED.values(), ids=DAMAGED.keys())
+def test_a_finished_run_s_damaged_records_are_not_believed_and_it_carries_on_from_its_checkpoint(
+        tmp_path, train_in_this_process, name, text):
+    run_dir, evidence = tmp_path / "run", tmp_path / "code-ran"
+    args = (*XOR, "trainer.resume=auto", f"hydra.run.dir={run_dir}")  # the same command twice: a sweep's job
+    assert_succeeded(train_in_this_process(*args, cwd=tmp_path))
+    (run_dir / name).write_text(text.replace("{evidence}", str(evidence)))
+
+    result = train_in_this_process(*args, cwd=tmp_path)
+    assert_succeeded(result)
+    assert "Logging error" not in result.stderr
+    assert "finished before" not in result.stdout
+    assert "resumed from" in result.stdout
+    assert not evidence.exists()

@@ -68,11 +68,12 @@ class ValidateBeforeRun(Callback):
         folder = Path(os.path.abspath(config.hydra.run.dir))
         ValidateBeforeRun.existing_folder = next(path for path in (folder, *folder.parents) if path.exists())
         from trainer.distributed import from_environment
-        from trainer.run_directory import refuse_a_directory_in_use
+        from trainer.run_directory import refuse_a_directory_in_use, refuse_another_runs_records
 
         if from_environment().rank == 0:  # (the others write nothing there)
             try:
                 refuse_a_directory_in_use(folder, "hydra.run.dir")
+                refuse_another_runs_records(folder, config, "hydra.run.dir", f"{config.hydra.job.name}.log")
             except ConfigError as error:
                 _exit_with(str(error))
 
@@ -109,7 +110,7 @@ def _train_app(cfg: DictConfig) -> float:
     rank = from_environment().rank
     if rank != 0:
         _only_warnings_to_stderr(rank)
-    with _sole_owner_of(run_dir, rank) as lock:
+    with _sole_owner_of(run_dir, composed, rank) as lock:
         finished = finished_before(composed, run_dir)  # a sweep started again: this job is done
         if finished is not None:
             return finished
@@ -124,10 +125,12 @@ def _train_app(cfg: DictConfig) -> float:
 
 
 @contextlib.contextmanager
-def _sole_owner_of(run_dir: Path, rank: int) -> Iterator[Optional[RunDirectoryLock]]:
+def _sole_owner_of(run_dir: Path, composed: DictConfig, rank: int) -> Iterator[Optional[RunDirectoryLock]]:
     """Rank 0 locks the run directory before anything there is read, and holds the lock until the run ends: a
-    second run, sweep job or resume into it is refused in one line, and changes nothing there."""
-    from trainer.run_directory import lock
+    second run, sweep job or resume into it is refused in one line, and changes nothing there. Under the lock it
+    checks that the directory holds no other run's records: a sweep's job directories are checked only here, and
+    a run directory again (another run may have written there since ValidateBeforeRun looked)."""
+    from trainer.run_directory import lock, refuse_another_runs_records
 
     if rank != 0:
         yield None
@@ -136,6 +139,11 @@ def _sole_owner_of(run_dir: Path, rank: int) -> Iterator[Optional[RunDirectoryLo
     try:
         held = lock(run_dir, key)
     except ConfigError as error:
+        _exit_with(str(error))
+    try:
+        refuse_another_runs_records(run_dir, composed, key, f"{HydraConfig.get().job.name}.log")
+    except ConfigError as error:
+        held.release()
         _exit_with(str(error))
     try:
         yield held

@@ -28,10 +28,14 @@ from trainer.loggers import build_logger
 from trainer.losses import num_outputs
 from trainer.model_summary import summary_table
 from trainer.resume import start_from_checkpoints
+from trainer.run_directory import read_record, saved_config
 from trainer.schedules import build_scheduler
 from trainer.seeding import seed_everything
 
 log = logging.getLogger(__name__)
+
+SUMMARY_TYPES = {"stop_reason": str, "epochs": int, "monitor": str, "best_value": (int, float, type(None))}
+"""What finished_before reads of a summary.json, and the types fit_and_test writes it with."""
 
 
 @dataclass
@@ -207,18 +211,33 @@ def _value_for_sweepers(best_value: Optional[float], mode: str) -> float:
 def finished_before(composed: DictConfig, run_dir: Path) -> Optional[float]:
     """With trainer.resume=auto, a run that already ended in `run_dir` with this very config (a sweep started
     again: its finished jobs) has nothing left to do: its summary's value for sweepers; None otherwise. A run
-    that was interrupted, or whose config changed (more epochs, say), goes on to resume."""
-    summary_file, config_file = run_dir / "summary.json", run_dir / ".hydra" / "config.yaml"
-    if composed.trainer.resume != "auto" or not (summary_file.exists() and config_file.exists()):
+    that was interrupted, or whose config changed (more epochs, say), goes on to resume. So does one whose
+    summary.json or .hydra/config.yaml is not what train writes (damaged, or written by someone else)."""
+    if composed.trainer.resume != "auto":
         return None
-    summary = json.loads(summary_file.read_text())
-    same_config = OmegaConf.to_container(OmegaConf.load(config_file)) == OmegaConf.to_container(composed)
-    if summary["stop_reason"] == StopReason.INTERRUPTED.value or not same_config:
+    summary = _finished_run_summary(run_dir / "summary.json")
+    if summary is None or saved_config(run_dir) != OmegaConf.to_container(composed):
         return None
     log.info("%s finished before with this config (stopped by %s after %d epochs, best %s %s): nothing to do. "
              "Remove its summary.json to train it again", run_dir, summary["stop_reason"], summary["epochs"],
              summary["monitor"], summary["best_value"])
     return _value_for_sweepers(summary["best_value"], summary.get("mode", "min"))
+
+
+def _finished_run_summary(path: Path) -> Optional[dict]:
+    """summary.json of a run that ended (not one interrupted), holding what finished_before reads with the types
+    fit_and_test writes; None for any other file."""
+    text = read_record(path)
+    try:
+        summary = json.loads(text) if text is not None else None
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        return None
+    if not isinstance(summary, dict) or summary.get("mode", "min") not in ("min", "max"):
+        return None
+    for key, types in SUMMARY_TYPES.items():
+        if not isinstance(summary.get(key), types) or isinstance(summary.get(key), bool):
+            return None
+    return None if summary["stop_reason"] == StopReason.INTERRUPTED.value else summary
 
 
 def _lone_last_sample_breaks_batchnorm(model: torch.nn.Module, num_samples: int, batch_size: int) -> bool:

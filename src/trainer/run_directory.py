@@ -1,8 +1,13 @@
-"""A run directory has one owner: the run that holds its lock.
+"""A run directory has one owner: the run that holds its lock, and whose records it holds.
 
 Two processes writing one run directory interleave their metrics.csv rows and race each other's rotation of
-last.pt. So rank 0 of a run locks its directory before it reads or writes anything there, and holds the lock
-until the run ends.
+last.pt; a new run in a folder that holds anything overwrites what is there (metrics.csv, summary.json, .hydra/,
+health.csv) or mixes its files with the user's. So rank 0 of a run locks its directory before it reads or writes
+anything there and holds the lock until the run ends, and a folder that holds anything is used only by the run
+whose records they are, carried on with trainer.resume.
+
+What a run directory holds may have been written by anyone: a file that cannot be read, or is not what train
+writes there, is not a run's.
 """
 
 from __future__ import annotations
@@ -10,9 +15,14 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError
 
 from trainer.config import ConfigError
+from trainer.resume import setup_difference
 
 try:
     import fcntl
@@ -22,6 +32,12 @@ except ImportError:  # Windows has no flock: runs there are not locked
 LOCK_NAME = ".train.lock"
 """The lock file in the run directory, holding its holder's pid as text. The holder removes it when the run ends;
 one left by a killed process is taken over."""
+RECORD_MAX_BYTES = 1 << 20
+"""A run's .hydra/config.yaml and summary.json are a few kilobytes: a larger file is not one that train wrote."""
+TRAINER_KEYS_OF_THE_RUN = (("checkpoint", "dir"), ("inspect",))
+"""Besides the setup that the checkpoints depend on, what makes a run directory's records this run's: where its
+checkpoints are (a run that looks elsewhere finds none and starts over those records), and whether it trains."""
+NAMES_SHOWN = 4
 
 
 class RunDirectoryLock:
@@ -122,3 +138,97 @@ def _still_at(descriptor: int, path: Path) -> bool:
         return False
     locked = os.fstat(descriptor)
     return (at_path.st_dev, at_path.st_ino) == (locked.st_dev, locked.st_ino)
+
+
+def refuse_another_runs_records(run_dir: Path, config: DictConfig, key: str, log_name: str) -> None:
+    """Refuse, in one line, a run directory that holds anything but this run's own records. A new run needs an
+    empty folder (or none); trainer.resume needs the folder of the run it carries on: one holding the checkpoint
+    it resumes from, or whose .hydra/config.yaml is of a run with this setup. A folder holding nothing but the
+    log (`log_name`) is of a run stopped while it was being built: trainer.resume starts it again."""
+    held = _names_in(run_dir, key)
+    if not held:
+        return
+    settings = config.trainer
+    if settings.resume is None:
+        holds_a_run = ".hydra" in held or log_name in held  # (every run leaves its log, and .hydra/ once built)
+        carry_on = f"trainer.resume=auto carries on the run there, or use a new {key}" if holds_a_run else (
+            f"use a new {key}")
+        raise ConfigError(key, str(run_dir), f"an empty folder for a new run (it holds {_listed(held)}): {carry_on}")
+    reason = None if held == [log_name] else _not_this_runs(run_dir, config, held)
+    if reason is not None:
+        raise ConfigError(key, str(run_dir), f"an empty folder, or the run directory of the run that trainer.resume="
+                                             f"{settings.resume} carries on ({reason}): use a new {key}")
+
+
+def _names_in(run_dir: Path, key: str) -> list[str]:
+    """What the folder holds, its lock file left out; nothing when there is no folder yet."""
+    try:
+        return sorted(entry.name for entry in os.scandir(run_dir) if entry.name != LOCK_NAME)
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise ConfigError(key, str(run_dir), f"a folder this process can read ({error.strerror})") from None
+
+
+def _listed(names: list[str]) -> str:
+    """'.hydra, checkpoints, metrics.csv and 3 more'."""
+    shown = ", ".join(names[:NAMES_SHOWN])
+    return shown if len(names) <= NAMES_SHOWN else f"{shown} and {len(names) - NAMES_SHOWN} more"
+
+
+def _not_this_runs(run_dir: Path, config: DictConfig, held: list[str]) -> Optional[str]:
+    """Why the folder is not that of the run trainer.resume carries on; None when it is."""
+    settings = config.trainer
+    checkpoint_dir = run_dir / settings.checkpoint.dir
+    if settings.resume == "auto":
+        if any((checkpoint_dir / name).exists() for name in ("last.pt", "last.previous.pt")):
+            return None
+    elif run_dir.resolve() in Path(settings.resume).resolve().parents:
+        return None
+    saved = saved_config(run_dir)
+    if saved is None:
+        return f"it holds {_listed(held)}, but no checkpoint to resume from and no readable .hydra/config.yaml"
+    current = OmegaConf.to_container(config, resolve=False)
+    difference = setup_difference(saved, current) or _trainer_difference(saved, current)
+    if difference is not None:
+        return f"its .hydra/config.yaml is another run's: {difference}"
+    return None
+
+
+def _trainer_difference(saved: dict[str, Any], current: dict[str, Any]) -> Optional[str]:
+    for path in TRAINER_KEYS_OF_THE_RUN:
+        old, new = _setting(saved, "trainer", *path), _setting(current, "trainer", *path)
+        if old != new:
+            return f"trainer.{'.'.join(path)} is {old!r} there, {new!r} here"
+    return None
+
+
+def _setting(config: Any, *path: str) -> Any:
+    """The value at `path` of a nested dict; None where a part is missing or not a dict."""
+    for name in path:
+        config = config.get(name) if isinstance(config, dict) else None
+    return config
+
+
+def saved_config(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The run's config as `_save_run_config` wrote it to .hydra/config.yaml, interpolations unresolved; None when
+    the file is missing or is not a YAML mapping (a `!!python` tag is refused by the safe loader, never run)."""
+    text = read_record(run_dir / ".hydra" / "config.yaml")
+    if text is None:
+        return None
+    try:
+        saved = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
+    except (YAMLError, OmegaConfBaseException, ValueError, RecursionError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def read_record(path: Path) -> Optional[str]:
+    """The text of a small regular file; None for anything else: missing, a folder, a FIFO (which would block the
+    read), larger than RECORD_MAX_BYTES, unreadable or not UTF-8."""
+    try:
+        if not path.is_file() or path.stat().st_size > RECORD_MAX_BYTES:
+            return None
+        return path.read_text()
+    except (OSError, ValueError):
+        return None

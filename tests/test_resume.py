@@ -12,6 +12,7 @@ import torch
 
 from conftest import compose_config, metrics_rows
 from pausing_model import MODEL, TrainProcess
+from test_bad_input import snapshot
 from test_cli import assert_succeeded, train
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import ConfigError, validate
@@ -269,3 +270,45 @@ def test_a_new_run_is_refused_even_where_only_the_fallback_is_left(run_dir):
     (last.parent / "best.pt").unlink()
     with pytest.raises(ConfigError, match=r"the run whose last.previous.pt is in "):
         build(compose_config(*SMALL), run_dir)
+
+
+# --- a resume that fails part-way -------------------------------------------------------------------------------
+
+def without_the_torch_rng_state(state: dict) -> None:
+    del state["rng"]["torch"]
+
+
+def with_an_optimizer_state_of_two_groups(state: dict) -> None:
+    state["optimizer"]["param_groups"] *= 2
+
+
+def with_the_batcher_position_missing(state: dict) -> None:
+    del state["batcher"]["position"]
+
+
+def with_metrics_that_are_no_table(state: dict) -> None:
+    state["metrics"] = [{"epoch": 1}, ["not", "a", "row"]]
+
+
+def with_an_epoch_that_is_no_count(state: dict) -> None:
+    state["engine"]["epoch"] = "1"
+
+
+@pytest.mark.parametrize("damage", [without_the_torch_rng_state, with_an_optimizer_state_of_two_groups,
+                                    with_the_batcher_position_missing, with_metrics_that_are_no_table,
+                                    with_an_epoch_that_is_no_count])
+def test_a_resume_that_fails_part_way_leaves_the_run_directory_as_it_was(run_dir, train_in_this_process, damage):
+    last = first_run(run_dir)  # a checkpoint of this config, but its state cannot be taken up whole
+    state = load_checkpoint(last)
+    damage(state)
+    save_checkpoint(state, last)
+    before = snapshot(run_dir)
+
+    result = train_in_this_process(*SMALL, "trainer.max_epochs=2", "trainer.resume=auto", f"hydra.run.dir={run_dir}",
+                                   cwd=run_dir.parent)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"train: error: trainer.resume: got '{last}', expected a checkpoint whose saved "
+                                    f"state fits this run (")
+    assert snapshot(run_dir) == before

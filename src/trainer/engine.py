@@ -461,7 +461,9 @@ class Engine:
     def load_state_dict(self, state: dict[str, Any], train: Optional[Batcher] = None) -> None:
         """Continue from a checkpoint's state: weights, optimiser, schedule, scaler, early stopping, counters,
         the epoch in progress, the metrics so far (metrics.csv is rewritten with them), every RNG and, given
-        `train`, its position."""
+        `train`, its position. Whatever can find the state wanting (a part missing or of another shape: KeyError,
+        TypeError, ValueError, RuntimeError, IndexError) comes before the files are rewritten, so that a resume
+        that fails leaves the run directory as it was."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -470,12 +472,20 @@ class Engine:
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.epoch, self.global_step = state["engine"]["epoch"], state["engine"]["global_step"]
         self.skipped_steps = state["engine"].get("skipped_steps", 0)  # (not in checkpoints of version 0.1.0)
+        if not all(type(count) is int for count in (self.epoch, self.global_step, self.skipped_steps)):
+            raise TypeError("its epoch and step counts are not integers")
         if state.get("epoch_progress") is not None:
             self.progress = EpochProgress(**state["epoch_progress"])
+            if not isinstance(self.progress.loss_sum, torch.Tensor):
+                raise TypeError("its epoch in progress has no loss sum tensor")
             self.progress.loss_sum = self.progress.loss_sum.to(self.device)
-        self.metrics_log.restore(state["metrics"])
-        if self.health is not None:
-            self.health.forget_after(self.global_step)
         set_rng_states(state["rng"])
         if train is not None and state["batcher"] is not None:
             train.load_state_dict(state["batcher"])
+        rows = state["metrics"]
+        if not (isinstance(rows, list) and all(isinstance(row, dict) and row.keys() == rows[0].keys()
+                                               for row in rows)):
+            raise ValueError("its metrics are not the rows of one table")
+        if self.health is not None:  # (reads health.csv whole before it writes)
+            self.health.forget_after(self.global_step)
+        self.metrics_log.restore(rows)

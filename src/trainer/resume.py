@@ -52,8 +52,13 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
     difference = setup_difference(state.get("config", {}), engine.config)
     if difference is not None:
         raise ConfigError("trainer.resume", str(path), f"a checkpoint of this config ({difference})")
-    _set_damaged_last_aside(checkpoint_dir / "last.pt", path)
-    engine.load_state_dict(state, train)
+    try:
+        engine.load_state_dict(state, train)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+        reason = " ".join(str(error).split())  # (a state_dict's errors come in several lines)
+        raise ConfigError("trainer.resume", str(path), f"a checkpoint whose saved state fits this run "
+                                                       f"({type(error).__name__}: {reason})") from None
+    _set_damaged_last_aside(checkpoint_dir / "last.pt", path)  # once the fallback is known to be good
     log.info("resumed from %s: %d epochs and %d steps done", path, engine.epoch, engine.global_step)
 
 

@@ -133,6 +133,16 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path, elsewhere, args, e
     assert json.loads(result.stdout.splitlines()[-1]) == {"exit": exit_code, "torch imported": False}
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
+def test_a_config_error_is_one_line_and_exit_2_even_with_hydra_full_error_0_in_the_environment(elsewhere, command):
+    """Hydra reads HYDRA_FULL_ERROR from the environment: set to 0 (or empty) there, it printed its own report of
+    several lines and exited 1."""
+    result = run_command([shutil.which(command, path=str(Path(sys.executable).parent)), "nosuch=1"], elsewhere,
+                         {"HYDRA_FULL_ERROR": "0"})
+    assert (result.returncode, result.stderr) == (
+        2, f"{command}: error: nosuch: no such setting (`{command} --cfg job` lists the settings)\n")
+
+
 def test_cfg_job_prints_the_composed_config_with_the_overrides(tmp_path, elsewhere):
     run_dir = tmp_path / "run"
     result = train("--cfg", "job", "model=transformer", "optimizer.lr=0.123", f"hydra.run.dir={run_dir}",

@@ -216,8 +216,9 @@ def _save_run_config(composed: DictConfig, folder: Path) -> None:
 
 def train() -> None:
     """Console entry point of `train` and `python -m trainer`."""
-    # Hydra prints its own multi-line report of a config error unless asked to raise it; we make it one line.
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    # Hydra prints its own multi-line report of a config error unless asked to raise it (whatever the user's
+    # environment says: HYDRA_FULL_ERROR=0 too); we make it one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _train_app()
     except (HydraException, OmegaConfBaseException) as error:
@@ -269,7 +270,7 @@ def export() -> None:
 
 
 def _run_checkpoint_command(app: Callable[[], None], command: str) -> None:
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # composition errors reach us as exceptions, for one line
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach us as exceptions, for one line
     try:
         app()
     except (HydraException, OmegaConfBaseException) as error:

@@ -1,5 +1,5 @@
-"""A run directory has one owner: one process writes it at a time (a lock), and a new run never writes over
-another run's records or the user's files.
+"""A run directory has one owner: one process writes it at a time (a lock), a new run never writes over another
+run's records or the user's files, and its name may hold any character a folder's name can.
 
 Most runs here are `train` in this process (conftest's train_in_this_process); the tests of the lock itself need
 other processes: a `train` of their own, or a Python holding the lock."""
@@ -233,3 +233,51 @@ def test_a_finished_run_s_damaged_records_are_not_believed_and_it_carries_on_fro
     assert "finished before" not in result.stdout
     assert "resumed from" in result.stdout
     assert not evidence.exists()
+
+
+# --- names ------------------------------------------------------------------------------------------------------
+
+NAME = "run 1, lr=0.1 $HOME it's \"ünïcode\""
+
+
+def test_a_run_directory_named_with_any_character_works_quoted(tmp_path, train_in_this_process):
+    run_dir = tmp_path / NAME
+    quoted = "'" + str(run_dir).replace("'", "\\'") + "'"
+    assert_succeeded(train_in_this_process(*XOR, f"hydra.run.dir={quoted}", cwd=tmp_path))
+    assert len(metrics_rows(run_dir)) == 2
+    assert_succeeded(train_in_this_process(*XOR, "trainer.resume=auto", f"hydra.run.dir={quoted}", cwd=tmp_path))
+
+
+@pytest.mark.parametrize("name", ["a,b", "it's", 'a"b', "a=b", "été"])
+def test_a_run_directory_name_the_grammar_cannot_read_unquoted_is_refused_saying_how_to_quote_it(
+        tmp_path, train_in_this_process, name):
+    run_dir = tmp_path / name
+    line = one_line(train_in_this_process(*XOR, f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert line.startswith(f"train: error: hydra.run.dir: got {str(run_dir)!r}, expected a value Hydra's override "
+                           f"grammar can read: to pass it as one string, quote it whole, as hydra.run.dir="), line
+    suggested = line.split(", as ")[1].removesuffix(" (inside your shell's own quotes)")
+    assert list(tmp_path.iterdir()) == []
+
+    assert_succeeded(train_in_this_process(*XOR, suggested, cwd=tmp_path))  # the suggestion works
+    assert len(metrics_rows(run_dir)) == 2
+
+
+def test_an_interpolation_in_the_run_directory_that_cannot_be_resolved_or_kept_is_one_line(tmp_path,
+                                                                                           train_in_this_process):
+    line = one_line(train_in_this_process(*XOR, f"hydra.run.dir={tmp_path}/a${{nope}}", cwd=tmp_path))
+    assert line == (f"train: error: hydra.run.dir: got '{tmp_path}/a${{nope}}', expected a path whose ${{...}} "
+                    f"interpolations resolve (Interpolation key 'nope' not found)")
+    line = one_line(train_in_this_process(*XOR, f"hydra.run.dir={tmp_path}/a\\${{nope}}", cwd=tmp_path))  # escaped
+    assert line == (f"train: error: hydra.run.dir: got '{tmp_path}/a${{nope}}', expected a path without ${{ in it "
+                    f"(Hydra would read it as an interpolation again when it names the log file)")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
+def test_a_run_directory_name_too_long_for_the_system_is_refused_naming_the_limit(tmp_path, train_in_this_process,
+                                                                                  key):
+    folder = tmp_path / ("x" * 300) / "run"
+    line = one_line(train_in_this_process(*(["-m"] if "sweep" in key else []), *XOR, f"{key}={folder}", cwd=tmp_path))
+    assert line == (f"train: error: {key}: got '{folder}', expected a path whose folder names are at most "
+                    f"{os.pathconf(tmp_path, 'PC_NAME_MAX')} bytes long (this system's limit; one here is 300)")
+    assert list(tmp_path.iterdir()) == []

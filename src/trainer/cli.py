@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -32,7 +33,7 @@ from typing import Any, Callable, Iterator, NoReturn, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, InstantiationException, MissingConfigException
+from hydra.errors import HydraException, InstantiationException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
@@ -64,8 +65,7 @@ class ValidateBeforeRun(Callback):
         except ConfigError as error:
             _exit_with(str(error))
         _same_directory_on_every_rank(config, "run")
-        # Resolved as Hydra will resolve it: ${now:...} is cached in the config, so it names the same second.
-        folder = Path(os.path.abspath(config.hydra.run.dir))
+        folder = _checked_directory(config, "run")
         ValidateBeforeRun.existing_folder = next(path for path in (folder, *folder.parents) if path.exists())
         from trainer.distributed import from_environment
         from trainer.run_directory import refuse_a_directory_in_use, refuse_another_runs_records
@@ -79,6 +79,31 @@ class ValidateBeforeRun(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _same_directory_on_every_rank(config, "sweep")
+        _checked_directory(config, "sweep")
+
+
+def _checked_directory(config: DictConfig, mode: str) -> Path:
+    """hydra.run.dir (or hydra.sweep.dir), absolute, resolved as Hydra will resolve it (${now:...} is cached in the
+    config, so it names the same moment). One that cannot be resolved, that holds a `${` (Hydra resolves the run
+    directory again where it names the log file), or that is too long for this system ends the command here in one
+    line: Hydra would fail on it with a traceback."""
+    from trainer.run_directory import refuse_a_path_too_long
+
+    key = f"hydra.{mode}.dir"
+    try:
+        folder = Path(os.path.abspath(config.hydra[mode].dir))
+    except OmegaConfBaseException as error:
+        typed = OmegaConf.to_container(config.hydra[mode], resolve=False)["dir"]
+        _exit_with(str(ConfigError(key, typed, f"a path whose ${{...}} interpolations resolve "
+                                               f"({str(error).splitlines()[0]})")))
+    if "${" in str(folder):
+        _exit_with(str(ConfigError(key, str(folder), "a path without ${ in it (Hydra would read it as an "
+                                                     "interpolation again when it names the log file)")))
+    try:
+        refuse_a_path_too_long(folder, key)
+    except ConfigError as error:
+        _exit_with(str(error))
+    return folder
 
 
 def _same_directory_on_every_rank(config: DictConfig, mode: str) -> None:
@@ -96,7 +121,7 @@ def _same_directory_on_every_rank(config: DictConfig, mode: str) -> None:
         config.hydra[mode].dir = shared
         # A sweep composes each job's config again, from the command line's hydra overrides: the job
         # directories follow this one.
-        config.hydra.overrides.hydra.append(f"hydra.{mode}.dir='{shared}'")
+        config.hydra.overrides.hydra.append(f"hydra.{mode}.dir={quoted_for_hydra(shared)}")
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
@@ -307,10 +332,41 @@ def describe_config_error(error: Exception, command: str = "train") -> str:
     if isinstance(cause, ValidationError) and cause.full_key and dataclasses.is_dataclass(cause.object_type):
         declared = typing.get_type_hints(cause.object_type)[cause.key]
         return str(ConfigError(cause.full_key, cause.value, _describe_type(declared)))
+    unparsed = _unparsed_override(error)
+    if unparsed is not None:
+        return unparsed
     if isinstance(error, InstantiationException) and error.__cause__ is not None:
         # "Error in call to target 'trainer.models.MLP':" + "MLP.__init__() got an unexpected keyword argument"
         return f"{str(error).splitlines()[0]} {type(error.__cause__).__name__}: {error.__cause__}"
     return " ".join(str(error).split("\n")[0].split())
+
+
+def _unparsed_override(error: Exception) -> Optional[str]:
+    """One line for an override Hydra's grammar cannot read (a quote, `=`, a letter outside ASCII) or reads as a
+    list (a comma), saying how to quote it: `hydra.run.dir=/tmp/it's` -> hydra.run.dir='/tmp/it\\'s'. None for
+    other errors."""
+    if isinstance(error, OverrideParseException):
+        override = error.override
+    else:
+        ambiguous = re.match(r"Ambiguous value for argument '(.*)'$", str(error).split("\n")[0])
+        if ambiguous is None:
+            return None
+        override = ambiguous.group(1)
+    key, equals, value = override.partition("=")
+    if not equals or not re.fullmatch(r"[+~]{0,2}[\w.@/-]+", key):  # the key itself is the mistake
+        return None
+    if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":  # quoted, but not as the grammar wants
+        value = value[1:-1]
+    return str(ConfigError(key.lstrip("+~"), value, f"a value Hydra's override grammar can read: to pass it as one "
+                                                    f"string, quote it whole, as {key}={quoted_for_hydra(value)} "
+                                                    f"(inside your shell's own quotes)"))
+
+
+def quoted_for_hydra(value: str) -> str:
+    """`value` as a quoted string of Hydra's override grammar, which reads back as `value`: single quotes, with a
+    quote escaped, and the backslashes before a quote or the closing quote doubled."""
+    return "'" + re.sub(r"(\\*)('|$)", lambda found: found.group(1) * 2 + ("\\'" if found.group(2) else ""),
+                        value) + "'"
 
 
 def _describe_type(declared: Any) -> str:

@@ -140,6 +140,22 @@ def _still_at(descriptor: int, path: Path) -> bool:
     return (at_path.st_dev, at_path.st_ino) == (locked.st_dev, locked.st_ino)
 
 
+def refuse_a_path_too_long(folder: Path, key: str) -> None:
+    """A folder name or a path longer than this system allows, refused in one line naming the limit, before
+    anything tries to create it (the error would otherwise be a traceback)."""
+    if not hasattr(os, "pathconf"):  # Windows: no pathconf, and its own limits
+        return
+    existing = next(path for path in (folder, *folder.parents) if os.path.isdir(path))
+    name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    longest = max(folder.parts, key=lambda part: len(os.fsencode(part)))
+    if len(os.fsencode(longest)) > name_max:
+        raise ConfigError(key, str(folder), f"a path whose folder names are at most {name_max} bytes long (this "
+                                            f"system's limit; one here is {len(os.fsencode(longest))})")
+    if len(os.fsencode(folder)) >= path_max:
+        raise ConfigError(key, str(folder), f"a path shorter than {path_max} bytes (this system's limit; this one "
+                                            f"is {len(os.fsencode(folder))})")
+
+
 def refuse_another_runs_records(run_dir: Path, config: DictConfig, key: str, log_name: str) -> None:
     """Refuse, in one line, a run directory that holds anything but this run's own records. A new run needs an
     empty folder (or none); trainer.resume needs the folder of the run it carries on: one holding the checkpoint

@@ -338,8 +338,14 @@ def test_plateau_schedule_judges_the_monitored_metric_in_its_direction(run_dir, 
     assert run.engine.scheduler.mode == mode
 
 
-def test_a_diverging_run_stops_within_its_first_epoch_and_keeps_no_diverged_checkpoint(run_dir):
-    run = build_run(run_dir, SMALL_MLP, "optimizer=sgd", "optimizer.lr=1e4", "trainer.max_epochs=5")
+PRECISIONS = pytest.mark.parametrize("precision", ["32", "bf16", "16"])
+"""on_nonfinite holds at every precision: at 16 the steps go through a GradScaler, which skips steps of its own."""
+
+
+@PRECISIONS
+def test_a_diverging_run_stops_within_its_first_epoch_and_keeps_no_diverged_checkpoint(run_dir, precision):
+    run = build_run(run_dir, SMALL_MLP, "optimizer=sgd", "optimizer.lr=1e4", "trainer.max_epochs=5",
+                    f"trainer.precision={precision}")
     result = run.engine.fit(run.train, run.val)
     assert (result.stop_reason, result.epochs, result.best_epoch) == (StopReason.DIVERGED, 0, None)
     assert re.match(r"epoch 1, step \d+: the loss is not finite, at learning rate 1e\+04",
@@ -368,6 +374,7 @@ def nan_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.full_like(x, float("nan")), y
 
 
+@PRECISIONS
 @pytest.mark.parametrize("max_skipped, batches, skipped, stopped", [
     (1, "good nan good", 1, False),
     (1, "nan good nan", 2, True),
@@ -375,8 +382,9 @@ def nan_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     (3, "nan nan nan", 3, False),
 ])
 def test_skip_leaves_non_finite_steps_out_and_stops_after_max_skipped(run_dir, max_skipped, batches, skipped,
-                                                                        stopped):
-    run = build_run(run_dir, SMALL_MLP, "trainer.on_nonfinite=skip", f"trainer.max_skipped={max_skipped}")
+                                                                        stopped, precision):
+    run = build_run(run_dir, SMALL_MLP, "trainer.on_nonfinite=skip", f"trainer.max_skipped={max_skipped}",
+                    f"trainer.precision={precision}")
     good = next(iter(run.train))
     for kind in batches.split():
         before = [p.clone() for p in run.engine.model.parameters()]
@@ -387,14 +395,29 @@ def test_skip_leaves_non_finite_steps_out_and_stops_after_max_skipped(run_dir, m
     assert (run.engine.divergence is not None) == stopped
 
 
-def test_stop_records_the_first_non_finite_step_without_reading_it_at_once(run_dir):
-    run = build_run(run_dir, SMALL_MLP)
+@PRECISIONS
+def test_stop_records_the_first_non_finite_step_without_reading_it_at_once(run_dir, precision):
+    run = build_run(run_dir, SMALL_MLP, f"trainer.precision={precision}")
     good = next(iter(run.train))
     run.engine.train_step([good])
     assert not run.engine._diverged()
     run.engine.train_step([nan_batch(run)])  # the second step
     run.engine.train_step([good])
     assert run.engine._diverged() and run.engine.divergence.startswith("epoch 1, step 2: the loss is not finite")
+
+
+def test_at_precision_16_gradients_that_overflow_are_the_scaler_s_to_skip_not_counted_as_non_finite(run_dir):
+    run = build_run(run_dir, SMALL_MLP, "trainer.precision=16", "trainer.on_nonfinite=skip",
+                    "trainer.max_skipped=0")
+    good = next(iter(run.train))
+    run.engine.train_step([good])
+    run.engine.scaler.update(new_scale=2.0**100)  # float16's gradients overflow at this scale
+    before = [p.clone() for p in run.engine.model.parameters()]
+    loss = run.engine.train_step([good])
+    assert loss is not None and torch.isfinite(loss)
+    assert all(torch.equal(a, b) for a, b in zip(before, run.engine.model.parameters()))  # the scaler skipped it
+    assert run.engine.scaler.get_scale() < 2.0**100
+    assert (run.engine.skipped_steps, run.engine.divergence) == (0, None)
 
 
 class InfiniteGradient(MLP):

@@ -146,7 +146,8 @@ class TrainerConfig:
     """Use only deterministic kernels, so that a run repeats bit for bit on the same machine."""
     on_nonfinite: str = "stop"
     """A step whose loss or gradient is nan or inf: stop (end the run, naming the step; best.pt keeps the last
-    good weights) or skip (leave the weights alone, count it, go on; reads one flag per step)."""
+    good weights) or skip (leave the weights alone, count it, go on; reads one flag per step). At precision 16 the
+    loss: gradients that overflow are the GradScaler's to skip, at a lower scale."""
     max_skipped: int = 10
     """on_nonfinite=skip: stop the run when more steps than this have been skipped."""
     resume: Optional[str] = None

@@ -311,7 +311,11 @@ class Engine:
         self.optimizer.zero_grad(set_to_none=True)  # gradients accumulate in .grad unless cleared
         objective, loss = self._accumulate_gradients(micro_batches, step_samples, local_samples)
         stepped = True
-        if self.scaler.is_enabled():
+        if self.settings.on_nonfinite == "stop":  # steps are named counting from 1, as global_step counts
+            self._unchecked_losses.append((self.global_step + 1, objective))
+        else:
+            stepped = self._finite_or_skipped(objective)
+        if stepped and self.scaler.is_enabled():
             # float16: the loss was scaled up before backward; the gradients are scaled back down before the
             # step. The scaler itself skips steps whose gradients overflowed, and lowers the scale.
             self.scaler.unscale_(self.optimizer)
@@ -321,14 +325,9 @@ class Engine:
             self.scaler.update()
             if scale is not None and self.scaler.get_scale() < scale:
                 weights_before = None  # the scaler found an overflow and skipped the step: nothing to judge
-        else:
-            if self.settings.on_nonfinite == "stop":  # steps are named counting from 1, as global_step counts
-                self._unchecked_losses.append((self.global_step + 1, objective))
-            else:
-                stepped = self._finite_or_skipped(objective)
-            if stepped:
-                self._clip_gradients()
-                self.optimizer.step()  # parameter -= lr * (the optimiser's reading of) .grad
+        elif stepped:
+            self._clip_gradients()
+            self.optimizer.step()  # parameter -= lr * (the optimiser's reading of) .grad
         if stepped and self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.global_step += 1
@@ -370,10 +369,15 @@ class Engine:
 
     def _finite_or_skipped(self, objective: torch.Tensor) -> bool:
         """on_nonfinite=skip: whether the step may go on. It must decide before optimizer.step, so it checks the
-        loss and every gradient now and reads the answer (one sync per step); a non-finite step is left out."""
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        grad_norms = torch.stack(torch._foreach_norm(grads)) if grads else objective.new_zeros(1)  # one per tensor
-        if (torch.isfinite(objective.detach()) & torch.isfinite(grad_norms.sum())).item():
+        loss and every gradient now and reads the answer (one sync per step); a non-finite step is left out. At
+        precision 16 the loss alone decides: the gradients are still scaled up here, and overflow now and then by
+        design, which the scaler answers itself (it skips that step and lowers the scale)."""
+        finite = torch.isfinite(objective.detach())
+        if not self.scaler.is_enabled():
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            grad_norms = torch.stack(torch._foreach_norm(grads)) if grads else objective.new_zeros(1)  # one per tensor
+            finite = finite & torch.isfinite(grad_norms.sum())
+        if finite.item():
             return True
         self.skipped_steps += 1
         log.warning("epoch %d, step %d: the loss or a gradient is not finite; step skipped (%d of at most %d)",

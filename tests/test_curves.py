@@ -169,16 +169,17 @@ def test_train_plot_draws_runs_on_one_figure(tmp_path):
     assert png_size(tmp_path / "both.png")[0] == panels_size(columns=3)[0]
 
 
-def test_train_plot_names_a_folder_without_metrics_csv_and_exits_2(tmp_path, capsys):
+@pytest.mark.parametrize("name", ["empty", "x" * 300], ids=["empty", "a-name-too-long-for-the-os"])
+def test_train_plot_names_a_folder_without_metrics_csv_and_exits_2(tmp_path, capsys, name):
     write_metrics_csv(tmp_path / "run", made_up_rows())
     (tmp_path / "empty").mkdir()
 
     with pytest.raises(SystemExit) as exit:
-        plot_main([str(tmp_path / "run"), str(tmp_path / "empty"), "--output", str(tmp_path / "curves.png")])
+        plot_main([str(tmp_path / "run"), str(tmp_path / name), "--output", str(tmp_path / "curves.png")])
 
     assert exit.value.code == 2
     err = capsys.readouterr().err
-    assert err == (f"train-plot: error: RUN_DIR: got '{tmp_path / 'empty'}', expected a run's folder holding "
+    assert err == (f"train-plot: error: RUN_DIR: got '{tmp_path / name}', expected a run's folder holding "
                    "metrics.csv (a run writes a row to it at the end of each epoch)\n")
     assert not (tmp_path / "curves.png").exists()
 

@@ -132,12 +132,13 @@ def test_job_folders_at_any_depth_and_the_files_where_asked(tmp_path, capsys):
     assert not (tmp_path / "sweep" / "report.md").exists()
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda path: None, "expected a directory that exists"),
-    (lambda path: (path / "0").mkdir(parents=True), "expected a sweep directory: no folder below it holds"),
-], ids=["no-such-directory", "no-job-folders"])
-def test_a_folder_that_is_not_a_sweep_exits_2_with_one_line(tmp_path, capsys, make, expected):
-    sweep_dir = tmp_path / "sweep"
+@pytest.mark.parametrize("name, make, expected", [
+    ("sweep", lambda path: None, "expected a directory that exists"),
+    ("x" * 300, lambda path: None, "expected a directory that exists"),  # a name too long for the OS
+    ("sweep", lambda path: (path / "0").mkdir(parents=True), "expected a sweep directory: no folder below it holds"),
+], ids=["no-such-directory", "a-name-too-long-for-the-os", "no-job-folders"])
+def test_a_folder_that_is_not_a_sweep_exits_2_with_one_line(tmp_path, capsys, name, make, expected):
+    sweep_dir = tmp_path / name
     make(sweep_dir)
 
     with pytest.raises(SystemExit) as exit:
@@ -148,7 +149,7 @@ def test_a_folder_that_is_not_a_sweep_exits_2_with_one_line(tmp_path, capsys, ma
     assert out == ""
     assert err.startswith(f"train-report: error: SWEEP_DIR: got '{sweep_dir}', {expected}")
     assert err.count("\n") == 1
-    assert not (sweep_dir / "report.md").exists()
+    assert not os.path.exists(sweep_dir / "report.md")
 
 
 def write_2_mib(path: Path) -> None:

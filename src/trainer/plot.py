@@ -9,6 +9,7 @@ Like `train-report`, it imports no torch.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -25,15 +26,18 @@ def plot(run_dirs: list[Path], output: Path) -> None:
     for run_dir in run_dirs:
         metrics_file = run_dir / "metrics.csv"
         try:
-            rows = read_metrics_csv(metrics_file) if metrics_file.is_file() else []
-            job = Job(path=str(run_dir), overrides=read_overrides(run_dir),
-                      summary=read_summary(run_dir / "summary.json"))
-        except (ValueError, UnreadableFile) as error:  # ValueError: read_metrics_csv's
+            # os.path.isfile: False for a name too long for the OS, where Path.is_file raises
+            rows = read_metrics_csv(metrics_file) if os.path.isfile(metrics_file) else []
+        except ValueError as error:
             raise ConfigError("RUN_DIR", str(run_dir), f"a run's folder as train writes it ({error})") from None
         if not rows:
             raise ConfigError("RUN_DIR", str(run_dir), "a run's folder holding metrics.csv (a run writes a row to it "
                                                        "at the end of each epoch)")
-        jobs.append(job)
+        try:
+            jobs.append(Job(path=str(run_dir), overrides=read_overrides(run_dir),
+                            summary=read_summary(run_dir / "summary.json")))
+        except UnreadableFile as error:
+            raise ConfigError("RUN_DIR", str(run_dir), f"a run's folder as train writes it ({error})") from None
     try:
         draw_curves(jobs, Path(), output, heading="")
     except OSError as error:

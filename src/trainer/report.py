@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +243,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 def read_sweep(sweep_dir: Path) -> list[Job]:
     """The sweep's jobs, ranked; a job with an unreadable file is left out, with a warning. Raises ConfigError when
     sweep_dir is not a sweep, or none of its jobs can be read."""
-    if not sweep_dir.is_dir():
+    if not os.path.isdir(sweep_dir):  # False for a name too long for the OS, where Path.is_dir raises
         raise ConfigError("SWEEP_DIR", str(sweep_dir), "a directory that exists")
     job_dirs = find_job_dirs(sweep_dir)
     if not job_dirs:

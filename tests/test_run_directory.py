@@ -116,6 +116,24 @@ def test_a_lock_file_that_is_a_symlink_is_refused_and_never_written_through(tmp_
     assert elsewhere.read_text() == "not to be truncated\n"
 
 
+LOOK_AT_THE_LOCK = textwrap.dedent("""
+    import fcntl, os, sys, time
+    descriptor = os.open(sys.argv[1], os.O_RDONLY)
+    fcntl.flock(descriptor, fcntl.LOCK_SH)  # as ValidateBeforeRun's look does, for an instant
+    print("locked", flush=True)
+    time.sleep(0.05)
+""")
+
+
+def test_a_process_that_only_looks_at_the_lock_does_not_keep_a_run_from_taking_it(tmp_path):
+    (tmp_path / LOCK_NAME).touch()
+    looking = subprocess.Popen([sys.executable, "-c", LOOK_AT_THE_LOCK, str(tmp_path / LOCK_NAME)],
+                               stdout=subprocess.PIPE, text=True)
+    assert looking.stdout.readline() == "locked\n"
+    lock(tmp_path, "hydra.run.dir").release()  # while the other looks
+    assert looking.wait() == 0
+
+
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, lock_holder):
     holder = lock_holder(tmp_path)
     with pytest.raises(ConfigError, match=rf"\(train pid {holder.pid} holds it: "):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,6 +39,10 @@ TRAINER_KEYS_OF_THE_RUN = (("checkpoint", "dir"), ("inspect",))
 """Besides the setup that the checkpoints depend on, what makes a run directory's records this run's: where its
 checkpoints are (a run that looks elsewhere finds none and starts over those records), and whether it trains."""
 NAMES_SHOWN = 4
+MOMENT_SECONDS = 0.5
+"""How long a run that finds the lock taken looks again before it takes the holder for a run: a process that only
+looks at the lock (refuse_a_directory_in_use) holds it for an instant, and a new holder writes its pid just after it
+has locked."""
 
 
 class RunDirectoryLock:
@@ -68,7 +73,7 @@ def lock(run_dir: Path, key: str) -> RunDirectoryLock:
         return RunDirectoryLock(path, None)
     while True:
         descriptor = _open_lock_file(path, os.O_RDWR | os.O_CREAT, key)
-        if not _flocked(descriptor, fcntl.LOCK_EX):
+        if not _flocked(descriptor, fcntl.LOCK_EX, patience=MOMENT_SECONDS):
             holder = _holder(descriptor)
             os.close(descriptor)
             raise _in_use(run_dir, key, holder)
@@ -111,13 +116,17 @@ def _open_lock_file(path: Path, flags: int, key: str) -> int:
     return descriptor
 
 
-def _flocked(descriptor: int, operation: int) -> bool:
-    """Whether the lock was taken; False when another process holds it."""
-    try:
-        fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+def _flocked(descriptor: int, operation: int, patience: float = 0.0) -> bool:
+    """Whether the lock was taken, trying again for `patience` seconds; False when another process holds it."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
 
 def _in_use(run_dir: Path, key: str, holder: str) -> ConfigError:
@@ -127,7 +136,11 @@ def _in_use(run_dir: Path, key: str, holder: str) -> ConfigError:
 
 def _holder(descriptor: int) -> str:
     """'train pid 1234', from the lock file; its holder writes the pid just after taking the lock."""
+    deadline = time.monotonic() + MOMENT_SECONDS
     pid = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+    while not pid.isdigit() and time.monotonic() < deadline:
+        time.sleep(0.01)
+        pid = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
     return f"train pid {pid}" if pid.isdigit() else "another train process"
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -45,6 +46,10 @@ if typing.TYPE_CHECKING:
     from trainer.run_directory import RunDirectoryLock
 
 USAGE_ERROR = 2
+FILE_SYSTEM_REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.EFBIG)
+"""The OS errors of a file system that refuses a write: the command ends in one line, not a traceback."""
+RESUME_ADVICE = ("; the checkpoints written before it are whole: once it can write, trainer.resume=auto carries the "
+                 "run on")
 TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
@@ -135,7 +140,7 @@ def _train_app(cfg: DictConfig) -> float:
     rank = from_environment().rank
     if rank != 0:
         _only_warnings_to_stderr(rank)
-    with _sole_owner_of(run_dir, composed, rank) as lock:
+    with _refused_writes_in_one_line("train", RESUME_ADVICE), _sole_owner_of(run_dir, composed, rank) as lock:
         finished = finished_before(composed, run_dir)  # a sweep started again: this job is done
         if finished is not None:
             return finished
@@ -244,8 +249,10 @@ def train() -> None:
     # Hydra prints its own multi-line report of a config error unless asked to raise it (whatever the user's
     # environment says: HYDRA_FULL_ERROR=0 too); we make it one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    logging.raiseExceptions = False  # a full disk: train.log's lines are lost, not each one a traceback on stderr
     try:
-        _train_app()
+        with _refused_writes_in_one_line("train"):  # (Hydra's own: the run directory on a read-only disk)
+            _train_app()
     except (HydraException, OmegaConfBaseException) as error:
         _exit_with(describe_config_error(error))
     except KeyboardInterrupt:  # Ctrl-C before training started, or a second one during it
@@ -297,7 +304,8 @@ def export() -> None:
 def _run_checkpoint_command(app: Callable[[], None], command: str) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach us as exceptions, for one line
     try:
-        app()
+        with _refused_writes_in_one_line(command):
+            app()
     except (HydraException, OmegaConfBaseException) as error:
         _exit_with(describe_config_error(error, command), command)
     except KeyboardInterrupt:
@@ -308,10 +316,11 @@ def _run_checkpoint_command(app: Callable[[], None], command: str) -> None:
 def _mistakes_in_one_line(command: str) -> Iterator[None]:
     """A mistake found inside a command's job ends it in one line; exiting here, inside the job, keeps Hydra from
     adding its own report."""
-    try:
-        yield
-    except (ConfigError, InstantiationException) as error:
-        _exit_with(describe_mistake(error, command), command)
+    with _refused_writes_in_one_line(command):
+        try:
+            yield
+        except (ConfigError, InstantiationException) as error:
+            _exit_with(describe_mistake(error, command), command)
 
 
 def describe_mistake(error: ConfigError | InstantiationException, command: str = "train") -> str:
@@ -374,6 +383,21 @@ def _describe_type(declared: Any) -> str:
     options = [t for t in typing.get_args(declared) if t is not type(None)] or [declared]
     described = TYPE_NAMES.get(options[0], getattr(options[0], "__name__", str(options[0])))
     return described + (", or null" if type(None) in typing.get_args(declared) else "")
+
+
+@contextlib.contextmanager
+def _refused_writes_in_one_line(command: str, advice: str = "") -> Iterator[None]:
+    """A disk that is full, read-only or failing is no mistake of the command line: one line naming the file and
+    the OS error, and exit code 1. Inside a job, this also keeps Hydra from adding its own report."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in FILE_SYSTEM_REFUSALS:
+            raise
+        name = errno.errorcode.get(error.errno, str(error.errno))
+        where = f" {error.filename}" if error.filename else ""
+        print(f"{command}: error: could not write{where}: {error.strerror} ({name}){advice}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _exit_with(message: str, command: str = "train") -> NoReturn:

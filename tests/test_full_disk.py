@@ -1,0 +1,137 @@
+"""A disk that fills up or refuses writes ends the run in one line naming the file and the OS error (exit code 1),
+with every checkpoint whole and no temp file left; once space is freed, trainer.resume=auto finishes the run as
+if the disk had never been full."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import trainer.checkpoint
+import trainer.engine
+from conftest import metrics_rows
+from test_cli import assert_succeeded
+from trainer.checkpoint import load_checkpoint
+
+RUN = ("data=xor", "model.hidden_sizes=[64,64]", "trainer.max_epochs=3", "trainer.curves=false",
+       "trainer.deterministic=true", "trainer.health.every_n_steps=null", "trainer.device=cpu")
+ADVICE = "; the checkpoints written before it are whole: once it can write, trainer.resume=auto carries the run on"
+
+
+def checkpoint_files(run_dir: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted((run_dir / "checkpoints").iterdir())}
+
+
+@pytest.fixture
+def uninterrupted(tmp_path, train_in_this_process) -> Path:
+    run_dir = tmp_path / "uninterrupted"
+    assert_succeeded(train_in_this_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    return run_dir
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EIO])
+def test_a_refused_checkpoint_write_ends_the_run_in_one_line_and_resume_finishes_it(
+        tmp_path, train_in_this_process, monkeypatch, uninterrupted, code):
+    run_dir, failing_save, before = tmp_path / "run", 3, {}  # epoch 1: best.pt, last.pt; epoch 2: best.pt, ...
+    real_save, saves = trainer.engine.save_checkpoint, []
+
+    def save_on_a_disk_that_fills(state, path, **options):
+        saves.append(path)
+        if len(saves) != failing_save:
+            return real_save(state, path, **options)
+        before.update(checkpoint_files(run_dir))
+        with monkeypatch.context() as disk:
+            disk.setattr(trainer.checkpoint._ErrorKeepingWriter, "write", refuse_write)
+            return real_save(state, path, **options)
+
+    def refuse_write(self, data):
+        self.error = OSError(code, os.strerror(code))
+        raise self.error
+
+    monkeypatch.setattr(trainer.engine, "save_checkpoint", save_on_a_disk_that_fills)
+    failed = train_in_this_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == (f"train: error: could not write {saves[-1]}: {os.strerror(code)} "
+                                     f"({errno.errorcode[code]}){ADVICE}")
+    assert checkpoint_files(run_dir) == before  # as they were, and no temp file
+    monkeypatch.undo()
+
+    assert_succeeded(train_in_this_process(*RUN, "trainer.resume=auto", f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert metrics_rows(run_dir) == metrics_rows(uninterrupted)
+    finished, expected = load_checkpoint(run_dir / "checkpoints" / "last.pt"), load_checkpoint(
+        uninterrupted / "checkpoints" / "last.pt")
+    assert all(finished["model"][name].equal(expected["model"][name]) for name in expected["model"])
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A 2 MiB tmpfs of its own (root on Linux), unmounted afterwards."""
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root on Linux")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mount is not allowed here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """A filler file that leaves about `leave` bytes free on `disk`."""
+    filler = disk / "filler"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    filler.write_bytes(b"\0" * max(free - leave, 0))
+    return filler
+
+
+def test_a_really_full_disk_ends_the_run_in_one_line_and_resume_finishes_it_once_space_is_freed(
+        small_disk, tmp_path, train_in_this_process, uninterrupted):
+    size = (uninterrupted / "checkpoints" / "last.pt").stat().st_size
+    # Room for epoch 1's best.pt and last.pt and the small files, not for epoch 2's third checkpoint.
+    filler = fill(small_disk, leave=int(2.5 * size) + 64 * 1024)
+    run_dir = small_disk / "run"
+    failed = train_in_this_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr
+    line, = failed.stderr.strip().splitlines()
+    assert line.startswith(f"train: error: could not write {run_dir}") and "No space left on device (ENOSPC)" in line
+    written = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
+    assert written and not any(name.endswith(".tmp") for name in written)
+    for name in written:
+        load_checkpoint(run_dir / "checkpoints" / name)  # whole: the digest matches
+
+    filler.unlink()
+    assert_succeeded(train_in_this_process(*RUN, "trainer.resume=auto", f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert metrics_rows(run_dir) == metrics_rows(uninterrupted)
+
+
+def test_a_read_only_run_directory_is_one_line_for_train_evaluate_and_predict(
+        small_disk, tmp_path, train_in_this_process, uninterrupted):
+    run_dir = small_disk / "run"
+    assert_succeeded(train_in_this_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        resumed = train_in_this_process(*RUN, "trainer.max_epochs=4", "trainer.resume=auto",
+                                        f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        evaluated = train_in_this_process(f"ckpt_path={run_dir / 'checkpoints' / 'best.pt'}", cwd=tmp_path,
+                                          command="evaluate")
+        rows = tmp_path / "rows.json"
+        rows.write_text('{"x0": 1.0, "x1": 0.0}')
+        predicted = train_in_this_process(f"ckpt_path={run_dir / 'checkpoints' / 'best.pt'}", f"input={rows}",
+                                          f"output={small_disk / 'predictions.csv'}", cwd=tmp_path,
+                                          command="predict")
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    # train finds out before it starts, when it cannot lock the run directory: a mistake of the command line
+    assert resumed.returncode == 2 and resumed.stderr.startswith(f"train: error: hydra.run.dir: got '{run_dir}'")
+    assert len(resumed.stderr.strip().splitlines()) == 1 and "(Read-only file system)" in resumed.stderr
+    for result, command in ((evaluated, "evaluate"), (predicted, "predict")):
+        assert result.returncode == 1, result.stderr
+        line, = result.stderr.strip().splitlines()
+        assert line.startswith(f"{command}: error: could not write ") and "Read-only file system (EROFS)" in line

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from conftest import compose_config
 from test_cli import NO_GPU, assert_succeeded, elsewhere, run_command  # noqa: F401 (elsewhere is a fixture)
+from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.cli import describe_mistake
 from trainer.config import ConfigError, config_dir
 from trainer.data import build_data
@@ -178,3 +179,41 @@ def test_the_evaluate_command_runs_from_another_directory_and_refuses_in_one_lin
     assert refused.returncode == 2
     assert refused.stdout == "" and len(refused.stderr.splitlines()) == 1, refused.stderr
     assert refused.stderr.startswith(f"evaluate: error: ckpt_path: got '{tmp_path / 'none.pt'}', expected ")
+
+
+def test_a_checkpoint_s_saved_folder_depth_does_not_choose_a_folder_above_a_non_run(runs, tmp_path):
+    """A stranger's checkpoint saved with trainer.checkpoint.dir=x/y, kept in deep/x/y/: its report goes beside it,
+    not two folders up, unless deep/ is a run directory."""
+    state = load_checkpoint(best_checkpoint(runs["multiclass"]))
+    state["config"]["trainer"]["checkpoint"]["dir"] = "x/y"
+    shared = tmp_path / "deep" / "x" / "y" / "best.pt"
+    save_checkpoint(state, shared)
+    main(compose_command("evaluate", f"ckpt_path={shared}", "device=cpu"))
+    assert (shared.parent / "evaluation" / "best" / "evaluation.json").is_file()
+    assert not (tmp_path / "deep" / "evaluation").exists()
+
+
+@pytest.mark.parametrize("engine", [5, {"epoch": "two"}, {"epoch": -1}], ids=["not-a-mapping", "text", "negative"])
+def test_a_checkpoint_whose_counters_are_not_counts_is_refused_in_one_line(runs, tmp_path, engine):
+    state = {**load_checkpoint(best_checkpoint(runs["multiclass"])), "engine": engine}
+    save_checkpoint(state, tmp_path / "odd.pt")
+    message = mistake("evaluate", compose_command("evaluate", f"ckpt_path={tmp_path / 'odd.pt'}"))
+    assert message.startswith(f"ckpt_path: got '{tmp_path / 'odd.pt'}', expected a checkpoint train wrote (its engine "
+                              f"counters are ")
+
+
+def test_sizes_that_do_not_fit_the_weights_are_refused_before_any_memory_is_taken(runs, tmp_path):
+    """hidden_sizes=[200000,200000] would take 160 GB to build: the meta device finds the misfit without it."""
+    state = load_checkpoint(best_checkpoint(runs["multiclass"]))
+    state["config"]["model"]["hidden_sizes"] = [200000, 200000]
+    save_checkpoint(state, tmp_path / "huge.pt")
+    message = mistake("evaluate", compose_command("evaluate", f"ckpt_path={tmp_path / 'huge.pt'}", "device=cpu"))
+    assert message == (f"ckpt_path: got '{tmp_path / 'huge.pt'}', expected a checkpoint whose weights fit the model "
+                       f"its config describes (hidden.0.linear.weight has shape (16, 4) in it, (200000, 4) in the "
+                       f"model its config describes)")
+
+
+def test_a_checkpoint_path_too_long_for_the_os_is_one_line(runs):
+    too_long = "/tmp/" + "x" * 300 + ".pt"
+    message = mistake("evaluate", compose_command("evaluate", f"ckpt_path={too_long}"))
+    assert message.startswith(f"ckpt_path: got '{too_long}', expected the path of a checkpoint file that exists")

@@ -57,18 +57,21 @@ def evaluate(trained: Trained) -> Evaluation:
 
 def output_folder(trained: Trained) -> Path:
     """evaluation/<checkpoint name>/ in the checkpoint's run directory, the folder holding trainer.checkpoint.dir:
-    runs/NAME/evaluation/best/ for runs/NAME/checkpoints/best.pt. A checkpoint kept elsewhere gets it beside it."""
+    runs/NAME/evaluation/best/ for runs/NAME/checkpoints/best.pt. A checkpoint kept elsewhere gets it beside it,
+    and so does one whose folder above is no run directory (it holds neither .hydra/ nor metrics.csv): the saved
+    checkpoint.dir alone, which a stranger wrote, does not choose a folder further up."""
     folder, checkpoint_dir = trained.path.parent, Path(trained.config.trainer.checkpoint.dir)
     depth = len(checkpoint_dir.parts)
     in_run_dir = not checkpoint_dir.is_absolute() and folder.parts[-depth:] == checkpoint_dir.parts
     run_dir = Path(*folder.parts[:-depth]) if in_run_dir else folder
+    if not ((run_dir / ".hydra").is_dir() or (run_dir / "metrics.csv").is_file()):
+        run_dir = folder
     return run_dir / "evaluation" / trained.path.stem
 
 
 def report(trained: Trained, evaluation: Evaluation) -> str:
     """The metrics as run.result_table shows them, then for classifiers the confusion matrix."""
-    epoch = trained.state.get("engine", {}).get("epoch")
-    lines = [f"test metrics of {trained.path} (after epoch {epoch}, {evaluation.samples} samples, on "
+    lines = [f"test metrics of {trained.path} (after epoch {trained.epoch}, {evaluation.samples} samples, on "
              f"{trained.device})", *metric_lines(evaluation.test)]
     if evaluation.confusion_matrix is not None:
         lines += ["confusion matrix (rows: true class, columns: predicted class)",
@@ -113,7 +116,7 @@ def main(cfg: DictConfig) -> None:
     folder = Path(cfg.output_dir) if cfg.output_dir is not None else output_folder(trained)
     folder.mkdir(parents=True, exist_ok=True)
     print(report(trained, evaluation))
-    written = {"checkpoint": str(trained.path), "epoch": trained.state.get("engine", {}).get("epoch"),
+    written = {"checkpoint": str(trained.path), "epoch": trained.epoch,
                "device": str(trained.device), **asdict(evaluation)}
     (folder / "evaluation.json").write_text(json.dumps(written, indent=2) + "\n")
     files = ["evaluation.json"]

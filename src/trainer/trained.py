@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,15 +60,41 @@ class Trained:
     device: torch.device
 
     def model(self, data: DataSplits | DataDescription) -> tuple[torch.nn.Module, torch.nn.Module]:
-        """The run's loss, and its model with the checkpoint's weights, on the device and in eval mode."""
-        criterion, model = build_model(self.config, data)
-        try:
-            model.load_state_dict(self.state["model"])
-        except RuntimeError as error:
-            reason = str(error).splitlines()[-1].strip()  # torch's last line names a missing or misfit tensor
+        """The run's loss, and its model with the checkpoint's weights, on the device and in eval mode. The model
+        is first built on the meta device, which allocates nothing: a config whose sizes do not fit the weights (a
+        crafted hidden_sizes=[200000,200000] would ask for 160 GB) is refused before any memory is taken."""
+        misfit = self._misfit_weights(data)
+        if misfit is None:
+            criterion, model = build_model(self.config, data)
+            try:
+                model.load_state_dict(self.state["model"])
+            except RuntimeError as error:
+                misfit = str(error).splitlines()[-1].strip()  # torch's last line names a missing or misfit tensor
+        if misfit is not None:
             raise ConfigError("ckpt_path", str(self.path),
-                              f"a checkpoint whose weights fit the model its config describes ({reason})") from None
+                              f"a checkpoint whose weights fit the model its config describes ({misfit})")
         return criterion, model.to(self.device).eval()
+
+    def _misfit_weights(self, data: DataSplits | DataDescription) -> Optional[str]:
+        """The first weight whose name or shape differs between the checkpoint and the model its config describes,
+        built without memory on the meta device; None when they fit, or when the model cannot be built there."""
+        try:
+            with torch.device("meta"):
+                _, skeleton = build_model(self.config, data)
+        except Exception:  # (an op without a meta kernel: the real build below finds any misfit)
+            return None
+        expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+        saved = {name: tuple(tensor.shape) for name, tensor in self.state["model"].items()}
+        for name in [*expected, *(name for name in saved if name not in expected)]:  # in the model's order
+            if expected.get(name) != saved.get(name):
+                return (f"{name} has shape {saved.get(name, 'none')} in it, {expected.get(name, 'none')} in the "
+                        f"model its config describes")
+        return None
+
+    @property
+    def epoch(self) -> Optional[int]:
+        """The epochs trained when the weights were saved (read_trusted checked it); None when not known."""
+        return self.state.get("engine", {}).get("epoch")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The run's trainer.precision, as its test ran."""
@@ -101,7 +128,7 @@ def read_trusted(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     it is believed only once its config names no code but what the command trusts (`trust`), holds values `train`
     would run, and describes its data as train does. Mistakes are ConfigErrors naming ckpt_path."""
     path = Path(required(cfg, "ckpt_path", "the path of a checkpoint train wrote, e.g. runs/NAME/checkpoints/best.pt"))
-    if not path.is_file():
+    if not os.path.isfile(path):  # (Path.is_file raises for a name too long for the OS)
         raise ConfigError("ckpt_path", str(path), "the path of a checkpoint file that exists, e.g. "
                                                   "runs/NAME/checkpoints/best.pt")
     if path.suffix == EXPORTED_SUFFIX:
@@ -113,6 +140,10 @@ def read_trusted(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
                       config_dirs=command_config_dirs())
     except Untrusted as untrusted:
         raise ConfigError("ckpt_path", str(path), f"a checkpoint that names only trusted code ({untrusted})") from None
+    engine = state.get("engine", {})
+    if not isinstance(engine, dict) or not (engine.get("epoch") is None or NON_NEGATIVE_INT.accepts(engine["epoch"])):
+        raise ConfigError("ckpt_path", str(path), f"a checkpoint train wrote (its engine counters are "
+                                                  f"{engine!r:.60}, not a mapping of counts)")
     check_values(OmegaConf.create(state["config"]), path)
     problem = None if state.get("data") is None else plain_problem(state["data"])
     if problem is not None:

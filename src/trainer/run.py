@@ -28,14 +28,12 @@ from trainer.loggers import build_logger
 from trainer.losses import num_outputs
 from trainer.model_summary import summary_table
 from trainer.resume import start_from_checkpoints
-from trainer.run_directory import read_record, saved_config
+from trainer.report import UnreadableFile, read_summary
+from trainer.run_directory import saved_config
 from trainer.schedules import build_scheduler
 from trainer.seeding import seed_everything
 
 log = logging.getLogger(__name__)
-
-SUMMARY_TYPES = {"stop_reason": str, "epochs": int, "monitor": str, "best_value": (int, float, type(None))}
-"""What finished_before reads of a summary.json, and the types fit_and_test writes it with."""
 
 
 @dataclass
@@ -225,18 +223,14 @@ def finished_before(composed: DictConfig, run_dir: Path) -> Optional[float]:
 
 
 def _finished_run_summary(path: Path) -> Optional[dict]:
-    """summary.json of a run that ended (not one interrupted), holding what finished_before reads with the types
-    fit_and_test writes; None for any other file."""
-    text = read_record(path)
+    """summary.json of a run that ended (not one interrupted), as train-report reads it (the keys and types
+    fit_and_test writes); None for any other file."""
     try:
-        summary = json.loads(text) if text is not None else None
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        summary = read_summary(path)
+    except UnreadableFile:
         return None
-    if not isinstance(summary, dict) or summary.get("mode", "min") not in ("min", "max"):
+    if summary is None or summary.get("mode", "min") not in ("min", "max"):
         return None
-    for key, types in SUMMARY_TYPES.items():
-        if not isinstance(summary.get(key), types) or isinstance(summary.get(key), bool):
-            return None
     return None if summary["stop_reason"] == StopReason.INTERRUPTED.value else summary
 
 

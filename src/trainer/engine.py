@@ -475,10 +475,10 @@ class Engine:
         self.scaler.load_state_dict(state["scaler"])
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.epoch, self.global_step = state["engine"]["epoch"], state["engine"]["global_step"]
-        self.skipped_steps = state["engine"].get("skipped_steps", 0)  # (not in checkpoints of version 0.1.0)
+        self.skipped_steps = state["engine"]["skipped_steps"]  # (checkpoint.load_checkpoint upgrades older formats)
         if not all(type(count) is int for count in (self.epoch, self.global_step, self.skipped_steps)):
             raise TypeError("its epoch and step counts are not integers")
-        if state.get("epoch_progress") is not None:
+        if state["epoch_progress"] is not None:
             self.progress = EpochProgress(**state["epoch_progress"])
             if not isinstance(self.progress.loss_sum, torch.Tensor):
                 raise TypeError("its epoch in progress has no loss sum tensor")

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 DATA_KEYS_FREE_TO_CHANGE = ("root", "download", "pipeline", "num_workers", "pin_memory")
 RESUMED_SECTIONS = ("model", "loss", "data", "seed", "optimizer", "scheduler")
 """The config sections a resumed run must share with its checkpoint."""
-RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "early_stopping", "engine", "batcher", "rng", "metrics")
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "early_stopping", "engine", "epoch_progress", "batcher",
+               "rng", "metrics")
 """What a checkpoint must hold to continue a run from it (Engine.load_state_dict reads these)."""
 CHECKPOINT_NAMES = ("last.pt", "last.previous.pt", "best.pt")
 

@@ -226,6 +226,21 @@ def test_resume_auto_carries_on_a_run_stopped_while_it_was_being_built(tmp_path,
     assert len(metrics_rows(run_dir)) == 2
 
 
+def test_a_run_killed_while_it_first_wrote_health_csv_carries_on(tmp_path, train_in_this_process):
+    """health.csv is written through a buffer: a run killed inside its first write, or on a disk that filled up,
+    leaves it empty (no header) or with a torn last row."""
+    run_dir = tmp_path / "run"
+    args = (*XOR, "trainer.health.every_n_steps=1", "trainer.resume=auto", f"hydra.run.dir={run_dir}")
+    assert_succeeded(train_in_this_process(*args, cwd=tmp_path))
+    for epochs, torn in ((3, ""), (4, "step,name,grad_norm\n1,layers.0.weight,0.5\n2,layer")):
+        (run_dir / "health.csv").write_text(torn)
+        result = train_in_this_process(*args, f"trainer.max_epochs={epochs}", cwd=tmp_path)
+        assert_succeeded(result)
+        assert "resumed from" in result.stdout
+        rows = (run_dir / "health.csv").read_text().splitlines()
+        assert rows[0].startswith("step,name,") and all(row.count(",") == rows[0].count(",") for row in rows)
+
+
 DAMAGED = {
     "summary.json not JSON": ("summary.json", "{'epochs': 2,"),
     "summary.json of other types": ("summary.json", '{"stop_reason": ["max_epochs"], "epochs": "two", '

@@ -110,12 +110,16 @@ class GradientHealth:
             writer.writerows(astuple(tensor) for tensor in report)
 
     def forget_after(self, step: int) -> None:
-        """A run resumed at `step`: drop the rows of the steps after it, which the resumed run takes again."""
+        """A run resumed at `step`: drop the rows of the steps after it, which the resumed run takes again. A run
+        killed inside a write, or stopped by a full disk, leaves the file empty or its last row torn: the header
+        is written again and only whole rows are kept."""
         if self.path is None or not self.path.exists():
             return
         with self.path.open(newline="") as file:
             rows = list(csv.reader(file))
-        kept = [rows[0]] + [row for row in rows[1:] if int(row[0]) <= step]
+        header = [f.name for f in fields(TensorHealth)]
+        kept = [header] + [row for row in rows[1:] if len(row) == len(header) and row[0].isdigit()
+                           and int(row[0]) <= step]
         with self.path.open("w", newline="") as file:
             csv.writer(file).writerows(kept)
 

@@ -158,3 +158,23 @@ def train_in_this_process(capfd, monkeypatch):
         return subprocess.CompletedProcess([command, *args], code, out, err)
 
     return run
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, options: str):
+    """`folder` made a tmpfs of its own with mount's `options` (e.g. size=2m, or ro,size=1m), unmounted afterwards:
+    a real full or read-only file system (root writes to any other folder). Skips the test where that needs root on
+    Linux and this is not, or where mounting is not allowed."""
+    import shutil
+
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root on Linux")
+    folder.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+

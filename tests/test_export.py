@@ -11,8 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -217,16 +215,9 @@ def test_a_refused_write_is_one_line_naming_the_file_and_leaves_the_previous_pai
 
 @pytest.fixture
 def read_only_folder(tmp_path) -> Path:
-    """A read-only tmpfs of its own (root on Linux), unmounted afterwards: root writes anywhere else."""
-    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a read-only tmpfs needs root on Linux")
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    """A read-only tmpfs of its own."""
+    with conftest.mounted_tmpfs(tmp_path / "read-only", "ro,size=1m") as folder:
+        yield folder
 
 
 def test_a_read_only_folder_is_one_line_naming_the_file(runs, read_only_folder, train_in_this_process):

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 import trainer.checkpoint
 import trainer.engine
-from conftest import metrics_rows
+from conftest import metrics_rows, mounted_tmpfs
 from test_cli import assert_succeeded
 from trainer.checkpoint import load_checkpoint
 
@@ -69,18 +68,35 @@ def test_a_refused_checkpoint_write_ends_the_run_in_one_line_and_resume_finishes
     assert all(finished["model"][name].equal(expected["model"][name]) for name in expected["model"])
 
 
+def test_a_disk_that_fills_while_the_run_s_config_is_saved_leaves_a_run_that_resume_carries_on(
+        tmp_path, train_in_this_process, monkeypatch, uninterrupted):
+    """A write cut short leaves the part that fitted: a .hydra/config.yaml cut short is another run's config."""
+    run_dir, real_save = tmp_path / "run", OmegaConf.save
+
+    def save_on_a_full_disk(config, path, **options):
+        if "config.yaml" not in Path(path).name:
+            return real_save(config, path, **options)
+        text = OmegaConf.to_yaml(config)
+        Path(path).write_text(text[:len(text) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as disk:
+        disk.setattr(OmegaConf, "save", save_on_a_full_disk)
+        failed = train_in_this_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == (f"train: error: could not write {run_dir / '.hydra' / 'config.yaml'}: "
+                                     f"{os.strerror(errno.ENOSPC)} (ENOSPC){ADVICE}")
+    assert sorted(path.name for path in run_dir.iterdir()) == ["train.log"]
+
+    assert_succeeded(train_in_this_process(*RUN, "trainer.resume=auto", f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert metrics_rows(run_dir) == metrics_rows(uninterrupted)
+
+
 @pytest.fixture
 def small_disk(tmp_path) -> Path:
-    """A 2 MiB tmpfs of its own (root on Linux), unmounted afterwards."""
-    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root on Linux")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"mount is not allowed here: {mounted.stderr.decode().strip()}")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    """A 2 MiB tmpfs of its own."""
+    with mounted_tmpfs(tmp_path / "disk", "size=2m") as disk:
+        yield disk
 
 
 def fill(disk: Path, leave: int) -> Path:

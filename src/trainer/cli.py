@@ -237,11 +237,33 @@ def _remove_folders_made_for(run_dir: Path) -> None:
 
 def _save_run_config(composed: DictConfig, folder: Path) -> None:
     """The config, Hydra's settings and the overrides, as Hydra would have written them before the run
-    (hydra.output_subdir is null in train.yaml so that a run refused at its start writes nothing)."""
+    (hydra.output_subdir is null in train.yaml so that a run refused at its start writes nothing). Each file is
+    written whole or not at all (a temp file renamed into place), and a .hydra/ this call made is removed again
+    when a write fails: a config.yaml cut short by a full disk would make trainer.resume=auto take the run
+    directory for another run's, and refuse to carry it on."""
+    made = not folder.exists()
     folder.mkdir(exist_ok=True)
-    OmegaConf.save(composed, folder / "config.yaml")
-    OmegaConf.save(HydraConfig.instance().cfg, folder / "hydra.yaml")
-    OmegaConf.save(HydraConfig.get().overrides.task, folder / "overrides.yaml")
+    try:
+        for name, config in (("config.yaml", composed), ("hydra.yaml", HydraConfig.instance().cfg),
+                             ("overrides.yaml", HydraConfig.get().overrides.task)):
+            _save_whole(config, folder / name)
+    except OSError:
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _save_whole(config: Any, path: Path) -> None:
+    """OmegaConf.save through a temp file renamed over `path`; a failed write removes the temp file and names
+    `path` (the OS error of a write or close names no file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        OmegaConf.save(config, tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
 
 
 def train() -> None:

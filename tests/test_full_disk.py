@@ -68,6 +68,26 @@ def test_a_refused_checkpoint_write_ends_the_run_in_one_line_and_resume_finishes
     assert all(finished["model"][name].equal(expected["model"][name]) for name in expected["model"])
 
 
+def test_a_disk_that_fills_between_the_first_best_pt_and_last_pt_leaves_a_run_that_resume_carries_on(
+        tmp_path, train_in_this_process, monkeypatch, uninterrupted):
+    """Epoch 1 writes best.pt, then last.pt: a run stopped between the two has its own best.pt and no last.pt."""
+    run_dir, real_save = tmp_path / "run", trainer.engine.save_checkpoint
+
+    def save_on_a_disk_that_fills(state, path, **options):
+        if path.name == "last.pt":
+            raise trainer.checkpoint.CheckpointNotSaved(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_save(state, path, **options)
+
+    with monkeypatch.context() as disk:
+        disk.setattr(trainer.engine, "save_checkpoint", save_on_a_disk_that_fills)
+        failed = train_in_this_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert failed.stderr.strip().endswith(ADVICE) and failed.returncode == 1
+    assert sorted(checkpoint_files(run_dir)) == ["best.pt"]
+
+    assert_succeeded(train_in_this_process(*RUN, "trainer.resume=auto", f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert metrics_rows(run_dir) == metrics_rows(uninterrupted)
+
+
 def test_a_disk_that_fills_while_the_run_s_config_is_saved_leaves_a_run_that_resume_carries_on(
         tmp_path, train_in_this_process, monkeypatch, uninterrupted):
     """A write cut short leaves the part that fitted: a .hydra/config.yaml cut short is another run's config."""

@@ -241,8 +241,8 @@ def test_resume_refuses_another_learning_rate_which_the_optimizer_state_would_ov
 
 
 def test_resume_auto_refuses_a_run_directory_with_best_pt_but_no_last_pt(run_dir):
-    checkpoints = first_run(run_dir).parent
-    (checkpoints / "last.pt").unlink()  # as an earlier run with checkpoint.save_last=false leaves it
+    checkpoints = first_run(run_dir, "trainer.checkpoint.save_last=false").parent
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["best.pt"]
     with pytest.raises(ConfigError) as error:
         build(compose_config(*SMALL, "trainer.resume=auto"), run_dir)
     assert str(error.value) == (f"trainer.resume: got 'auto', expected a run directory with a last.pt to carry on "

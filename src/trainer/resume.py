@@ -45,7 +45,7 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
                               f"a checkpoint of this model ({str(error).splitlines()[-1].strip()})") from None
         log.info("model weights from %s", settings.init_from)
     checkpoint_dir = run_dir / settings.checkpoint.dir
-    found = _checkpoint_to_resume(settings.resume, checkpoint_dir)
+    found = _checkpoint_to_resume(settings.resume, checkpoint_dir, engine.config)
     if found is None:
         return
     path, state = found
@@ -63,7 +63,8 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
     log.info("resumed from %s: %d epochs and %d steps done", path, engine.epoch, engine.global_step)
 
 
-def _checkpoint_to_resume(resume: Optional[str], checkpoint_dir: Path) -> Optional[tuple[Path, dict[str, Any]]]:
+def _checkpoint_to_resume(resume: Optional[str], checkpoint_dir: Path,
+                          config: dict[str, Any]) -> Optional[tuple[Path, dict[str, Any]]]:
     """The checkpoint trainer.resume names and its state; None for a fresh start. Refuses whatever would
     overwrite the checkpoints already in `checkpoint_dir` with those of another run."""
     earlier = [checkpoint_dir / name for name in CHECKPOINT_NAMES if (checkpoint_dir / name).exists()]
@@ -77,7 +78,7 @@ def _checkpoint_to_resume(resume: Optional[str], checkpoint_dir: Path) -> Option
         return None
     if resume == "auto":
         found = newest_readable(checkpoint_dir / "last.pt")
-        if found is None and earlier:
+        if found is None and earlier and not _first_epoch_of_this_run(earlier, config):
             raise ConfigError("trainer.resume", "auto", f"a run directory with a last.pt to carry on from; "
                               f"{checkpoint_dir} holds only {listed}, which a new run would overwrite: use a new "
                               f"hydra.run.dir (trainer.init_from=PATH starts it from those weights)")
@@ -91,6 +92,23 @@ def _checkpoint_to_resume(resume: Optional[str], checkpoint_dir: Path) -> Option
         raise ConfigError("trainer.resume", resume, f"a checkpoint of this run directory, or a new hydra.run.dir: "
                           f"{checkpoint_dir} holds {listed} of another run, which this one would overwrite")
     return path, state
+
+
+def _first_epoch_of_this_run(earlier: list[Path], config: dict[str, Any]) -> bool:
+    """Whether the checkpoints are only the best.pt of this setup's first epoch, written by a run that saves
+    last.pt too: the epoch writes best.pt, then last.pt, so a run killed, or stopped by a full disk, between the
+    two leaves this. Starting over writes that best.pt again; trainer.resume=auto must not refuse to."""
+    if [path.name for path in earlier] != ["best.pt"]:
+        return False
+    try:
+        state = read(earlier[0], "trainer.resume", ("config", "engine"))
+    except ConfigError:
+        return False
+    saved, engine = state["config"], state["engine"]
+    trainer = saved.get("trainer") if isinstance(saved, dict) else None
+    checkpoint = trainer.get("checkpoint") if isinstance(trainer, dict) else None
+    return (isinstance(engine, dict) and engine.get("epoch") == 1 and isinstance(checkpoint, dict)
+            and checkpoint.get("save_last") is True and setup_difference(saved, config) is None)
 
 
 def newest_readable(last: Path) -> Optional[tuple[Path, dict[str, Any]]]:

@@ -147,6 +147,23 @@ def test_a_really_full_disk_ends_the_run_in_one_line_and_resume_finishes_it_once
     assert metrics_rows(run_dir) == metrics_rows(uninterrupted)
 
 
+@pytest.mark.parametrize("leave", [16, 24, 32, 48])
+def test_a_disk_that_fills_at_any_moment_of_a_run_is_one_line_naming_the_file(small_disk, tmp_path,
+                                                                              train_in_this_process, leave):
+    """The more space is left, the later the run fills the disk: in .hydra/, health.csv, metrics.csv or a
+    checkpoint. The OS error of a write or a close names no file: the line must still say which."""
+    filler = fill(small_disk, leave=leave * 1024)
+    run_dir = small_disk / "run"
+    args = (*RUN, "trainer.health.every_n_steps=1", "model.hidden_sizes=[4]", f"hydra.run.dir={run_dir}")
+    failed = train_in_this_process(*args, cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr
+    line, = failed.stderr.strip().splitlines()
+    assert line.startswith(f"train: error: could not write {run_dir}/") and "(ENOSPC)" in line
+
+    filler.unlink()
+    assert_succeeded(train_in_this_process(*args, "trainer.resume=auto", cwd=tmp_path))
+
+
 def test_a_read_only_run_directory_is_one_line_for_train_evaluate_and_predict(
         small_disk, tmp_path, train_in_this_process, uninterrupted):
     run_dir = small_disk / "run"

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from trainer.config import HealthConfig
+from trainer.records import writing
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class GradientHealth:
 
     def _append(self, report: list[TensorHealth]) -> None:
         new_file = not self.path.exists()
-        with self.path.open("a", newline="") as file:
+        with writing(self.path), self.path.open("a", newline="") as file:
             writer = csv.writer(file)
             if new_file:
                 writer.writerow([f.name for f in fields(TensorHealth)])
@@ -120,6 +121,6 @@ class GradientHealth:
         header = [f.name for f in fields(TensorHealth)]
         kept = [header] + [row for row in rows[1:] if len(row) == len(header) and row[0].isdigit()
                            and int(row[0]) <= step]
-        with self.path.open("w", newline="") as file:
+        with writing(self.path), self.path.open("w", newline="") as file:
             csv.writer(file).writerows(kept)
 

@@ -18,6 +18,7 @@ import torch
 
 from trainer.engine import Engine
 from trainer.losses import targets_for
+from trainer.records import writing
 from trainer.seeding import rng_states, set_rng_states
 
 VALUES_SAVED_UP_TO = 10_000
@@ -115,7 +116,8 @@ def printout(report: dict[str, Any]) -> str:
 
 
 def save(report: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    with writing(path):
+        path.write_text(json.dumps(report, indent=1) + "\n")
 
 
 def _brief(described: dict[str, Any] | None) -> str:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from trainer.losses import targets_for
+from trainer.records import writing
 
 
 def split_metrics(criterion: nn.Module, output: torch.Tensor, y: torch.Tensor,
@@ -76,7 +77,7 @@ class MetricsLog:
         self.rows.append(row)
         if self.path is None:
             return
-        with self.path.open("w" if first else "a", newline="") as file:
+        with writing(self.path), self.path.open("w" if first else "a", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=list(self.rows[0]))
             if first:
                 writer.writeheader()

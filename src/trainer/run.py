@@ -27,6 +27,7 @@ from trainer.interrupts import REQUEUE_SIGNALS, Interrupted, requeue_slurm_job
 from trainer.loggers import build_logger
 from trainer.losses import num_outputs
 from trainer.model_summary import summary_table
+from trainer.records import writing
 from trainer.resume import start_from_checkpoints
 from trainer.report import UnreadableFile, read_summary
 from trainer.run_directory import saved_config
@@ -182,7 +183,8 @@ def fit_and_test(run: Run, run_dir: Path) -> float:
         "num_parameters": sum(p.numel() for p in run.engine.model.parameters()),
     }
     if run.engine.processes.is_main:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        with writing(run_dir / "summary.json"):
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if run.engine.settings.curves and run.engine.metrics_log.rows:  # none when no epoch has ended
             draw_run_curves(run.engine.metrics_log.rows, run_dir / "curves.png", result.best_epoch,
                             title=run_title(run.engine.config))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -136,21 +137,42 @@ def two_epochs_with_a_fallback(run_dir: Path) -> tuple[Path, Path]:
     return last, last.with_name("last.previous.pt")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def altered_after_it_was_saved(last: Path) -> None:
+    """One weight changed under the digest written with it: what a flipped bit inside a tensor does."""
+    state = torch.load(last, weights_only=True)
+    name = next(iter(state["model"]))
+    state["model"][name].view(-1)[0] += 1e-3
+    torch.save(state, last)
+
+
+DAMAGE = {
+    "truncated": lambda last: last.write_bytes(last.read_bytes()[:1000]),
+    "missing": lambda last: last.unlink(),  # a crash between keeping the previous file and renaming the new one
+    "bit-flipped": altered_after_it_was_saved,
+    "fifo": lambda last: (last.unlink(), os.mkfifo(last)),
+    "folder": lambda last: (last.unlink(), last.mkdir()),
+    "symlink-out-of-the-run": lambda last: (os.replace(last, last.parents[2] / "elsewhere.pt"),
+                                            last.symlink_to(last.parents[2] / "elsewhere.pt")),
+    "newer-format": lambda last: torch.save({"format_version": 99, "digest": "0"}, last),
+    "pickled-object": lambda last: torch.save({"model": logging.getLogger("x")}, last),
+    "not-a-dict": lambda last: torch.save([1, 2, 3], last),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
 def test_resume_auto_falls_back_to_the_previous_last_pt_when_the_newest_is_damaged(run_dir, caplog, damage):
     caplog.set_level(logging.INFO)
+    (run_dir / "run").mkdir()  # the run directory one level down, so that a symlink can lead out of it
+    run_dir = run_dir / "run"
     last, previous = two_epochs_with_a_fallback(run_dir)
-    if damage == "truncated":
-        last.write_bytes(last.read_bytes()[:1000])
-    else:  # a crash between keeping the previous file and renaming the new one into place
-        last.unlink()
+    DAMAGE[damage](last)
     resumed = build(compose_config(*SMALL, "trainer.max_epochs=2", "trainer.resume=auto"), run_dir)
     assert (resumed.engine.epoch, resumed.train.epoch, resumed.train.position) == (1, 1, 0)
     assert f"resumed from {previous}" in caplog.text
-    if damage == "truncated":
+    if damage != "missing":
         assert f"trainer.resume: got '{last}', expected a readable checkpoint" in caplog.text
         assert f"falling back to {previous}" in caplog.text
-        assert (run_dir / "checkpoints" / "last.damaged.pt").is_file()  # set aside, not kept as the fallback
+        assert os.path.lexists(run_dir / "checkpoints" / "last.damaged.pt")  # set aside, not kept as the fallback
     resumed.engine.fit(resumed.train, resumed.val)
     assert load_checkpoint(previous)["engine"]["epoch"] == 1  # the good fallback it resumed from
 

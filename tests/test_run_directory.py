@@ -148,6 +148,34 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, lock_holder):
     assert list(tmp_path.iterdir()) == []
 
 
+HOLD_THE_LOCK_WITH_A_FORKED_WORKER = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from trainer.run_directory import lock
+    lock(Path(sys.argv[1]), "hydra.run.dir")
+    worker = os.fork()  # as DataLoader forks its workers
+    if worker == 0:
+        time.sleep(600)
+        os._exit(0)
+    print(worker, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_killed_run_s_forked_workers_do_not_keep_its_lock(tmp_path):
+    """A DataLoader worker outlives its killed parent for a while: the lock must be free the moment the parent dies,
+    not when the worker notices, or a resume started at once would be refused naming a dead process."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK_WITH_A_FORKED_WORKER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    worker = int(holder.stdout.readline())
+    try:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        lock(tmp_path, "hydra.run.dir").release()  # while the worker still runs
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
 # --- never over another run's records ---------------------------------------------------------------------------
 
 def earlier_run(overrides: tuple[str, ...]):

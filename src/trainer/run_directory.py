@@ -54,15 +54,37 @@ class RunDirectoryLock:
 
     def __init__(self, path: Path, descriptor: Optional[int]):
         self.path, self.descriptor = path, descriptor
+        if descriptor is not None:
+            _HELD.add(self)
 
     def release(self) -> None:
         """Remove the lock file and let go of it; a second call does nothing."""
         if self.descriptor is None:
             return
         self.path.unlink(missing_ok=True)
-        fcntl.flock(self.descriptor, fcntl.LOCK_UN)  # also for DataLoader workers forked with the descriptor
+        fcntl.flock(self.descriptor, fcntl.LOCK_UN)
         os.close(self.descriptor)
         self.descriptor = None
+        _HELD.discard(self)
+
+
+_HELD: set[RunDirectoryLock] = set()
+"""The locks this process holds."""
+
+
+def _forget_held_locks_in_a_forked_child() -> None:
+    """A forked process (a DataLoader worker) shares the lock with its parent, and would hold it on after the parent
+    is killed, until it notices and exits: a resume started at once would be refused naming the dead parent. The
+    child closes its copy of the descriptor, so that the lock is the parent's alone; closing (unlike LOCK_UN) leaves
+    the parent's lock as it is."""
+    for held in _HELD:
+        os.close(held.descriptor)
+        held.descriptor = None
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held_locks_in_a_forked_child)
 
 
 def lock(run_dir: Path, key: str) -> RunDirectoryLock:

@@ -228,6 +228,26 @@ def test_a_folder_that_holds_records_not_this_run_s_is_refused_and_left_as_it_wa
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.parametrize("inside", ["checkpoints", "."], ids=["its-checkpoints", "the-run-directory-itself"])
+def test_a_checkpoint_dir_in_another_run_s_directory_is_refused_and_that_run_left_as_it_was(
+        tmp_path, train_in_this_process, inside):
+    other = tmp_path / "other"
+    assert_succeeded(train_in_this_process(*XOR, f"hydra.run.dir={other}", cwd=tmp_path))
+    before = snapshot(other)
+    target = other / inside
+    refused = train_in_this_process(*XOR, "trainer.resume=auto", f"trainer.checkpoint.dir={target}",
+                                    f"hydra.run.dir={tmp_path / 'mine'}", cwd=tmp_path)
+    assert one_line(refused) == (f"train: error: trainer.checkpoint.dir: got '{target}', expected a folder of this "
+                                 f"run's own, not one in {other}, another run's directory")
+    assert snapshot(other) == before
+
+
+def test_checkpoints_in_a_folder_of_their_own_beside_the_run_are_kept_there(tmp_path, train_in_this_process):
+    assert_succeeded(train_in_this_process(*XOR, f"trainer.checkpoint.dir={tmp_path / 'scratch' / 'ck'}",
+                                           f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path))
+    assert (tmp_path / "scratch" / "ck" / "last.pt").is_file()
+
+
 def test_the_root_folder_is_refused_before_anything_is_written(tmp_path, train_in_this_process):
     before = sorted(os.listdir("/"))
     line = one_line(train_in_this_process(*XOR, "hydra.run.dir=/", cwd=tmp_path))

@@ -195,7 +195,9 @@ def refuse_another_runs_records(run_dir: Path, config: DictConfig, key: str, log
     """Refuse, in one line, a run directory that holds anything but this run's own records. A new run needs an
     empty folder (or none); trainer.resume needs the folder of the run it carries on: one holding the checkpoint
     it resumes from, or whose .hydra/config.yaml is of a run with this setup. A folder holding nothing but the
-    log (`log_name`) is of a run stopped while it was being built: trainer.resume starts it again."""
+    log (`log_name`) is of a run stopped while it was being built: trainer.resume starts it again. Nor may its
+    trainer.checkpoint.dir lead into another run's directory."""
+    _refuse_checkpoints_in_another_run(run_dir, config.trainer.checkpoint.dir)
     held = _names_in(run_dir, key)
     if not held:
         return
@@ -209,6 +211,20 @@ def refuse_another_runs_records(run_dir: Path, config: DictConfig, key: str, log
     if reason is not None:
         raise ConfigError(key, str(run_dir), f"an empty folder, or the run directory of the run that trainer.resume="
                                              f"{settings.resume} carries on ({reason}): use a new {key}")
+
+
+def _refuse_checkpoints_in_another_run(run_dir: Path, checkpoint_dir: str) -> None:
+    """A trainer.checkpoint.dir that leads into another run's directory (a folder holding .hydra/ or a lock file,
+    between it and the folders this run's directory is in) is refused: the lock is the run directory's, and this run
+    would rotate that run's last.pt, from under it if it is running."""
+    own = run_dir.resolve()
+    folder = (run_dir / checkpoint_dir).resolve()
+    for candidate in (folder, *folder.parents):
+        if candidate == own or candidate in own.parents:
+            return
+        if (candidate / ".hydra").is_dir() or os.path.lexists(candidate / LOCK_NAME):
+            raise ConfigError("trainer.checkpoint.dir", checkpoint_dir, f"a folder of this run's own, not one in "
+                                                                        f"{candidate}, another run's directory")
 
 
 def _names_in(run_dir: Path, key: str) -> list[str]:

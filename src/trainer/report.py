@@ -71,7 +71,7 @@ def read_overrides(job_dir: Path) -> dict[str, str]:
     text typed on the command line (no ${...} is resolved). Raises UnreadableFile for anything but a list of
     strings."""
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
-    text = _job_file_text(overrides_file)
+    text = read_record_text(overrides_file)
     if text is None:
         return {}
     try:
@@ -88,7 +88,7 @@ def read_overrides(job_dir: Path) -> dict[str, str]:
 def read_summary(path: Path) -> Optional[dict]:
     """summary.json, or None when the job has not written one. Raises UnreadableFile for one that is not the JSON
     object train writes, with the types it writes (SUMMARY_TYPES; the test metrics numbers)."""
-    text = _job_file_text(path)
+    text = read_record_text(path)
     if text is None:
         return None
     try:
@@ -108,9 +108,9 @@ def read_summary(path: Path) -> Optional[dict]:
     return summary
 
 
-def _job_file_text(path: Path) -> Optional[str]:
-    """A job file's text; None when there is none. Raises UnreadableFile for one that is not a regular file (a FIFO
-    would block the read), is larger than JOB_FILE_MAX_BYTES, or is not UTF-8 text."""
+def read_record_text(path: Path) -> Optional[str]:
+    """A run's record (summary.json, .hydra/*.yaml) as text; None when there is none. Raises UnreadableFile for one
+    that is not a regular file (a FIFO would block the read), is larger than JOB_FILE_MAX_BYTES, or is not UTF-8."""
     try:
         if not path.exists():
             return None

@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
 from trainer.config import ConfigError
+from trainer.report import UnreadableFile, read_record_text
 from trainer.resume import setup_difference
 
 try:
@@ -33,8 +34,6 @@ except ImportError:  # Windows has no flock: runs there are not locked
 LOCK_NAME = ".train.lock"
 """The lock file in the run directory, holding its holder's pid as text. The holder removes it when the run ends;
 one left by a killed process is taken over."""
-RECORD_MAX_BYTES = 1 << 20
-"""A run's .hydra/config.yaml and summary.json are a few kilobytes: a larger file is not one that train wrote."""
 TRAINER_KEYS_OF_THE_RUN = (("checkpoint", "dir"), ("inspect",))
 """Besides the setup that the checkpoints depend on, what makes a run directory's records this run's: where its
 checkpoints are (a run that looks elsewhere finds none and starts over those records), and whether it trains."""
@@ -280,22 +279,11 @@ def _setting(config: Any, *path: str) -> Any:
 def saved_config(run_dir: Path) -> Optional[dict[str, Any]]:
     """The run's config as `_save_run_config` wrote it to .hydra/config.yaml, interpolations unresolved; None when
     the file is missing or is not a YAML mapping (a `!!python` tag is refused by the safe loader, never run)."""
-    text = read_record(run_dir / ".hydra" / "config.yaml")
-    if text is None:
-        return None
     try:
+        text = read_record_text(run_dir / ".hydra" / "config.yaml")
+        if text is None:
+            return None
         saved = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
-    except (YAMLError, OmegaConfBaseException, ValueError, RecursionError):
+    except (UnreadableFile, YAMLError, OmegaConfBaseException, ValueError, RecursionError):
         return None
     return saved if isinstance(saved, dict) else None
-
-
-def read_record(path: Path) -> Optional[str]:
-    """The text of a small regular file; None for anything else: missing, a folder, a FIFO (which would block the
-    read), larger than RECORD_MAX_BYTES, unreadable or not UTF-8."""
-    try:
-        if not path.is_file() or path.stat().st_size > RECORD_MAX_BYTES:
-            return None
-        return path.read_text()
-    except (OSError, ValueError):
-        return None

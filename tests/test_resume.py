@@ -334,3 +334,15 @@ def test_a_resume_that_fails_part_way_leaves_the_run_directory_as_it_was(run_dir
     assert result.stderr.startswith(f"train: error: trainer.resume: got '{last}', expected a checkpoint whose saved "
                                     f"state fits this run (")
     assert snapshot(run_dir) == before
+
+
+def test_temp_files_left_by_a_killed_save_are_removed_when_the_run_carries_on(run_dir, caplog):
+    caplog.set_level(logging.INFO)
+    checkpoints = first_run(run_dir).parent
+    stale = [checkpoints / ".last.pt.999999.tmp", checkpoints / ".best.pt.12.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    (checkpoints / ".notes.tmp").write_text("not a save's")
+    build(compose_config(*SMALL, "trainer.max_epochs=2", "trainer.resume=auto"), run_dir)
+    assert sorted(path.name for path in checkpoints.iterdir() if path.name.startswith(".")) == [".notes.tmp"]
+    assert all(f"removed {path}, left by a save that was killed part-way" in caplog.text for path in stale)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
@@ -41,7 +42,7 @@ def save_checkpoint(payload: dict[str, Any], path: Path, keep_previous: bool = F
     damaged later. A refused write raises CheckpointNotSaved and leaves no temp file."""
     sealed = {**payload, VERSION_KEY: FORMAT_VERSION}
     sealed[DIGEST_KEY] = content_digest(sealed)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _temp_path(path)
     writer = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,20 @@ def save_checkpoint(payload: dict[str, Any], path: Path, keep_previous: bool = F
         if cause is not None:
             raise CheckpointNotSaved(cause.errno, cause.strerror or str(cause), str(path)) from None
         raise
+
+
+def _temp_path(path: Path) -> Path:
+    """Where a save of `path` writes first: .last.pt.PID.tmp beside it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Remove the temp files that saves killed part-way left in `folder` (.last.pt.PID.tmp), and return them. Only
+    the run holding the run directory's lock saves there, so before it saves, any such file is a dead save's."""
+    stale = [path for path in folder.glob(".*.tmp") if re.fullmatch(r"\..+\.pt\.\d+\.tmp", path.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 class _ErrorKeepingWriter:

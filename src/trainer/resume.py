@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from trainer.checkpoint import DamagedCheckpoint, load_checkpoint, previous_path
+from trainer.checkpoint import DamagedCheckpoint, load_checkpoint, previous_path, remove_stale_temp_files
 from trainer.config import ConfigError, TrainerConfig
 from trainer.data import Batcher
 from trainer.engine import Engine
@@ -45,6 +45,8 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
                               f"a checkpoint of this model ({str(error).splitlines()[-1].strip()})") from None
         log.info("model weights from %s", settings.init_from)
     checkpoint_dir = run_dir / settings.checkpoint.dir
+    for stale in remove_stale_temp_files(checkpoint_dir):
+        log.info("removed %s, left by a save that was killed part-way", stale)
     found = _checkpoint_to_resume(settings.resume, checkpoint_dir, engine.config)
     if found is None:
         return

@@ -442,6 +442,20 @@ def test_a_non_finite_gradient_under_a_finite_loss_never_reaches_a_mid_epoch_che
     assert not (run_dir / "checkpoints" / "last.pt").exists()
 
 
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_at_precision_16_gradients_not_finite_at_any_scale_stop_the_run(run_dir, policy):
+    """The scaler would skip every step and halve its scale for ever, training nothing: once the scale is below 1
+    the gradients are not finite in themselves, and the run stops as a diverged one, naming that."""
+    run = build_run(run_dir, SMALL_MLP, "model._target_=test_engine.InfiniteGradient", "trainer.precision=16",
+                    f"trainer.on_nonfinite={policy}")
+    result = run.engine.fit(run.train, run.val)
+    assert result.stop_reason is StopReason.DIVERGED
+    assert "the gradients are not finite, even unscaled (the GradScaler skipped their steps, down to a scale of " in (
+        run.engine.divergence)
+    assert run.engine.divergence.endswith(f"(trainer.on_nonfinite={policy}). best.pt keeps the best finite epoch. A "
+                                          f"lower optimizer.lr or trainer.grad_clip usually helps.")
+
+
 def test_train_loss_leaves_out_the_weight_penalty(run_dir):
     run = build_run(run_dir, SMALL_MLP, "trainer.l2=100", "optimizer=sgd", "optimizer.lr=1e-9")
     x, y = next(iter(run.train))

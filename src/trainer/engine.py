@@ -284,11 +284,17 @@ class Engine:
                 problem = f"step {steps[finite.index(False)]}: the loss is not finite"
         if problem is None and check_weights and not self._weights_finite():
             problem = f"step {self.global_step}: a weight is not finite (a gradient was, though the loss was not)"
+        if problem is None and self.scaler.is_enabled() and self.scaler.get_scale() < 1:
+            # float16: the scaler skips a step whose gradients overflow and halves its scale. Below 1 the gradients
+            # are not scaled up any more: they are not finite in themselves, and no step would ever be taken.
+            problem = (f"step {self.global_step}: the gradients are not finite, even unscaled (the GradScaler skipped "
+                       f"their steps, down to a scale of {self.scaler.get_scale():.3g})")
         if distributed.any_rank(problem is not None, self.device) and problem is None:
             problem = f"by step {self.global_step}: another process's loss is not finite"  # all stop together
         if problem is not None:
             self.divergence = (f"epoch {self.epoch + 1}, {problem}, at learning rate "
-                               f"{self.optimizer.param_groups[0]['lr']:.3g}; stopping (trainer.on_nonfinite=stop). "
+                               f"{self.optimizer.param_groups[0]['lr']:.3g}; stopping (trainer.on_nonfinite="
+                               f"{self.settings.on_nonfinite}). "
                                f"best.pt keeps the best finite epoch. A lower optimizer.lr or trainer.grad_clip "
                                f"usually helps.")
         return self.divergence is not None

@@ -65,10 +65,11 @@ def missing_requirements() -> Optional[str]:
     """Why a cluster cannot be started here; None when it can."""
     if sys.platform != "linux" or os.geteuid() != 0:
         return "a Slurm cluster of its own needs root on Linux"
-    absent = [name for name in (*DAEMONS, *COMMANDS) if shutil.which(name, path=f"/usr/sbin:/usr/bin:{os.environ['PATH']}")
-              is None]
+    search = f"/usr/sbin:/usr/bin:{os.environ['PATH']}"
+    absent = [name for name in (*DAEMONS, *COMMANDS) if shutil.which(name, path=search) is None]
     if absent:
-        return f"Slurm is not installed ({', '.join(absent)} missing: apt-get install slurmctld slurmd slurm-client munge)"
+        return (f"Slurm is not installed ({', '.join(absent)} missing: apt-get install slurmctld slurmd slurm-client "
+                f"munge)")
     return None
 
 

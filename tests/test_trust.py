@@ -138,9 +138,9 @@ ACCEPTED_BY_TRAIN = ("choice-of-another-option",)
 is this run's own runs nothing the user did not type."""
 
 
-@pytest.mark.parametrize("command, gadget", [(command, gadget) for gadget in gadgets(Path("/watched"))
-                                             for command in COMMANDS
-                                             if not (KEYS[command].startswith("trainer.") and gadget in ACCEPTED_BY_TRAIN)])
+@pytest.mark.parametrize("command, gadget", [
+    (command, gadget) for gadget in gadgets(Path("/watched")) for command in COMMANDS
+    if not (KEYS[command].startswith("trainer.") and gadget in ACCEPTED_BY_TRAIN)])
 def test_a_crafted_checkpoint_is_refused_in_one_line_and_runs_nothing(crafted, train_in_this_process, tmp_path,
                                                                       command, gadget):
     watched, paths, _ = crafted
@@ -216,7 +216,8 @@ def test_a_trusted_glob_trusts_a_package_s_own_code_not_the_modules_it_imports(t
     (tmp_path / "my_nets.py").write_text("import os\n\nimport torch\n\n\nclass Net(torch.nn.Module):\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "my_nets", raising=False)
-    for reached, defined in [("my_nets.torch.save", "torch.serialization.save"), ("my_nets.os.system", f"{os.system.__module__}.system"),
+    for reached, defined in [("my_nets.torch.save", "torch.serialization.save"),
+                             ("my_nets.os.system", f"{os.system.__module__}.system"),
                              ("my_nets.Net.__init__.__globals__", "an object of no module")]:
         with pytest.raises(Untrusted, match=f"its loss._target_ is '{reached}', which `trust` matches, but it leads "
                                             f"to {defined}, reached through an import"):

@@ -266,8 +266,17 @@ def test_a_format_1_checkpoint_is_upgraded_in_one_step(tmp_path):
     path = tmp_path / "last.pt"
     torch.save({"model": {"w": torch.ones(1)}, "engine": {"epoch": 3, "global_step": 30}, "version": "0.1.0"}, path)
     state = load_checkpoint(path)
-    assert state["engine"] == {"skipped_steps": 0, "epoch": 3, "global_step": 30}
+    assert state["engine"] == {"skipped_steps": 0, "epoch": 3, "global_step": 30, "train_seconds": 0.0, "starts": 1}
     assert (state["epoch_progress"], state["data"], state["choices"]) == (None, None, None)
+
+
+def test_a_format_2_checkpoint_counts_as_one_start_of_unknown_time(tmp_path):
+    path = tmp_path / "last.pt"
+    older = {"model": {"w": torch.ones(1)}, "engine": {"epoch": 3, "global_step": 30, "skipped_steps": 2},
+             "format_version": 2}
+    torch.save({**older, "digest": content_digest(older)}, path)
+    assert load_checkpoint(path)["engine"] == {"epoch": 3, "global_step": 30, "skipped_steps": 2,
+                                               "train_seconds": 0.0, "starts": 1}
 
 
 def test_a_bare_state_dict_is_read_as_it_was_written(tmp_path):

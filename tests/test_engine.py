@@ -523,7 +523,9 @@ def test_checkpoints_hold_the_batcher_position_and_every_rng_state(run_dir):
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")  # weights_only=True: plain values and tensors
     assert state["batcher"] == {"seed": 0, "epoch": 1, "position": 0}
     assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
-    assert state["engine"] == {"epoch": 1, "global_step": len(run.train), "skipped_steps": 0}
+    assert state["engine"] == {"epoch": 1, "global_step": len(run.train), "skipped_steps": 0,
+                               "train_seconds": state["engine"]["train_seconds"], "starts": 1}
+    assert 0 < state["engine"]["train_seconds"] <= run.engine.seconds_trained
 
 
 # --- mid-epoch checkpoints and stop signals ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ host that had handlers of its own (submitit), the host's handlers get the signal
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -63,6 +64,23 @@ def test_a_stop_signal_finishes_the_step_saves_last_pt_and_writes_the_summary(tm
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["stop_reason"], summary["epochs"], summary["steps"], summary["test"]) == ("interrupted", 0, 7, {})
     assert f"stopped by {received.name} at epoch 1, step 7; last.pt saved" in (run_dir / "train.log").read_text()
+
+
+def test_a_resumed_run_reports_the_training_time_of_every_start(tmp_path):
+    """The second start's summary counts the first start's time (up to its save at step 7) on top of its own,
+    which is at least its epochs' `seconds` in metrics.csv (all three epochs end in the second start)."""
+    signal_at_step_7(tmp_path, signal.SIGTERM)
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "summary.json").read_text())["starts"] == 1
+    first_start_seconds = load_checkpoint(run_dir / "checkpoints" / "last.pt")["engine"]["train_seconds"]
+    second = TrainProcess(*RUN, f"hydra.run.dir={run_dir}", "trainer.resume=auto", folder=tmp_path / "second")
+    assert second.wait() == 0, second.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    with (run_dir / "metrics.csv").open() as rows:
+        second_start_epochs = sum(float(row["seconds"]) for row in csv.DictReader(rows))
+    assert (summary["stop_reason"], summary["epochs"], summary["starts"]) == ("max_epochs", 3, 2)
+    assert first_start_seconds > 0
+    assert summary["train_seconds"] >= round(first_start_seconds + second_start_epochs, 3) - 0.001
 
 
 def test_a_signal_to_the_whole_process_group_leaves_the_dataloader_workers_to_the_main_process(tmp_path):

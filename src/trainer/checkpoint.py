@@ -19,10 +19,11 @@ from typing import Any, BinaryIO, Optional
 
 import torch
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The layout of the dict a checkpoint holds. 1: train 0.1's, with neither a format number nor a digest; 2: the
 keys `format_version` and `digest` (SHA-256 of everything else, see content_digest), and the config group choices
-the run was composed from (`choices`)."""
+the run was composed from (`choices`); 3: the engine's `train_seconds` and `starts`, the time trained over every
+start of the run so far and how many starts that was."""
 DIGEST_KEY, VERSION_KEY = "digest", "format_version"
 
 
@@ -190,6 +191,9 @@ def _upgraded(state: dict[str, Any]) -> dict[str, Any]:
         # train 0.1 wrote neither the skipped steps nor, at first, the epoch in progress and the data's description.
         state = {"epoch_progress": None, "data": None, "choices": None, **state,
                  "engine": {"skipped_steps": 0, **state["engine"]}}
+    if version <= 2 and isinstance(state.get("engine"), dict):
+        # Formats 1 and 2 kept no training time: the run counts as started once, its time until then unknown (0).
+        state = {**state, "engine": {"train_seconds": 0.0, "starts": 1, **state["engine"]}}
     return state
 
 

@@ -63,6 +63,9 @@ class FitResult:
     stop_reason: StopReason
     epochs: int
     train_seconds: float
+    """Over every start of the run (see Engine.train_seconds)."""
+    starts: int
+    """This one included (see Engine.starts)."""
 
 
 @dataclass
@@ -128,6 +131,14 @@ class Engine:
         """The training batches of the current fit, whose position checkpoints record."""
         self.skipped_steps = 0
         """on_nonfinite=skip: steps left out for a non-finite loss or gradient."""
+        self.starts = 0
+        """How many times fit has started on this run: 1, and 1 more for each resume from a checkpoint a start
+        saved (a start killed before its first save left nothing to count it by)."""
+        self.seconds_trained = 0.0
+        """Seconds spent in fit over the run's starts, the fit in progress left out: a resumed run's summary counts
+        the time of every start, not only the last one's."""
+        self._fit_started: Optional[float] = None
+        """time.perf_counter() when the fit in progress began; None outside fit."""
         self.divergence: Optional[str] = None
         """Why training stopped on non-finite values, once it has."""
         self.progress: Optional[EpochProgress] = None
@@ -143,7 +154,8 @@ class Engine:
         """Train until max_epochs or early stopping; best.pt holds the weights of the best validation epoch."""
         self.train_batches = train
         stop_reason = StopReason.MAX_EPOCHS
-        start = time.perf_counter()
+        self.starts += 1
+        self._fit_started = time.perf_counter()
         if self.early_stopping.should_stop:  # resumed from the checkpoint of an epoch that decided to stop
             log.info(self.early_stopping.message())
             stop_reason = StopReason.EARLY_STOPPING
@@ -156,8 +168,16 @@ class Engine:
         finally:
             if self.logger is not None:
                 self.logger.close()
+            self.seconds_trained, self._fit_started = self.train_seconds(), None
         return FitResult(best_epoch=self.early_stopping.best_epoch, best_value=self.early_stopping.best,
-                         stop_reason=stop_reason, epochs=self.epoch, train_seconds=time.perf_counter() - start)
+                         stop_reason=stop_reason, epochs=self.epoch, train_seconds=self.seconds_trained,
+                         starts=self.starts)
+
+    def train_seconds(self) -> float:
+        """Seconds spent in fit over every start of the run until now. An earlier start counts up to its last
+        save: what it trained after that was lost, and trained again."""
+        in_progress = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        return self.seconds_trained + in_progress
 
     def _fit_epoch(self, train: Batcher, val: Batcher) -> StopReason:
         """Train one epoch (or the rest of a resumed one), validate, checkpoint; MAX_EPOCHS means go on."""
@@ -457,7 +477,8 @@ class Engine:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "early_stopping": self.early_stopping.state_dict(),
-            "engine": {"epoch": self.epoch, "global_step": self.global_step, "skipped_steps": self.skipped_steps},
+            "engine": {"epoch": self.epoch, "global_step": self.global_step, "skipped_steps": self.skipped_steps,
+                       "train_seconds": self.train_seconds(), "starts": self.starts},
             "epoch_progress": self.progress.state_dict() if self.progress is not None else None,
             "batcher": self.train_batches.state_dict() if self.train_batches is not None else None,
             "rng": rng_states(),
@@ -481,9 +502,13 @@ class Engine:
         self.scaler.load_state_dict(state["scaler"])
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.epoch, self.global_step = state["engine"]["epoch"], state["engine"]["global_step"]
-        self.skipped_steps = state["engine"]["skipped_steps"]  # (checkpoint.load_checkpoint upgrades older formats)
-        if not all(type(count) is int for count in (self.epoch, self.global_step, self.skipped_steps)):
-            raise TypeError("its epoch and step counts are not integers")
+        # (checkpoint.load_checkpoint upgrades older formats, which lack some of these)
+        self.skipped_steps, self.starts = state["engine"]["skipped_steps"], state["engine"]["starts"]
+        self.seconds_trained = state["engine"]["train_seconds"]
+        if not all(type(count) is int for count in (self.epoch, self.global_step, self.skipped_steps, self.starts)):
+            raise TypeError("its epoch, step and start counts are not integers")
+        if type(self.seconds_trained) is not float:
+            raise TypeError("its training time is not a number")
         if state["epoch_progress"] is not None:
             self.progress = EpochProgress(**state["epoch_progress"])
             if not isinstance(self.progress.loss_sum, torch.Tensor):

@@ -177,7 +177,8 @@ def fit_and_test(run: Run, run_dir: Path) -> float:
         "epochs": result.epochs,
         "steps": run.engine.global_step,
         "train_samples": run.train.num_samples,
-        "train_seconds": round(result.train_seconds, 3),
+        "train_seconds": round(result.train_seconds, 3),  # over every start of a resumed run
+        "starts": result.starts,
         "device": str(run.engine.device),
         "processes": run.engine.processes.world_size,
         "num_parameters": sum(p.numel() for p in run.engine.model.parameters()),

@@ -181,17 +181,32 @@ def compose_with_hydra(*overrides: str):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
+LAUNCHER_KEYS = ("partition", "timeout_min", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb")
+
+
 def test_the_slurm_launcher_config_requeues_timed_out_jobs_and_resumes_them():
-    cfg = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
+    cfg = compose_with_hydra("hydra/launcher=slurm")
     launcher = OmegaConf.to_container(cfg.hydra.launcher)
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-    assert {key: launcher[key] for key in ("partition", "timeout_min", "gpus_per_node", "tasks_per_node")} == {
-        "partition": "gpu", "timeout_min": 240, "gpus_per_node": 1, "tasks_per_node": 1}
+    # What any node has: no GPU, 2 cores, the partition's default memory.
+    assert {key: launcher[key] for key in LAUNCHER_KEYS} == {
+        "partition": None, "timeout_min": 240, "gpus_per_node": None, "tasks_per_node": 1, "cpus_per_task": 2,
+        "mem_gb": None}
     assert launcher["max_num_timeout"] > 0 and launcher["signal_delay_s"] > 0
     assert launcher["additional_parameters"] == {"requeue": True}
     assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
     assert cfg.hydra.callbacks.resume_after_requeue._target_ == "trainer.slurm.ResumeAfterRequeue"
     assert "validate" in cfg.hydra.callbacks  # train.yaml's callback is still there
+
+
+def test_the_documented_gpu_overrides_of_the_slurm_launcher_compose():
+    """The GPU partition's command of slurm.yaml's comments and the README."""
+    cfg = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4",
+                             "hydra.launcher.tasks_per_node=4", "hydra.launcher.cpus_per_task=8",
+                             "hydra.launcher.mem_gb=32")
+    assert {key: cfg.hydra.launcher[key] for key in LAUNCHER_KEYS} == {
+        "partition": "gpu", "timeout_min": 240, "gpus_per_node": 4, "tasks_per_node": 4, "cpus_per_task": 8,
+        "mem_gb": 32}
 
 
 @pytest.mark.parametrize("given, jobs_get", [
@@ -207,11 +222,12 @@ def test_every_job_of_the_sweep_resumes_unless_the_user_said_otherwise(given, jo
 
 
 def test_a_job_stopped_by_slurm_is_requeued_by_submitit_and_carries_on_in_its_directory(fake_slurm, tmp_path):
-    """The whole path: SIGUSR2 ahead of the time limit stops `train` at step 7, which saves and hands the signal on
-    to submitit; submitit checkpoints the job's call and runs `scontrol requeue`; the job runs again under the same
-    id, in the same directory, resumes from last.pt and ends with the steps of a run never stopped."""
+    """The whole path, with the launcher's defaults: SIGUSR2 ahead of the time limit stops `train` at step 7, which
+    saves and hands the signal on to submitit; submitit checkpoints the job's call and runs `scontrol requeue`; the
+    job runs again under the same id, in the same directory, resumes from last.pt and ends with the steps of a run
+    never stopped."""
     sweep = tmp_path / "sweep"
-    process = TrainProcess("-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", f"hydra.sweep.dir={sweep}",
+    process = TrainProcess("-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}",
                            MODEL, "data=xor", "model.hidden_sizes=[32]", "data.batch_size=70", "trainer.max_epochs=3",
                            "trainer.curves=false", pause_at=7, folder=tmp_path / "process", env=fake_slurm.env)
     try:
@@ -225,9 +241,11 @@ def test_a_job_stopped_by_slurm_is_requeued_by_submitit_and_carries_on_in_its_di
     assert fake_slurm.exit_status() == 0  # the job's second start
 
     submission = fake_slurm.read("job.sbatch")
-    for directive in ("--signal=USR2@120", "--requeue", "--partition=gpu", "--time=240", "--gpus-per-node=1",
-                      "--open-mode=append"):
+    for directive in ("--signal=USR2@120", "--requeue", "--time=240", "--cpus-per-task=2", "--open-mode=append"):
         assert f"#SBATCH {directive}\n" in submission
+    # Nothing a CPU-only or small node lacks, and the partition left to Slurm.
+    asked = [line.split("=")[0] for line in submission.splitlines() if line.startswith("#SBATCH ")]
+    assert not {"#SBATCH --gpus-per-node", "#SBATCH --gres", "#SBATCH --mem", "#SBATCH --partition"} & set(asked)
     assert f"-m submitit.core._submit {sweep}/.submitit/%j" in submission.splitlines()[-1]
     assert submission.splitlines()[-1].startswith("srun --unbuffered --output")
 

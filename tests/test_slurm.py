@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,6 +258,65 @@ def test_a_job_stopped_by_slurm_is_requeued_by_submitit_and_carries_on_in_its_di
     assert "0 epochs and 7 steps done" in log  # the second start resumed from the first one's last.pt
     summary = json.loads((job_dir / "summary.json").read_text())
     assert (summary["stop_reason"], summary["epochs"], summary["steps"]) == ("max_epochs", 3, 30)
+
+
+UNCOMPLETED_SWEEP = """
+import sys
+import submitit
+from submitit.core import utils
+from trainer.cli import train
+
+error = getattr(utils, sys.argv[1])(sys.argv[2])
+
+class UncompletedJob:
+    def results(self):
+        raise error
+
+submitit.AutoExecutor.map_array = lambda self, function, *arguments: [UncompletedJob()]
+sys.argv = ["train", "-m", "hydra/launcher=slurm", *sys.argv[3:]]
+train()
+"""
+"""`train -m hydra/launcher=slurm ARGS` whose one job submitit reports uncompleted when the launcher asks for its
+result: submitit's error class and message are argv 1 and 2. (Hydra loads its launcher plugins afresh, so the
+launcher itself cannot be patched before it runs.)"""
+
+SUBMITIT_FOLDER = "/sweep/.submitit/4242_0"
+SUBMITIT_TRACE = "-" * 22
+
+
+@pytest.mark.parametrize("error, message, said", [
+    # The job's SIGUSR2 handler (submitit's, which train hands the signal on to) found no requeue left.
+    ("FailedJobError",
+     f"Job (task=0) failed during processing with trace:\n{SUBMITIT_TRACE}\nTraceback (most recent call last):\n"
+     f"  File \"submitit/core/job_environment.py\", line 226, in checkpoint_and_try_requeue\n"
+     f"submitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.\n"
+     f"{SUBMITIT_TRACE}\nYou can check full logs with 'job.stderr(0)' and 'job.stdout(0)'or at paths:\n"
+     f"  - {SUBMITIT_FOLDER}/4242_0_0_log.err\n  - {SUBMITIT_FOLDER}/4242_0_0_log.out",
+     "Slurm job 4242_0 failed: UncompletedJobError: Job not requeued because: timed-out too many times.; it reached "
+     "its time limit and was not requeued (hydra.launcher.max_num_timeout caps the requeues, "
+     "hydra.launcher.timeout_min sets the limit): the sweep run again in the same hydra.sweep.dir carries it on from "
+     f"the last.pt it saved (its log: {SUBMITIT_FOLDER}/4242_0_0_log.err)"),
+    # Killed by Slurm at its time limit without a word from the job.
+    ("UncompletedJobError",
+     f"Job 4242_0 (task: 0) with path {SUBMITIT_FOLDER}/4242_0_0_result.pkl\n"
+     f"has not produced any output (state: TIMEOUT)\nError stream produced:\n{'-' * 40}\nslurmstepd: CANCELLED",
+     "Slurm job 4242_0 ended without a result (Slurm state TIMEOUT); it reached its time limit and was not requeued "
+     "(hydra.launcher.max_num_timeout caps the requeues, hydra.launcher.timeout_min sets the limit): the sweep run "
+     "again in the same hydra.sweep.dir carries it on from the last.pt it saved "
+     f"(its log: {SUBMITIT_FOLDER}/4242_0_0_log.err)"),
+    ("UncompletedJobError",
+     f"Job 4242_0 (task: 0) with path {SUBMITIT_FOLDER}/4242_0_0_result.pkl\n"
+     f"has not produced any output (state: CANCELLED by 1000)\nNo output/error stream produced ! Check: x",
+     f"Slurm job 4242_0 ended without a result (Slurm state CANCELLED by 1000) "
+     f"(its log: {SUBMITIT_FOLDER}/4242_0_0_log.err)"),
+], ids=["timeouts-used-up", "killed-at-time-limit", "cancelled"])
+def test_a_sweep_job_that_ends_without_a_result_is_reported_in_one_line(tmp_path, error, message, said):
+    result = subprocess.run([sys.executable, "-c", UNCOMPLETED_SWEEP, error, message,
+                             f"hydra.sweep.dir={tmp_path / 'sweep'}", "data=moons"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == f"train: error: {said}"
+    assert "Traceback" not in result.stderr
 
 
 # --- hydra/launcher=submitit_local ------------------------------------------------------------------------------

@@ -92,6 +92,7 @@ TABLE = [
     (["trainer.precision=8"], "trainer.precision", "'8'", "one of 32, bf16, 16"),
     pytest.param(["trainer.device=cuda"], "trainer.device", "'cuda'", "(cuda is not available here)", marks=NO_GPU),
     (["trainer.checkpoint.every_n_steps=0"], "trainer.checkpoint.every_n_steps", "0", "an integer >= 1, or null"),
+    (["trainer.num_threads=0"], "trainer.num_threads", "0", "an integer >= 1, or null"),
     (["trainer.foo=1"], "trainer.foo", None, None),  # the key itself is the mistake
     # settings that contradict each other
     (["scheduler=plateau", "scheduler.interval=step"], "scheduler.interval", "'step'",

@@ -140,6 +140,10 @@ class TrainerConfig:
     """Weight of the L2 penalty sum(w^2) over weight matrices, added to the loss."""
     log_every_n_steps: int = 10
     """Steps between reads of the running loss for the progress bar (each read syncs with the device)."""
+    num_threads: Optional[int] = None
+    """Threads torch's ops may use on the CPU. null: the CPUs this process may use (its affinity mask, the Slurm
+    job's CPUs per task, shared among torchrun's processes on the node), half of them when the model computes on
+    the CPU: a thread per core waits for any core another process holds (trainer.threads says why, with numbers)."""
     eval_batch_size: int = 1024
     """Batch size for validation and test, which need no gradients and so fit larger batches."""
     deterministic: bool = False
@@ -198,6 +202,8 @@ class TrainerConfig:
         for name in ("log_every_n_steps", "eval_batch_size", "accumulate_grad_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "an integer >= 1")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError("num_threads", self.num_threads, "an integer >= 1, or null")
 
 
 # The `trainer` group's one option is the dataclass itself: Hydra type-checks overrides against it while composing,

@@ -33,6 +33,7 @@ from trainer.report import UnreadableFile, read_summary
 from trainer.run_directory import saved_config
 from trainer.schedules import build_scheduler
 from trainer.seeding import seed_everything
+from trainer.threads import use_fitting_threads
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     if processes.distributed and device.type == "cuda":  # one GPU per process: torchrun's LOCAL_RANK
         device = torch.device("cuda", processes.local_rank)
         torch.cuda.set_device(device)
+    use_fitting_threads(settings.num_threads, device)
     seed_everything(cfg.seed, settings.deterministic)
 
     data = build_data(cfg.data)

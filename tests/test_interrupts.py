@@ -8,6 +8,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -16,18 +17,28 @@ import pytest
 
 from pausing_model import MODEL, TrainProcess, wait_until
 from trainer.checkpoint import load_checkpoint
-from trainer.interrupts import StopRequests, requeue_slurm_job
+from trainer import interrupts
+from trainer.interrupts import StopRequests, requeue_slurm_job, slurm_job_preempted
 
 RUN = (MODEL, "data=xor", "model.hidden_sizes=[32]", "data.batch_size=70", "trainer.max_epochs=3")
 """xor's 700 training samples in batches of 70: 10 steps an epoch. (xor, not the default digits: it spares each
 process a second or two of scikit-learn.)"""
 
 
-def fake_scontrol(folder: Path) -> Path:
-    """An `scontrol` that only writes down its arguments, in folder/scontrol.log."""
+def fake_scontrol(folder: Path, preempt_time: str = "None") -> Path:
+    """An `scontrol` that writes down its arguments, in folder/scontrol.log, and to `show job` answers as Slurm
+    does, with the job's PreemptTime: a date while a preemption's grace time runs, None otherwise (scancel)."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "scontrol"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {folder / "scontrol.log"}\n')
+    script.write_text(f"""#!/bin/sh
+echo "$@" >> {folder / "scontrol.log"}
+if [ "$1" = show ]; then
+    echo "JobId=$3 JobName=train"
+    echo "   JobState=RUNNING Reason=None Dependency=(null)"
+    echo "   PreemptEligibleTime=2026-11-30T01:00:00 PreemptTime={preempt_time}"
+    echo "   SuspendTime=None SecsPreSuspend=0 LastSchedEval=2026-11-30T01:00:00"
+fi
+""")
     script.chmod(0o755)
     return folder / "scontrol.log"
 
@@ -118,12 +129,35 @@ def test_under_slurm_with_requeue_sigusr1_saves_then_requeues_the_job(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["engine"]["global_step"] == 7
 
 
-def test_under_slurm_sigterm_saves_but_does_not_requeue(tmp_path):
-    """scancel sends SIGTERM too: a cancelled job must stay cancelled."""
-    calls = fake_scontrol(tmp_path / "bin")
+def test_under_slurm_sigterm_of_a_scancel_saves_but_does_not_requeue(tmp_path):
+    """scancel sends SIGTERM too: a cancelled job must stay cancelled. Its PreemptTime is None."""
+    calls = fake_scontrol(tmp_path / "bin", preempt_time="None")
     process = signal_at_step_7(tmp_path, signal.SIGTERM, args=("trainer.requeue=true",),
                                env={**SLURM_JOB, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
     assert process.process.returncode == 128 + signal.SIGTERM.value
+    assert calls.read_text() == "show job 4242\n"  # asked whether it is a preemption, and no requeue
+    assert "requeue" not in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_under_slurm_sigterm_of_a_preemption_saves_then_requeues_the_job(tmp_path):
+    """PreemptMode=REQUEUE with a GraceTime: SIGTERM at once, and the job's PreemptTime set during the grace time.
+    A job that ends itself then is not requeued by Slurm: train asks for it."""
+    calls = fake_scontrol(tmp_path / "bin", preempt_time="2026-11-30T02:00:00")
+    process = signal_at_step_7(tmp_path, signal.SIGTERM, args=("trainer.requeue=true",),
+                               env={**SLURM_JOB, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+    assert process.process.returncode == 128 + signal.SIGTERM.value, process.stderr
+    assert calls.read_text() == "show job 4242\nrequeue 4242\n"
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "SIGTERM: Slurm is preempting job 4242 (PreemptTime=2026-11-30T02:00:00)" in log
+    assert "requeued Slurm job 4242" in log
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["engine"]["global_step"] == 7
+
+
+def test_under_slurm_without_requeue_sigterm_asks_nothing(tmp_path):
+    calls = fake_scontrol(tmp_path / "bin", preempt_time="2026-11-30T02:00:00")
+    process = signal_at_step_7(tmp_path, signal.SIGTERM,
+                               env={**SLURM_JOB, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+    assert process.process.returncode == 128 + signal.SIGTERM.value, process.stderr
     assert not calls.exists()
 
 
@@ -168,6 +202,45 @@ def test_a_failing_scontrol_is_reported_with_its_message(tmp_path, monkeypatch, 
     with caplog.at_level(logging.ERROR):
         requeue_slurm_job()
     assert "scontrol requeue 77 failed (exit 1): Invalid job id specified" in caplog.text
+
+
+def test_a_preemption_is_told_from_a_scancel_by_the_jobs_preempt_time(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    fake_scontrol(tmp_path, preempt_time="2026-11-30T02:00:00")
+    assert slurm_job_preempted()
+    fake_scontrol(tmp_path, preempt_time="None")
+    assert not slurm_job_preempted()
+    assert (tmp_path / "scontrol.log").read_text() == "show job 77\nshow job 77\n"
+    assert [record.message for record in caplog.records] == [
+        "SIGTERM: Slurm is preempting job 77 (PreemptTime=2026-11-30T02:00:00)"]
+
+
+@pytest.mark.parametrize("answer, said", [
+    ("echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1",
+     "scontrol show job 77 failed (exit 1: slurm_load_jobs error: Invalid job id specified)"),
+    ("echo 'JobId=77 JobName=train'", "scontrol show job 77 failed (its answer has no PreemptTime)"),
+    (f"exec {shutil.which('sleep')} 30", "scontrol show job 77 failed (it did not answer within 0.5 s)"),
+], ids=["fails", "no-preempt-time", "hangs"])
+def test_an_scontrol_that_cannot_tell_means_no_preemption_in_one_line(tmp_path, monkeypatch, caplog, answer, said):
+    (tmp_path / "scontrol").write_text(f"#!/bin/sh\n{answer}\n")
+    (tmp_path / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setattr(interrupts, "SCONTROL_TIMEOUT_S", 0.5)
+    assert not slurm_job_preempted()
+    assert [record.message for record in caplog.records] == [
+        f"SIGTERM: {said}, so whether Slurm is preempting the job is unknown: taken for a scancel, not requeued"]
+
+
+def test_outside_slurm_or_without_scontrol_sigterm_is_no_preemption(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert not slurm_job_preempted() and caplog.records == []
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    assert not slurm_job_preempted()
+    assert caplog.messages == ["SIGTERM: scontrol is not on PATH, so whether Slurm is preempting job 77 is unknown: "
+                               "taken for a scancel, not requeued"]
 
 
 def test_stop_requests_catch_the_stop_signals_only_while_entered():

@@ -70,9 +70,18 @@ echo "scancel $*" >> "$FAKE_SLURM/events"
 for pid in $(cat "$FAKE_SLURM/step.pids"); do kill -s "${1#--signal=}" "$pid" 2>/dev/null; done
 """,
     "scontrol": r"""
-# scontrol show hostnames: the one node. scontrol requeue JOB: noted; the job runs again once it ends.
+# scontrol show hostnames: the one node. scontrol show job JOB: noted, and the job with its PreemptTime, a date
+# from $FAKE_SLURM/preempt_time while a preemption's grace time runs, None otherwise. scontrol requeue JOB: noted;
+# the job runs again once it ends.
 case $1 in
-    show) echo node1 ;;
+    show)
+        if [ "$2" = job ]; then
+            echo "scontrol $*" >> "$FAKE_SLURM/events"
+            echo "JobId=$3 JobName=train"
+            echo "   PreemptEligibleTime=2026-11-30T01:00:00 PreemptTime=$(cat "$FAKE_SLURM/preempt_time" 2>/dev/null || echo None)"
+        else
+            echo node1
+        fi ;;
     requeue) echo "scontrol $*" >> "$FAKE_SLURM/events"; touch "$FAKE_SLURM/requeued" ;;
 esac
 """,
@@ -171,8 +180,40 @@ def test_train_sbatch_on_sigterm_waits_for_the_training_and_does_not_requeue(fak
     os.kill(fake_slurm.pid("job.pid"), signal.SIGTERM)
     os.kill(fake_slurm.pid("step.pids"), signal.SIGTERM)
     assert fake_slurm.exit_status() == 128 + signal.SIGTERM
-    assert fake_slurm.events() == [f"{TORCHRUN} (start 0)", "torchrun: training", "torchrun: SIGTERM"]
-    assert "SIGTERM: waiting for the training to save and stop; not requeueing" in fake_slurm.read("job.out")
+    assert fake_slurm.events() == [f"{TORCHRUN} (start 0)", "torchrun: training", "torchrun: SIGTERM",
+                                   f"scontrol show job {JOB_ID}"]  # PreemptTime=None: no requeue
+    assert ("SIGTERM: waiting for the training to save and stop; requeueing only a preempted job"
+            in fake_slurm.read("job.out"))
+
+
+def test_train_sbatch_requeues_a_job_preempted_with_a_grace_time_once_the_training_has_saved(fake_slurm, tmp_path):
+    """PreemptMode=REQUEUE with a GraceTime: Slurm sends SIGTERM to the job's steps at once and gives the job a
+    PreemptTime; a job that ends itself in the grace time would not be requeued by Slurm."""
+    submit(fake_slurm, str(SCRIPT), "data=moons", cwd=tmp_path)
+    wait_until(lambda: "torchrun: training" in fake_slurm.events(), "the training to start")
+    (fake_slurm.folder / "preempt_time").write_text("2026-11-30T02:00:00\n")
+    os.kill(fake_slurm.pid("step.pids"), signal.SIGTERM)
+    assert fake_slurm.exit_status() == 0  # the second start's
+    assert fake_slurm.events() == [f"{TORCHRUN} (start 0)", "torchrun: training", "torchrun: SIGTERM",
+                                   f"scontrol show job {JOB_ID}", f"scontrol requeue {JOB_ID}",
+                                   f"{TORCHRUN} (start 1)"]
+    assert ("train.sbatch: Slurm is preempting the job (PreemptTime=2026-11-30T02:00:00): requeueing it"
+            in fake_slurm.read("job.out"))
+
+
+def test_train_sbatch_does_not_requeue_when_scontrol_cannot_tell(fake_slurm, tmp_path):
+    submit(fake_slurm, str(SCRIPT), "data=moons", cwd=tmp_path)
+    wait_until(lambda: "torchrun: training" in fake_slurm.events(), "the training to start")
+    (fake_slurm.folder / "preempt_time").write_text("2026-11-30T02:00:00\n")
+    scontrol = Path(fake_slurm.env["PATH"].split(":")[0]) / "scontrol"
+    scontrol.write_text(scontrol.read_text().replace("case $1 in", "[ \"$2\" = job ] && { echo 'slurm_load_jobs "
+                                                     "error: Unable to contact slurm controller' >&2; exit 1; }\n"
+                                                     "case $1 in"))
+    os.kill(fake_slurm.pid("step.pids"), signal.SIGTERM)
+    assert fake_slurm.exit_status() == 128 + signal.SIGTERM
+    assert "scontrol requeue" not in fake_slurm.read("events")
+    assert (f"train.sbatch: scontrol show job {JOB_ID} failed (slurm_load_jobs error: Unable to contact slurm "
+            f"controller): not requeueing" in fake_slurm.read("job.out"))
 
 
 # --- hydra/launcher=slurm ---------------------------------------------------------------------------------------

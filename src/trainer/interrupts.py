@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,11 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "S
                      if hasattr(signal, name))  # Windows has no SIGUSR1 or SIGUSR2
 REQUEUE_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 """The signals that trainer.requeue answers with a requeue: those `sbatch --signal` sends ahead of the time limit.
-SIGTERM is also what scancel sends, and a cancelled job must stay cancelled."""
+SIGTERM is also what scancel sends, and a cancelled job must stay cancelled: it is answered with a requeue only
+when Slurm is preempting the job (see slurm_job_preempted)."""
+SCONTROL_TIMEOUT_S = 10
+"""How long `scontrol show job` may take to say whether the job is preempted: a preemption's grace time is
+running meanwhile."""
 
 
 class Interrupted(Exception):
@@ -108,6 +113,48 @@ def ignore_stop_signals(worker_id: int) -> None:
     saves and then shuts the workers down; a worker they killed would take the run down with it."""
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
+
+
+def asks_for_requeue(received: signal.Signals) -> bool:
+    """Whether a stop signal, once the run is saved, calls for the Slurm job's requeue (with trainer.requeue): one
+    sent ahead of the time limit, or SIGTERM when it comes from a preemption rather than from scancel."""
+    return received in REQUEUE_SIGNALS or (received is signal.SIGTERM and slurm_job_preempted())
+
+
+def slurm_job_preempted() -> bool:
+    """Whether Slurm is preempting this job. A preemption with a grace time (PreemptMode=REQUEUE, GraceTime) sends
+    the job's steps SIGTERM at once and counts on the job to end itself, which it does once saved, and a job that
+    ends itself is not requeued by Slurm (it is marked FAILED): the requeue is ours to ask for. scancel sends
+    SIGTERM too; what tells them apart is the job's PreemptTime in `scontrol show job`, a date during the grace
+    time and None otherwise. One bounded call; any failure counts as no preemption (a cancelled job must stay
+    cancelled), said in one line."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if job_id is None:
+        return False
+    scontrol = shutil.which("scontrol")
+    if scontrol is None:
+        log.warning("SIGTERM: scontrol is not on PATH, so whether Slurm is preempting job %s is unknown: taken for "
+                    "a scancel, not requeued", job_id)
+        return False
+    try:
+        result = subprocess.run([scontrol, "show", "job", job_id], capture_output=True, text=True,
+                                timeout=SCONTROL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        failure = f"it did not answer within {SCONTROL_TIMEOUT_S} s"
+    except OSError as error:  # (not executable, say)
+        failure = str(error)
+    else:
+        preempt_time = re.search(r"\bPreemptTime=(\S+)", result.stdout)
+        if result.returncode == 0 and preempt_time is not None:
+            if preempt_time.group(1) == "None":
+                return False
+            log.warning("SIGTERM: Slurm is preempting job %s (PreemptTime=%s)", job_id, preempt_time.group(1))
+            return True
+        failure = (f"exit {result.returncode}: {result.stderr.strip()}" if result.returncode != 0
+                   else "its answer has no PreemptTime")
+    log.warning("SIGTERM: scontrol show job %s failed (%s), so whether Slurm is preempting the job is unknown: "
+                "taken for a scancel, not requeued", job_id, " ".join(failure.split()))
+    return False
 
 
 def requeue_slurm_job() -> None:

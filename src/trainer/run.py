@@ -23,7 +23,7 @@ from trainer.device import resolve_device
 from trainer.distributed import Processes
 from trainer.early_stopping import StopReason
 from trainer.engine import Engine
-from trainer.interrupts import REQUEUE_SIGNALS, Interrupted, requeue_slurm_job
+from trainer.interrupts import Interrupted, asks_for_requeue, requeue_slurm_job
 from trainer.loggers import build_logger
 from trainer.losses import num_outputs
 from trainer.model_summary import summary_table
@@ -195,8 +195,8 @@ def fit_and_test(run: Run, run_dir: Path) -> float:
         stop_requests = run.engine.stop_requests
         # A host's own handler (submitit's: checkpoint, requeue, exit) gets the signals now, and the requeue is its.
         handed_on = stop_requests.hand_on_to_host()
-        if (run.engine.settings.requeue and stop_requests.received in REQUEUE_SIGNALS and not handed_on
-                and run.engine.processes.is_main):  # one process asks for the job's requeue
+        if (run.engine.settings.requeue and not handed_on and run.engine.processes.is_main  # one process asks
+                and asks_for_requeue(stop_requests.received)):
             requeue_slurm_job()
         raise Interrupted(stop_requests.received)
     log.info(result_table(summary))

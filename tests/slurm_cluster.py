@@ -75,8 +75,9 @@ def missing_requirements() -> Optional[str]:
 
 @contextlib.contextmanager
 def one_node_cluster(folder: Path, port: int) -> Iterator[Cluster]:
-    """A one-node cluster whose files are in `folder` and whose daemons listen on `port` and `port + 1`; it has a
-    partition `cpu` (the default) and a partition `urgent` whose jobs preempt those of `cpu` (REQUEUE)."""
+    """A one-node cluster whose files are in `folder` and whose daemons listen on `port` and `port + 1`. Jobs of its
+    partition `urgent` preempt (REQUEUE) those of `cpu` (the default; preempted at once) and of `grace` (given 60 s
+    of grace: SIGTERM at once, the job ends when it likes within them)."""
     reason = missing_requirements()
     if reason is not None:
         pytest.skip(reason)
@@ -138,6 +139,7 @@ PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 NodeName=node NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
 PartitionName=cpu Nodes=node Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=grace Nodes=node MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=60
 PartitionName=urgent Nodes=node MaxTime=INFINITE State=UP PriorityTier=10
 """
 

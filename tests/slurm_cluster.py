@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from typing import Iterator, Optional
 import pytest
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
-COMMANDS = ("sbatch", "scontrol", "scancel", "sinfo")
+COMMANDS = ("sbatch", "srun", "scontrol", "scancel", "sinfo", "squeue")
 START_SECONDS = 60
 """How long the cluster may take to come up before the tests that need it are skipped."""
 
@@ -99,7 +100,10 @@ def one_node_cluster(folder: Path, port: int) -> Iterator[Cluster]:
         _start(["slurmd", "-f", str(conf), "-N", "node"], env, folder / "slurmd.pid", started)
         cluster = Cluster(folder, env)
         _wait_until_idle(cluster)
-        yield cluster
+        try:
+            yield cluster
+        finally:
+            _cancel_every_job(cluster)  # a failed test's job would go on training after the daemons stop
     finally:
         for pid_file in reversed(started):
             _stop(pid_file)
@@ -165,13 +169,23 @@ def _wait_until_idle(cluster: Cluster) -> None:
     pytest.skip(f"the cluster did not come up within {START_SECONDS} s: {shown.stderr.strip() or shown.stdout}")
 
 
+def _cancel_every_job(cluster: Cluster) -> None:
+    """scancel every job, and wait (30 s at most) until none is left running."""
+    cluster.run("scancel", "--user=root")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        running = cluster.run("squeue", "--noheader", "--states=RUNNING,COMPLETING,PENDING")
+        if running.returncode != 0 or not running.stdout.strip():
+            return
+        time.sleep(0.5)
+
+
 def _stop(pid_file: Path) -> None:
-    """SIGTERM to the daemon whose pid the file holds, and wait for it to end."""
+    """SIGTERM to the daemon whose pid the file holds, and SIGKILL if it has not ended within 10 s."""
     with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
         pid = int(pid_file.read_text().split()[0])
-        os.kill(pid, 15)
+        os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
             time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)

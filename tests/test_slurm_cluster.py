@@ -30,8 +30,9 @@ def cluster(tmp_path_factory):
 
 def train_command(*overrides: str, launcher: str = "exec") -> str:
     """The batch script's line: `exec train ...` (train is the batch step), or `srun train ...` (a job step, as
-    scripts/slurm/train.sbatch runs it: a preemption's SIGTERM goes to the job steps, not to the batch step)."""
-    return shlex.join([launcher, str(TRAIN), *overrides])
+    scripts/slurm/train.sbatch runs it: a preemption's SIGTERM goes to the job steps, not to the batch step). At the
+    lowest priority (nice), so that the cluster's jobs do not slow the suite's other tests down."""
+    return shlex.join([launcher, "nice", "-n", "19", str(TRAIN), *overrides])
 
 
 def test_a_train_job_on_a_cpu_only_node_runs_to_its_end(cluster, tmp_path):

@@ -131,7 +131,7 @@ def _same_directory_on_every_rank(config: DictConfig, mode: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_app(cfg: DictConfig) -> float:
-    from trainer.distributed import from_environment
+    from trainer.distributed import from_environment, leave_together
     from trainer.interrupts import Interrupted
     from trainer.run import build, execute, finished_before
 
@@ -149,9 +149,11 @@ def _train_app(cfg: DictConfig) -> float:
         if rank == 0:
             _save_run_config(composed, run_dir / ".hydra")
         try:
-            return execute(run, run_dir)
+            value = execute(run, run_dir)
         except Interrupted as stop:  # last.pt and the summary are written; the exit code says which signal
             sys.exit(stop.exit_code)
+        leave_together()
+        return value
 
 
 @contextlib.contextmanager

@@ -111,6 +111,13 @@ def gathered(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([share[:int(length)] for share, length in zip(shares, lengths)])
 
 
+def leave_together() -> None:
+    """At the end of a run, every process waits for the others before it goes on to exit: none tears its
+    connections down while another may still be sending on them (a process of a run that ended unevenly was seen
+    to abort at exit, now and then, with "terminate called without an active exception")."""
+    wait_for_every_rank()
+
+
 def wait_for_every_rank() -> None:
     """A barrier: e.g. rank 0 has written best.pt before the others read it."""
     if dist.is_initialized():

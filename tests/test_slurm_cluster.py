@@ -16,6 +16,8 @@ import pytest
 
 from slurm_cluster import one_node_cluster
 
+pytestmark = pytest.mark.slurm_cluster  # run on their own: pytest -m slurm_cluster -n 0
+
 TRAIN = Path(sys.executable).parent / "train"
 XOR = ("data=xor", "model.hidden_sizes=[8]", "trainer.curves=false", "trainer.device=cpu")
 

@@ -294,3 +294,28 @@ def test_once_saved_each_signal_goes_on_to_the_handler_a_host_had_installed(host
         assert host_handlers == []  # not while training: the run saves first
     assert requests.hand_on_to_host() is hosts_to_answer  # and Python's Ctrl-C handler raised nothing
     assert host_handlers == [signal.SIGUSR2] * (signal.SIGUSR2 in sent)
+
+
+@pytest.fixture
+def submitit_like_handlers():
+    """A host's handlers as submitit installs them in a job: SIGUSR2 checkpoints and requeues, SIGTERM only logs;
+    the list of the signals each got."""
+    got = []
+    before = {number: signal.getsignal(number) for number in (signal.SIGUSR2, signal.SIGTERM)}
+    for number in before:
+        signal.signal(number, lambda number, frame: got.append(signal.Signals(number)))
+    yield got
+    for number, handler in before.items():
+        signal.signal(number, handler)
+
+
+@pytest.mark.parametrize("preempted, host_gets", [(False, signal.SIGTERM), (True, signal.SIGUSR2)],
+                         ids=["scancel", "preemption"])
+def test_a_preemptions_sigterm_goes_to_the_hosts_requeueing_handler(submitit_like_handlers, preempted, host_gets):
+    """submitit answers SIGTERM with a log line only: a job preempted with a grace time would end and never come
+    back. Its time-limit handler tells a preemption from a time-out and requeues either."""
+    with StopRequests() as requests:
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert requests.host_requeues
+    assert requests.hand_on_to_host(preempted) is True
+    assert submitit_like_handlers == [host_gets]

@@ -72,12 +72,22 @@ class StopRequests:
             signal.signal(number, handler)
         self._previous = {}
 
-    def hand_on_to_host(self) -> bool:
+    @property
+    def host_requeues(self) -> bool:
+        """Whether a host (submitit) handles a signal sent ahead of a time limit: it then requeues the job."""
+        return any(number in self._host_handlers for number in REQUEUE_SIGNALS)
+
+    def hand_on_to_host(self, preempted: bool = False) -> bool:
         """Call, in order of arrival, the host's handler of each stop signal received, as the signal would have
         had it without us; meant for once last.pt and the summary are written. submitit's SIGUSR2 handler
-        checkpoints the job, requeues it and exits here; its SIGTERM handler only logs. True when the signal that
-        stopped the run went to a host, which then decides about requeueing."""
-        for number in self._arrived:
+        checkpoints the job, requeues it and exits here; its SIGTERM handler only logs. So when Slurm is preempting
+        the job (`preempted`: its SIGTERM starts a grace time), the SIGTERM goes to the host's handler of the
+        time-limit signal instead, which tells a preemption from a time-out itself and requeues either. True when
+        the signal that stopped the run went to a host, which then decides about requeueing."""
+        host_requeue = next((number for number in REQUEUE_SIGNALS if number in self._host_handlers), None)
+        handed = [host_requeue if number is signal.SIGTERM and preempted and host_requeue else number
+                  for number in self._arrived]
+        for number in dict.fromkeys(handed):  # (each once, in order)
             handler = self._host_handlers.get(number)
             if handler is not None:
                 log.info("%s goes on to %s, the handler that was there before ours", number.name,
@@ -113,12 +123,6 @@ def ignore_stop_signals(worker_id: int) -> None:
     saves and then shuts the workers down; a worker they killed would take the run down with it."""
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
-
-
-def asks_for_requeue(received: signal.Signals) -> bool:
-    """Whether a stop signal, once the run is saved, calls for the Slurm job's requeue (with trainer.requeue): one
-    sent ahead of the time limit, or SIGTERM when it comes from a preemption rather than from scancel."""
-    return received in REQUEUE_SIGNALS or (received is signal.SIGTERM and slurm_job_preempted())
 
 
 def slurm_job_preempted() -> bool:

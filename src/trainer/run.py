@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import math
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,7 +24,7 @@ from trainer.device import resolve_device
 from trainer.distributed import Processes
 from trainer.early_stopping import StopReason
 from trainer.engine import Engine
-from trainer.interrupts import Interrupted, asks_for_requeue, requeue_slurm_job
+from trainer.interrupts import REQUEUE_SIGNALS, Interrupted, requeue_slurm_job, slurm_job_preempted
 from trainer.loggers import build_logger
 from trainer.losses import num_outputs
 from trainer.model_summary import summary_table
@@ -192,13 +193,19 @@ def fit_and_test(run: Run, run_dir: Path) -> float:
             draw_run_curves(run.engine.metrics_log.rows, run_dir / "curves.png", result.best_epoch,
                             title=run_title(run.engine.config))
     if interrupted:
-        stop_requests = run.engine.stop_requests
+        # As at the end of every run, the processes leave together, here before the host's handler (which may
+        # exit at once) gets the signal: rank 0 has written the summary before any peer tears its connections down.
+        distributed.leave_together()
+        stop_requests, requeue = run.engine.stop_requests, run.engine.settings.requeue
+        received, is_main = stop_requests.received, run.engine.processes.is_main  # (one process asks Slurm)
+        # scancel and a preemption both send SIGTERM: only a preempted job is to come back.
+        preempted = (received is signal.SIGTERM and is_main and (requeue or stop_requests.host_requeues)
+                     and slurm_job_preempted())
         # A host's own handler (submitit's: checkpoint, requeue, exit) gets the signals now, and the requeue is its.
-        handed_on = stop_requests.hand_on_to_host()
-        if (run.engine.settings.requeue and not handed_on and run.engine.processes.is_main  # one process asks
-                and asks_for_requeue(stop_requests.received)):
+        handed_on = stop_requests.hand_on_to_host(preempted)
+        if requeue and not handed_on and is_main and (received in REQUEUE_SIGNALS or preempted):
             requeue_slurm_job()
-        raise Interrupted(stop_requests.received)
+        raise Interrupted(received)
     log.info(result_table(summary))
     return _value_for_sweepers(result.best_value, run.engine.early_stopping.mode)
 

@@ -284,6 +284,10 @@ def train() -> None:
               file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     except Exception as error:
+        slurm_queue = sys.modules.get("trainer.slurm_queue")  # (imported by hydra/launcher=slurm only)
+        if slurm_queue is not None and isinstance(error, slurm_queue.SweepJobsNotRun):
+            print(f"train: {'' if error.exit_code == 128 + signal.SIGINT else 'error: '}{error}", file=sys.stderr)
+            sys.exit(error.exit_code)
         uncompleted = describe_uncompleted_job(error)
         if uncompleted is None:
             raise

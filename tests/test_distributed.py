@@ -104,12 +104,12 @@ def test_samples_in_counts_every_process_s_samples_of_those_batches():
     ({}, Processes()),
     ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, Processes(3, 4, 1)),
     ({"SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"}, Processes()),  # a job step of one task: a lone process
-    ({"SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_STEP_NODELIST": "gpu07"},
-     Processes(5, 8, 1)),
+    ({"SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_STEP_NODELIST": "gpu07",
+      "SLURM_JOB_ID": "1234567"}, Processes(5, 8, 1)),
 ], ids=["alone", "torchrun", "srun-one-task", "srun-eight-tasks"])
 def test_from_environment_reads_torchrun_and_srun(monkeypatch, env, expected):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID",
-                "SLURM_STEP_NODELIST", "MASTER_ADDR", "MASTER_PORT"):
+                "SLURM_STEP_NODELIST", "SLURM_JOB_ID", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -117,7 +117,7 @@ def test_from_environment_reads_torchrun_and_srun(monkeypatch, env, expected):
     if expected.distributed and "SLURM_PROCID" in env:
         import os
 
-        assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("gpu07", "29500")
+        assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("gpu07", "24567")  # 20000 + the job id modulo 10000
 
 
 def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_resume_carries_on(tmp_path):
@@ -133,6 +133,7 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_resume_carries_
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)  # torchrun passes it on to both processes
     stdout, stderr = process.communicate(timeout=120)
+    assert (run_dir / "summary.json").exists(), f"exit {process.returncode}\n{stderr[-4000:]}"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stop_reason"] == "interrupted", stderr
     saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)

@@ -1,5 +1,5 @@
 """Slurm without a cluster: hydra/launcher=slurm and scripts/slurm/train.sbatch run against stand-ins for sbatch,
-srun, scontrol, scancel, sacct and torchrun, which record what they are asked and run the job as Slurm would;
+srun, scontrol, scancel, sacct and train, which record what they are asked and run the job as Slurm would;
 and submitit's local executor runs a sweep for real."""
 
 from __future__ import annotations
@@ -91,15 +91,16 @@ state=RUNNING
 [ -e "$FAKE_SLURM/job.status" ] && { [ "$(cat "$FAKE_SLURM/job.status")" = 0 ] && state=COMPLETED || state=FAILED; }
 printf 'JobID|State|NodeList\n4242|%s|node1\n' "$state"
 """,
-    "torchrun": r"""
-# Notes its arguments. A first start runs until stopped: on SIGTERM it exits 143, as `train` does once saved.
-# A start after a requeue ends at once.
-echo "torchrun $* (start $SLURM_RESTART_COUNT)" >> "$FAKE_SLURM/events"
+    "train": r"""
+# Notes its arguments. A first start runs until stopped: on SIGTERM it saves (a stand-in last.pt) and exits 143, as
+# `train` does. A start after a requeue ends at once.
+echo "train $* (start $SLURM_RESTART_COUNT)" >> "$FAKE_SLURM/events"
 [ "$SLURM_RESTART_COUNT" = 0 ] || exit 0
-trap 'echo "torchrun: SIGTERM" >> "$FAKE_SLURM/events"; kill $training; exit 143' TERM
+run_dir=${1#hydra.run.dir=}
+trap 'echo "train: SIGTERM" >> "$FAKE_SLURM/events"; kill $training; mkdir -p "$run_dir/checkpoints"; touch "$run_dir/checkpoints/last.pt"; exit 143' TERM
 sleep 120 &
 training=$!
-echo "torchrun: training" >> "$FAKE_SLURM/events"
+echo "train: training" >> "$FAKE_SLURM/events"
 wait $training
 """,
 }
@@ -153,9 +154,12 @@ def submit(cluster: FakeSlurm, *args: str, cwd: Path) -> subprocess.CompletedPro
 
 # --- scripts/slurm/train.sbatch ---------------------------------------------------------------------------------
 
-TORCHRUN = (f"torchrun --nnodes=1 --nproc_per_node=2 --rdzv_backend=c10d --rdzv_endpoint=node1:29500 "
-            f"--rdzv_id={JOB_ID} -m trainer hydra.run.dir=runs/train-{JOB_ID} trainer.resume=auto data=moons")
-"""What the script runs on the fake job's one node (2 GPUs), with `data=moons` passed to sbatch."""
+TRAIN = f"train hydra.run.dir=runs/train-{JOB_ID} trainer.resume=auto data=moons"
+"""What the script's srun runs on the fake job's one node, with `data=moons` passed to sbatch."""
+
+
+def last_line(cluster: FakeSlurm) -> str:
+    return cluster.read("job.out").strip().splitlines()[-1]
 
 
 def test_train_sbatch_on_sigusr1_stops_the_training_then_requeues_and_starts_again_in_the_same_directory(
@@ -166,44 +170,50 @@ def test_train_sbatch_on_sigusr1_stops_the_training_then_requeues_and_starts_aga
     directives = [line.split()[1] for line in fake_slurm.read("job.sbatch").splitlines() if line.startswith("#SBATCH")]
     assert {"--signal=B:USR1@120", "--requeue", "--open-mode=append", "--ntasks-per-node=1"} <= set(directives)
 
-    wait_until(lambda: "torchrun: training" in fake_slurm.events(), "the training to start")
+    wait_until(lambda: "train: training" in fake_slurm.events(), "the training to start")
     os.kill(fake_slurm.pid("job.pid"), signal.SIGUSR1)  # what --signal=B:USR1@120 sends to the batch script
     assert fake_slurm.exit_status() == 0  # the second start's
-    assert fake_slurm.events() == [f"{TORCHRUN} (start 0)", "torchrun: training", f"scancel --signal=TERM {JOB_ID}",
-                                   "torchrun: SIGTERM", f"scontrol requeue {JOB_ID}", f"{TORCHRUN} (start 1)"]
+    assert fake_slurm.events() == [f"{TRAIN} (start 0)", "train: training", f"scancel --signal=TERM {JOB_ID}",
+                                   "train: SIGTERM", f"scontrol requeue {JOB_ID}", f"{TRAIN} (start 1)"]
 
 
 def test_train_sbatch_on_sigterm_waits_for_the_training_and_does_not_requeue(fake_slurm, tmp_path):
     """scancel: Slurm sends SIGTERM to the batch script and to every step."""
     submit(fake_slurm, str(SCRIPT), "data=moons", cwd=tmp_path)
-    wait_until(lambda: "torchrun: training" in fake_slurm.events(), "the training to start")
+    wait_until(lambda: "train: training" in fake_slurm.events(), "the training to start")
     os.kill(fake_slurm.pid("job.pid"), signal.SIGTERM)
     os.kill(fake_slurm.pid("step.pids"), signal.SIGTERM)
     assert fake_slurm.exit_status() == 128 + signal.SIGTERM
-    assert fake_slurm.events() == [f"{TORCHRUN} (start 0)", "torchrun: training", "torchrun: SIGTERM",
+    assert fake_slurm.events() == [f"{TRAIN} (start 0)", "train: training", "train: SIGTERM",
                                    f"scontrol show job {JOB_ID}"]  # PreemptTime=None: no requeue
     assert ("SIGTERM: waiting for the training to save and stop; requeueing only a preempted job"
             in fake_slurm.read("job.out"))
+    assert last_line(fake_slurm) == (
+        f"train.sbatch: the training saved runs/train-{JOB_ID}/checkpoints/last.pt and stopped (exit 143); not "
+        f"requeued: RUN_DIR=runs/train-{JOB_ID} sbatch scripts/slurm/train.sbatch ARGS carries it on")
 
 
 def test_train_sbatch_requeues_a_job_preempted_with_a_grace_time_once_the_training_has_saved(fake_slurm, tmp_path):
     """PreemptMode=REQUEUE with a GraceTime: Slurm sends SIGTERM to the job's steps at once and gives the job a
     PreemptTime; a job that ends itself in the grace time would not be requeued by Slurm."""
     submit(fake_slurm, str(SCRIPT), "data=moons", cwd=tmp_path)
-    wait_until(lambda: "torchrun: training" in fake_slurm.events(), "the training to start")
+    wait_until(lambda: "train: training" in fake_slurm.events(), "the training to start")
     (fake_slurm.folder / "preempt_time").write_text("2026-11-30T02:00:00\n")
     os.kill(fake_slurm.pid("step.pids"), signal.SIGTERM)
     assert fake_slurm.exit_status() == 0  # the second start's
-    assert fake_slurm.events() == [f"{TORCHRUN} (start 0)", "torchrun: training", "torchrun: SIGTERM",
+    assert fake_slurm.events() == [f"{TRAIN} (start 0)", "train: training", "train: SIGTERM",
                                    f"scontrol show job {JOB_ID}", f"scontrol requeue {JOB_ID}",
-                                   f"{TORCHRUN} (start 1)"]
+                                   f"{TRAIN} (start 1)"]
     assert ("train.sbatch: Slurm is preempting the job (PreemptTime=2026-11-30T02:00:00): requeueing it"
             in fake_slurm.read("job.out"))
+    assert (f"train.sbatch: the training saved runs/train-{JOB_ID}/checkpoints/last.pt and stopped (exit 143); the "
+            "job is requeued and will carry on from there") in fake_slurm.read("job.out")
+    assert last_line(fake_slurm) == f"train.sbatch: the training has ended (exit 0); its results are in runs/train-{JOB_ID}"
 
 
 def test_train_sbatch_does_not_requeue_when_scontrol_cannot_tell(fake_slurm, tmp_path):
     submit(fake_slurm, str(SCRIPT), "data=moons", cwd=tmp_path)
-    wait_until(lambda: "torchrun: training" in fake_slurm.events(), "the training to start")
+    wait_until(lambda: "train: training" in fake_slurm.events(), "the training to start")
     (fake_slurm.folder / "preempt_time").write_text("2026-11-30T02:00:00\n")
     scontrol = Path(fake_slurm.env["PATH"].split(":")[0]) / "scontrol"
     scontrol.write_text(scontrol.read_text().replace("case $1 in", "[ \"$2\" = job ] && { echo 'slurm_load_jobs "
@@ -229,7 +239,7 @@ LAUNCHER_KEYS = ("partition", "timeout_min", "gpus_per_node", "tasks_per_node", 
 def test_the_slurm_launcher_config_requeues_timed_out_jobs_and_resumes_them():
     cfg = compose_with_hydra("hydra/launcher=slurm")
     launcher = OmegaConf.to_container(cfg.hydra.launcher)
-    assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher["_target_"] == "hydra_plugins.trainer_slurm.launcher.SlurmLauncher"
     # What any node has: no GPU, 2 cores, the partition's default memory.
     assert {key: launcher[key] for key in LAUNCHER_KEYS} == {
         "partition": None, "timeout_min": 240, "gpus_per_node": None, "tasks_per_node": 1, "cpus_per_task": 2,
@@ -310,6 +320,11 @@ from trainer.cli import train
 error = getattr(utils, sys.argv[1])(sys.argv[2])
 
 class UncompletedJob:
+    job_id = "4242_0"
+
+    def done(self):
+        return True
+
     def results(self):
         raise error
 

@@ -45,9 +45,15 @@ def from_environment() -> Processes:
         return Processes(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
     if int(env.get("SLURM_STEP_NUM_TASKS", 1)) > 1:  # srun --ntasks=N train ...: one task per device
         env.setdefault("MASTER_ADDR", _first_host(env["SLURM_STEP_NODELIST"]))
-        env.setdefault("MASTER_PORT", "29500")
+        env.setdefault("MASTER_PORT", str(_port_of_job(env.get("SLURM_JOB_ID", ""))))
         return Processes(int(env["SLURM_PROCID"]), int(env["SLURM_STEP_NUM_TASKS"]), int(env["SLURM_LOCALID"]))
     return Processes()
+
+
+def _port_of_job(job_id: str) -> int:
+    """The rendezvous port of a Slurm job's processes: one of 20000-29999 chosen by the job id, so that two jobs
+    sharing a node do not meet on one port (29500 for a job id Slurm did not give)."""
+    return 20000 + int(job_id) % 10000 if job_id.isdigit() else 29500
 
 
 def _first_host(nodelist: str) -> str:

@@ -27,6 +27,9 @@ import pytest
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 COMMANDS = ("sbatch", "srun", "scontrol", "scancel", "sinfo", "squeue")
+NODE = socket.gethostname().split(".")[0]
+"""The node's name: this machine's, as on a real cluster, where a job's processes reach the first node of their
+step by its name (train's srun mode does)."""
 START_SECONDS = 60
 """How long the cluster may take to come up before the tests that need it are skipped."""
 
@@ -40,9 +43,11 @@ class Cluster:
     def run(self, *command: str, timeout: float = 30) -> subprocess.CompletedProcess:
         return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout)
 
-    def submit(self, *options: str, wrap: str) -> int:
-        """sbatch OPTIONS --wrap WRAP; the job id."""
-        submitted = self.run("sbatch", "--parsable", f"--chdir={self.folder}", *options, f"--wrap={wrap}")
+    def submit(self, *arguments: str, wrap: Optional[str] = None) -> int:
+        """sbatch ARGUMENTS (options, then a batch script and its arguments) or sbatch OPTIONS --wrap WRAP; the job
+        id."""
+        submitted = self.run("sbatch", "--parsable", f"--chdir={self.folder}",
+                             *(arguments if wrap is None else (*arguments, f"--wrap={wrap}")))
         assert submitted.returncode == 0, submitted.stderr
         return int(submitted.stdout.strip().split(";")[0])
 
@@ -90,14 +95,16 @@ def one_node_cluster(folder: Path, port: int) -> Iterator[Cluster]:
     munge_socket = folder / "munge" / "munge.socket"
     conf = folder / "slurm.conf"
     conf.write_text(_slurm_conf(folder, port, munge_socket))
-    env = {**os.environ, "SLURM_CONF": str(conf), "PATH": f"/usr/sbin:/usr/bin:{os.environ['PATH']}"}
+    # As for a user whose venv is active: its commands (train) on PATH, which sbatch passes on to the jobs.
+    env = {**os.environ, "SLURM_CONF": str(conf),
+           "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:{os.environ['PATH']}"}
     started: list[Path] = []
     try:
         _start(["munged", "--force", f"--socket={munge_socket}", f"--key-file={key}",
                 f"--pid-file={folder / 'munge' / 'munged.pid'}", f"--log-file={folder / 'munge' / 'munged.log'}",
                 f"--seed-file={folder / 'munge' / 'munged.seed'}"], env, folder / "munge" / "munged.pid", started)
         _start(["slurmctld", "-f", str(conf)], env, folder / "slurmctld.pid", started)
-        _start(["slurmd", "-f", str(conf), "-N", "node"], env, folder / "slurmd.pid", started)
+        _start(["slurmd", "-f", str(conf), "-N", NODE], env, folder / "slurmd.pid", started)
         cluster = Cluster(folder, env)
         _wait_until_idle(cluster)
         try:
@@ -141,10 +148,10 @@ MinJobAge=300
 KillWait=30
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
-NodeName=node NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
-PartitionName=cpu Nodes=node Default=YES MaxTime=INFINITE State=UP PriorityTier=1
-PartitionName=grace Nodes=node MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=60
-PartitionName=urgent Nodes=node MaxTime=INFINITE State=UP PriorityTier=10
+NodeName={NODE} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
+PartitionName=cpu Nodes={NODE} Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=grace Nodes={NODE} MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=60
+PartitionName=urgent Nodes={NODE} MaxTime=INFINITE State=UP PriorityTier=10
 """
 
 

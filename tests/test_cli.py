@@ -133,6 +133,29 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path, elsewhere, args, e
     assert json.loads(result.stdout.splitlines()[-1]) == {"exit": exit_code, "torch imported": False}
 
 
+WITHOUT_PLUGIN = """
+import sys
+for name in sys.argv[1].split(","):  # as if the extra that installs this Hydra plugin were not installed
+    sys.modules[name] = None
+sys.argv = ["train", *sys.argv[2:]]
+from trainer.cli import train
+train()
+"""
+
+
+@pytest.mark.parametrize("plugin, args, said", [
+    ("hydra_submitit_launcher", ["-m", "hydra/launcher=slurm"], 'hydra/launcher=slurm needs the `slurm` extra, which '
+                                                                'is not installed: pip install "trainer[slurm]"'),
+    ("hydra_optuna_sweeper", ["-m", "hparams_search=optuna"], 'hparams_search=optuna needs the `optuna` extra, which '
+                                                              'is not installed: pip install "trainer[optuna]"'),
+], ids=["slurm", "optuna"])
+def test_an_option_whose_extra_is_missing_names_the_install(elsewhere, plugin, args, said):
+    modules = ",".join(f"hydra_plugins.{plugin}{part}" for part in ("", ".config", ".submitit_launcher",
+                                                                     ".optuna_sweeper"))
+    result = run_command([sys.executable, "-c", WITHOUT_PLUGIN, modules, *args, "data=xor"], elsewhere)
+    assert (result.returncode, result.stderr) == (2, f"train: error: {said}\n")
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
 def test_a_config_error_is_one_line_and_exit_2_even_with_hydra_full_error_0_in_the_environment(elsewhere, command):
     """Hydra reads HYDRA_FULL_ERROR from the environment: set to 0 (or empty) there, it printed its own report of

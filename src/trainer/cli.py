@@ -400,8 +400,16 @@ def describe_mistake(error: ConfigError | InstantiationException, command: str =
     return str(cause) if isinstance(cause, ConfigError) else describe_config_error(error, command)
 
 
+PLUGIN_EXTRAS = {"hydra/launcher/submitit_slurm": ("hydra/launcher=slurm", "slurm"),
+                 "hydra/sweeper/optuna": ("hparams_search=optuna", "optuna")}
+"""The Hydra plugins' configs that the optional extras install: what asks for each, and the extra."""
+
+
 def describe_config_error(error: Exception, command: str = "train") -> str:
     """One line for Hydra's and OmegaConf's composition errors: the key, the value and what is allowed."""
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file in PLUGIN_EXTRAS:
+        option, extra = PLUGIN_EXTRAS[error.missing_cfg_file]
+        return f"{option} needs the `{extra}` extra, which is not installed: pip install \"trainer[{extra}]\""
     if isinstance(error, MissingConfigException) and error.options is not None and error.missing_cfg_file:
         group, _, option = error.missing_cfg_file.rpartition("/")
         return str(ConfigError(group, option, "one of " + ", ".join(sorted(error.options))))

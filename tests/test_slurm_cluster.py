@@ -74,7 +74,9 @@ def test_a_launcher_sweep_with_its_defaults_runs_on_a_cpu_only_node_and_the_repo
                                         "node of its partition has"),
     ("hydra.launcher.gpus_per_node=1", "sbatch refused the sweep's jobs: Invalid generic resource (gres) "
                                        "specification"),
-], ids=["more-cpus-than-any-node", "a-gpu-where-there-is-none"])
+    ("trainer.max_epochs=-5", "ended without a result: train: error: trainer.max_epochs: got -5, expected an "
+                              "integer >= 1"),  # refused inside the job: no result, and no sacct here to tell
+], ids=["more-cpus-than-any-node", "a-gpu-where-there-is-none", "refused-in-the-job"])
 def test_a_sweep_whose_jobs_cannot_run_ends_in_one_line_and_leaves_nothing_queued(cluster, tmp_path, request_, said):
     swept = subprocess.run([str(TRAIN), "-m", "hydra/launcher=slurm", request_, *XOR, "seed=0,1",
                             f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, env=cluster.env,

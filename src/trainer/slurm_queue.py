@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import subprocess
 import time
 from typing import Any, Optional, Sequence
@@ -46,35 +47,81 @@ class SweepJobsNotRun(Exception):
 
 
 def wait_for_jobs(jobs: Sequence[Any]) -> None:
-    """Until every job (submitit's Job) has ended: its result, or its end without one, is then for
-    `job.results()` to tell. Raises SweepJobsNotRun, once the jobs are cancelled, when one can never start or on
-    Ctrl-C (exit code 130)."""
+    """Until every job (submitit's Job) has ended, saying each change of a job's state. Raises SweepJobsNotRun:
+    once the jobs are cancelled, when one can never start or on Ctrl-C (exit code 130; Ctrl-C is ignored from
+    then on, so that a second one cannot cut the cancelling short); and once every job has ended, when one left
+    the queue without a result (cancelled, or `train` refused it), which submitit's own wait, without Slurm's
+    accounting (sacct), would wait for for ever."""
     shown: dict[str, tuple[str, str]] = {}
-    pause = FIRST_POLL_S
+    absent: dict[str, int] = {}
+    """How many answers of squeue in a row a job was missing from: twice means it has left the queue (once may be
+    the moment of a requeue)."""
+    ended: dict[str, str] = {}
+    """The jobs that left the queue without a result, and what their logs say."""
+    pause, squeue_failed, finished = FIRST_POLL_S, False, set()
     try:
-        while not all(job.done() for job in jobs):
+        while True:
+            running = []
+            for job in jobs:
+                if job.job_id in ended or job.job_id in finished:
+                    continue
+                if job.done():
+                    finished.add(job.job_id)
+                    log.info("Slurm job %s: finished", job.job_id)
+                else:
+                    running.append(job)
+            if not running:
+                break
             time.sleep(pause)
             pause = min(2 * pause, LONGEST_POLL_S)
             queue = queued(jobs)
-            if queue is None:  # squeue did not answer: submitit's own wait goes on
+            if queue is None:
+                if not squeue_failed:
+                    log.warning("squeue is missing or does not answer: waiting for the Slurm jobs' results without "
+                                "watching the queue (a job that can never start is not noticed)")
+                squeue_failed = True
                 continue
-            for job in jobs:
+            for job in running:
                 state = queue.get(job.job_id)
+                absent[job.job_id] = 0 if state is not None else absent.get(job.job_id, 0) + 1
+                if absent[job.job_id] >= 2 and not job.done():
+                    ended[job.job_id] = _last_words(job)
+                    log.warning("Slurm job %s ended without a result: %s", job.job_id, ended[job.job_id])
                 if state is None or state == shown.get(job.job_id):
                     continue
                 shown[job.job_id] = state
                 log.info("Slurm job %s: %s", job.job_id, state[0] if state[1] == "None" else f"{state[0]} ({state[1]})")
                 if state[0] == "PENDING" and state[1] in NEVER_STARTS:
-                    cancel(jobs)
+                    _cancel_ignoring_ctrl_c(jobs)
                     raise SweepJobsNotRun(f"Slurm job {job.job_id} can never start, pending for {state[1]}: "
                                           f"{NEVER_STARTS[state[1]]}; cancelled the sweep's {len(jobs)} job(s)")
-            if not any(job.job_id in queue for job in jobs):
-                return  # every job has left the queue, some perhaps without a result (cancelled, failed)
     except KeyboardInterrupt:
-        cancel(jobs)
-        raise SweepJobsNotRun(f"Ctrl-C: cancelled the sweep's {len(jobs)} Slurm job(s) "
-                              f"({', '.join(job.job_id for job in jobs)}); a running one saves last.pt as it stops, and the "
-                              "sweep run again in the same hydra.sweep.dir carries it on", exit_code=130) from None
+        _cancel_ignoring_ctrl_c(jobs)
+        raise SweepJobsNotRun(f"Ctrl-C: cancelled the sweep's {len(jobs)} Slurm job(s); a running one saves last.pt "
+                              "as it stops, and the sweep run again in the same hydra.sweep.dir carries it on",
+                              exit_code=130) from None
+    if ended:
+        first, said = next(iter(ended.items()))
+        raise SweepJobsNotRun(f"Slurm job {first} ended without a result: {said}"
+                              + (f"; {len(ended) - 1} more of the sweep's {len(jobs)} jobs did too" if len(ended) > 1
+                                 else ""))
+
+
+def _last_words(job: Any) -> str:
+    """The line of the job's error log that says why it ended (train's `train: ...` line, else the last one), and
+    the log's path."""
+    path = job.paths.stderr
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return f"its log {path} cannot be read (cancelled before it started?)"
+    said = next((line for line in reversed(lines) if line.startswith("train: ")), lines[-1] if lines else "")
+    return f"{said or 'its log is empty'} (its log: {path})"
+
+
+def _cancel_ignoring_ctrl_c(jobs: Sequence[Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cancel(jobs)
 
 
 def queued(jobs: Sequence[Any]) -> Optional[dict[str, tuple[str, str]]]:
@@ -103,6 +150,8 @@ def cancel(jobs: Sequence[Any]) -> None:
         log.warning("scancel is not on PATH: Slurm jobs %s are left in the queue", ", ".join(array_ids))
         return
     try:
-        subprocess.run([scancel, *array_ids], capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S)
+        # In a session of its own: a Ctrl-C at the terminal goes to the whole foreground group, and would stop it.
+        subprocess.run([scancel, *array_ids], capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S,
+                       start_new_session=True)
     except (OSError, subprocess.TimeoutExpired) as error:
         log.warning("scancel %s failed (%s): the jobs may still be queued", " ".join(array_ids), error)

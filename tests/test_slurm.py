@@ -92,12 +92,11 @@ state=RUNNING
 printf 'JobID|State|NodeList\n4242|%s|node1\n' "$state"
 """,
     "train": r"""
-# Notes its arguments. A first start runs until stopped: on SIGTERM it saves (a stand-in last.pt) and exits 143, as
-# `train` does. A start after a requeue ends at once.
+# Notes its arguments. A first start runs until stopped: on SIGTERM it exits 143, as `train` does once saved (where
+# trainer.checkpoint.dir says: the script goes by the exit status). A start after a requeue ends at once.
 echo "train $* (start $SLURM_RESTART_COUNT)" >> "$FAKE_SLURM/events"
 [ "$SLURM_RESTART_COUNT" = 0 ] || exit 0
-run_dir=${1#hydra.run.dir=}
-trap 'echo "train: SIGTERM" >> "$FAKE_SLURM/events"; kill $training; mkdir -p "$run_dir/checkpoints"; touch "$run_dir/checkpoints/last.pt"; exit 143' TERM
+trap 'echo "train: SIGTERM" >> "$FAKE_SLURM/events"; kill $training; exit 143' TERM
 sleep 120 &
 training=$!
 echo "train: training" >> "$FAKE_SLURM/events"
@@ -154,7 +153,7 @@ def submit(cluster: FakeSlurm, *args: str, cwd: Path) -> subprocess.CompletedPro
 
 # --- scripts/slurm/train.sbatch ---------------------------------------------------------------------------------
 
-TRAIN = f"train hydra.run.dir=runs/train-{JOB_ID} trainer.resume=auto data=moons"
+TRAIN = f"train hydra.run.dir='runs/train-{JOB_ID}' trainer.resume=auto data=moons"
 """What the script's srun runs on the fake job's one node, with `data=moons` passed to sbatch."""
 
 
@@ -189,8 +188,36 @@ def test_train_sbatch_on_sigterm_waits_for_the_training_and_does_not_requeue(fak
     assert ("SIGTERM: waiting for the training to save and stop; requeueing only a preempted job"
             in fake_slurm.read("job.out"))
     assert last_line(fake_slurm) == (
-        f"train.sbatch: the training saved runs/train-{JOB_ID}/checkpoints/last.pt and stopped (exit 143); not "
-        f"requeued: RUN_DIR=runs/train-{JOB_ID} sbatch scripts/slurm/train.sbatch ARGS carries it on")
+        f"train.sbatch: the training stopped on a signal and saved (exit 143); not requeued: RUN_DIR=runs/train-{JOB_ID} "
+        f"sbatch scripts/slurm/train.sbatch ARGS carries it on")
+
+
+def test_train_sbatch_does_not_requeue_a_job_cancelled_after_the_time_limits_warning(fake_slurm, tmp_path):
+    """USR1 (the time limit is near), then scancel while the training saves: the job is to end."""
+    submit(fake_slurm, str(SCRIPT), "data=moons", cwd=tmp_path)
+    wait_until(lambda: "train: training" in fake_slurm.events(), "the training to start")
+    script = fake_slurm.pid("job.pid")
+    fake_scancel = Path(fake_slurm.env["PATH"].split(":")[0]) / "scancel"  # the step stops only once the script
+    fake_scancel.write_text(fake_scancel.read_text().replace("for pid", "sleep 1; for pid"))  # has its SIGTERM too
+    os.kill(script, signal.SIGUSR1)
+    wait_until(lambda: "time limit is near" in fake_slurm.read("job.out"), "the script's USR1 trap")
+    os.kill(script, signal.SIGTERM)
+    assert fake_slurm.exit_status() == 128 + signal.SIGTERM
+    assert "scontrol requeue" not in fake_slurm.read("events")
+    assert last_line(fake_slurm).startswith("train.sbatch: the training stopped on a signal and saved (exit 143); not "
+                                            "requeued")
+
+
+def test_train_sbatch_quotes_the_run_directory_for_hydra(fake_slurm, tmp_path):
+    """A comma, an `=` or a `$` in RUN_DIR would be read by Hydra's grammar (a list, a key) without quotes."""
+    submitted = subprocess.run(["sbatch", str(SCRIPT), "data=moons"], cwd=tmp_path,
+                               env={**os.environ, **fake_slurm.env, "RUN_DIR": "runs/a,b=$c"}, capture_output=True,
+                               text=True, timeout=30)
+    assert submitted.returncode == 0, submitted.stderr
+    wait_until(lambda: "train: training" in fake_slurm.events(), "the training to start")
+    assert fake_slurm.events()[0] == "train hydra.run.dir='runs/a,b=$c' trainer.resume=auto data=moons (start 0)"
+    os.kill(fake_slurm.pid("step.pids"), signal.SIGTERM)
+    fake_slurm.exit_status()
 
 
 def test_train_sbatch_requeues_a_job_preempted_with_a_grace_time_once_the_training_has_saved(fake_slurm, tmp_path):
@@ -206,8 +233,8 @@ def test_train_sbatch_requeues_a_job_preempted_with_a_grace_time_once_the_traini
                                    f"{TRAIN} (start 1)"]
     assert ("train.sbatch: Slurm is preempting the job (PreemptTime=2026-11-30T02:00:00): requeueing it"
             in fake_slurm.read("job.out"))
-    assert (f"train.sbatch: the training saved runs/train-{JOB_ID}/checkpoints/last.pt and stopped (exit 143); the "
-            "job is requeued and will carry on from there") in fake_slurm.read("job.out")
+    assert ("train.sbatch: the training stopped on a signal and saved (exit 143); the job is requeued and will carry "
+            f"on from its last.pt in runs/train-{JOB_ID}") in fake_slurm.read("job.out")
     assert last_line(fake_slurm) == f"train.sbatch: the training has ended (exit 0); its results are in runs/train-{JOB_ID}"
 
 

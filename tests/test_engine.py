@@ -9,15 +9,19 @@ import os
 import re
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from conftest import compose_config, metrics_rows, options
+from trainer import distributed
 from trainer.checkpoint import load_checkpoint
 from trainer.config import ConfigError, measured_metrics
 from trainer.data import Batcher
 from trainer.early_stopping import StopReason
+from trainer.engine import Engine
+from trainer.interrupts import StopRequests
 from trainer.models import MLP
 from trainer.run import Run, build
 
@@ -629,3 +633,21 @@ def test_a_stop_signal_after_the_epoch_s_last_step_stops_once_the_epoch_is_valid
     resumed = build_run(tmp_path / "part", *EXACT, "trainer.resume=auto")
     resumed.engine.fit(resumed.train, resumed.val)
     assert_same_parameters_and_metrics(resumed, whole)
+
+
+def test_a_stop_signal_arriving_during_the_processes_agreement_is_kept_for_the_next(monkeypatch):
+    """Under torchrun the processes agree at each step on whether any received a stop signal (an all-reduce). One
+    that arrives while the exchange runs is this process's for the next agreement; it was overwritten, and lost."""
+    requests = StopRequests()
+
+    def exchange_while_sigterm_arrives(number, device):
+        requests.received = signal.SIGTERM  # (what the handler does)
+        return number  # every process had none when the exchange began
+
+    monkeypatch.setattr(distributed, "max_over_ranks", exchange_while_sigterm_arrives)
+    engine = SimpleNamespace(stop_requests=requests, processes=SimpleNamespace(distributed=True),
+                             device=torch.device("cpu"))
+    assert Engine._stop_requested(engine) is False  # not at this step: the others do not know yet
+    assert requests.received is signal.SIGTERM
+    monkeypatch.setattr(distributed, "max_over_ranks", lambda number, device: number)
+    assert Engine._stop_requested(engine) is True  # the next step, all stop

@@ -286,7 +286,9 @@ class Engine:
         received = self.stop_requests.received
         if self.processes.distributed:
             signal_number = distributed.max_over_ranks(received.value if received is not None else 0, self.device)
-            received = self.stop_requests.received = signal.Signals(signal_number) if signal_number else None
+            if not signal_number:  # a signal that arrived during the exchange is kept, for the next one
+                return False
+            received = self.stop_requests.received = signal.Signals(signal_number)
         return received is not None
 
     def _diverged(self, check_weights: bool = False) -> bool:

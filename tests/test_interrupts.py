@@ -319,3 +319,16 @@ def test_a_preemptions_sigterm_goes_to_the_hosts_requeueing_handler(submitit_lik
     assert requests.host_requeues
     assert requests.hand_on_to_host(preempted) is True
     assert submitit_like_handlers == [host_gets]
+
+
+def test_a_hanging_scontrol_requeue_is_given_up_in_one_line(tmp_path, monkeypatch, caplog):
+    (tmp_path / "scontrol").write_text("#!/bin/sh\nexec /bin/sleep 60\n")
+    (tmp_path / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    monkeypatch.setattr(interrupts, "SCONTROL_TIMEOUT_S", 0.5)
+    with caplog.at_level(logging.ERROR):
+        requeue_slurm_job()
+    assert caplog.messages == ["scontrol requeue 77 did not answer within 0.5 s: the job may not be requeued; submit "
+                               "it again with trainer.resume=auto to carry on"]

@@ -164,9 +164,10 @@ def test_the_load_is_measured_over_one_window_while_this_process_sleeps(monkeypa
     assert time.monotonic() - start >= threads.WINDOW
 
 
-def test_omp_num_threads_is_taken_as_it_is(monkeypatch, caplog):
+@pytest.mark.parametrize("omp_num_threads", ["3", " 3", "3 ", "3,2"])
+def test_omp_num_threads_is_taken_as_it_is(monkeypatch, caplog, omp_num_threads):
     set_environment(monkeypatch, 4)
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("OMP_NUM_THREADS", omp_num_threads)
     monkeypatch.setattr(threads, "busy_now", lambda cpus: pytest.fail("measured despite OMP_NUM_THREADS"))
     with caplog.at_level(logging.INFO, logger="trainer.threads"):
         assert threads.use_fitting_threads(None, CPU) == 3

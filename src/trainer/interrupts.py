@@ -175,7 +175,13 @@ def requeue_slurm_job() -> None:
         log.warning("trainer.requeue=true, but scontrol is not on PATH: Slurm job %s is not requeued; submit it "
                     "again with trainer.resume=auto to carry on", job_id)
         return
-    result = subprocess.run([scontrol, "requeue", job_id], capture_output=True, text=True)
+    try:
+        result = subprocess.run([scontrol, "requeue", job_id], capture_output=True, text=True,
+                                timeout=SCONTROL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.error("scontrol requeue %s did not answer within %g s: the job may not be requeued; submit it again with "
+                  "trainer.resume=auto to carry on", job_id, SCONTROL_TIMEOUT_S)
+        return
     if result.returncode != 0:
         log.error("scontrol requeue %s failed (exit %d): %s", job_id, result.returncode, result.stderr.strip())
     else:

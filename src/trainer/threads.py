@@ -168,7 +168,7 @@ def use_fitting_threads(num_threads: Optional[int], device: torch.device) -> int
     """Set torch's intra-op threads: trainer.num_threads when given, else OMP_NUM_THREADS when set, else the count
     that fits this process's CPUs (fitting_threads); log the choice in one line. Returns the count."""
     cpus = usable_cpus()
-    omp_threads = os.environ.get("OMP_NUM_THREADS", "")
+    omp_threads = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # "4,2": 4, then 2 in nested regions
     if num_threads is not None:
         threads, source = num_threads, "trainer.num_threads"
     elif omp_threads.isdigit() and int(omp_threads) > 0:

@@ -130,7 +130,7 @@ def queued(jobs: Sequence[Any]) -> Optional[dict[str, tuple[str, str]]]:
     squeue = shutil.which("squeue")
     if squeue is None:
         return None
-    array_ids = sorted({job.job_id.split("_")[0] for job in jobs})
+    array_ids = _array_ids(jobs)
     try:
         answer = subprocess.run([squeue, "--noheader", "--array", "--format=%i|%T|%r", f"--jobs={','.join(array_ids)}"],
                                 capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S)
@@ -142,9 +142,14 @@ def queued(jobs: Sequence[Any]) -> Optional[dict[str, tuple[str, str]]]:
     return {row[0]: (row[1], row[2]) for row in rows if len(row) == 3}
 
 
+def _array_ids(jobs: Sequence[Any]) -> list[str]:
+    """The job ids of the jobs' arrays ("4242" for "4242_0"), each once."""
+    return sorted({job.job_id.split("_")[0] for job in jobs})
+
+
 def cancel(jobs: Sequence[Any]) -> None:
     """scancel every job (their arrays whole), in one call; a running `train` gets SIGTERM and saves last.pt."""
-    array_ids = sorted({job.job_id.split("_")[0] for job in jobs})
+    array_ids = _array_ids(jobs)
     scancel = shutil.which("scancel")
     if scancel is None:
         log.warning("scancel is not on PATH: Slurm jobs %s are left in the queue", ", ".join(array_ids))

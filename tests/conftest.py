@@ -103,6 +103,18 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def backend_settings_put_back():
+    """A run sets torch's float32 matmul precision and cuDNN autotuning for the whole process (trainer.backends):
+    each test starts from torch's defaults."""
+    import torch
+
+    precision, benchmark = torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark
+    yield
+    torch.set_float32_matmul_precision(precision)
+    torch.backends.cudnn.benchmark = benchmark
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     path = tmp_path / "run"

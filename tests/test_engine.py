@@ -17,7 +17,7 @@ import torch
 from conftest import compose_config, metrics_rows, options
 from trainer import distributed
 from trainer.checkpoint import load_checkpoint
-from trainer.config import ConfigError, measured_metrics
+from trainer.config import COMPILE_MODES, ConfigError, measured_metrics
 from trainer.data import Batcher
 from trainer.early_stopping import StopReason
 from trainer.engine import Engine
@@ -212,16 +212,18 @@ def test_accumulate_grad_batches_takes_one_step_per_k_batches_and_the_schedule_s
     assert run.engine.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_compile_trains_the_compiled_model_and_saves_the_plain_one(run_dir, monkeypatch):
-    compiled, compile = [], torch.compile
+@pytest.mark.parametrize("mode", COMPILE_MODES)
+def test_compile_trains_the_compiled_model_and_saves_the_plain_one(run_dir, monkeypatch, mode):
+    compiled, modes, compile = [], [], torch.compile
 
-    def compile_with_the_eager_backend(model):  # the wiring is under test, not inductor's minute of C++ builds
+    def compile_with_the_eager_backend(model, mode):  # the wiring is under test, not inductor's minute of C++ builds
+        modes.append(mode)
         compiled.append(compile(model, backend="eager"))
         return compiled[-1]
 
     monkeypatch.setattr("trainer.compilation.torch.compile", compile_with_the_eager_backend)
-    run = build_run(run_dir, SMALL_MLP, "trainer.compile=true", "trainer.max_epochs=2")
-    assert run.engine.train_model is compiled[0] and run.engine.eval_model is compiled[0]
+    run = build_run(run_dir, SMALL_MLP, "trainer.compile=true", f"trainer.compile_mode={mode}", "trainer.max_epochs=2")
+    assert run.engine.train_model is compiled[0] and run.engine.eval_model is compiled[0] and modes == [mode]
     run.engine.fit(run.train, run.val)
     saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
     assert list(saved) == list(MLP(input_shape=(64,), num_outputs=10, hidden_sizes=[32]).state_dict())

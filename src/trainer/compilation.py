@@ -18,13 +18,13 @@ from torch import nn
 from trainer.config import ConfigError
 
 
-def compiled(model: nn.Module, device: torch.device) -> nn.Module:
-    """`model` compiled by torch.compile (it shares the model's parameters; its state_dict keys carry a prefix,
-    so checkpoints keep saving the plain model's)."""
+def compiled(model: nn.Module, device: torch.device, mode: str = "default") -> nn.Module:
+    """`model` compiled by torch.compile in `mode` (trainer.compile_mode); it shares the model's parameters, and
+    its state_dict keys carry a prefix, so checkpoints keep saving the plain model's."""
     problem = _why_unsupported(device)
     if problem is not None:
         raise ConfigError("trainer.compile", True, f"false on this machine: {problem}")
-    return torch.compile(model)
+    return torch.compile(model, mode=mode)
 
 
 def _why_unsupported(device: torch.device) -> Optional[str]:

@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 TASKS = ("multiclass", "binary", "regression")
 PRECISIONS = ("32", "bf16", "16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def measured_metrics(task: str) -> tuple[str, ...]:
@@ -134,6 +136,20 @@ class TrainerConfig:
     compile: bool = False
     """torch.compile the model: its first steps take longer (it compiles), later ones may be faster. Needs a C++
     compiler on a CPU and Triton on CUDA."""
+    compile_mode: str = "default"
+    """trainer.compile's mode: default; reduce-overhead (CUDA graphs: replays a step's kernels in one launch, for
+    small models whose steps are launch-bound); max-autotune (times kernel choices: a longer compile, faster
+    steps); max-autotune-no-cudagraphs."""
+    matmul_precision: str = "highest"
+    """float32 matrix products: highest (full float32), high (TensorFloat-32 on NVIDIA GPUs since Ampere: several
+    times faster, 10 mantissa bits) or medium (bfloat16 where the hardware has it): torch.set_float32_matmul_precision."""
+    cudnn_benchmark: Optional[bool] = None
+    """CUDA: cuDNN times its convolution algorithms for each new input shape at its first use and keeps the
+    fastest (a run's shapes stay fixed, but for a smaller last batch). null: on, unless deterministic is true,
+    which needs the same algorithms every run."""
+    channels_last: Optional[bool] = None
+    """Convolutional models: weights and image batches in channels-last memory (N, H, W, C), which tensor-core
+    convolutions read without transposing. null: on for a model with 2-D convolutions on CUDA."""
     l1: float = 0.0
     """Weight of the L1 penalty sum(|w|) over weight matrices, added to the loss."""
     l2: float = 0.0
@@ -141,9 +157,10 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     """Steps between reads of the running loss for the progress bar (each read syncs with the device)."""
     num_threads: Optional[int] = None
-    """Threads torch's ops may use on the CPU. null: the CPUs this process may use (its affinity mask, the Slurm
-    job's CPUs per task, shared among torchrun's processes on the node), half of them when the model computes on
-    the CPU: a thread per core waits for any core another process holds (trainer.threads says why, with numbers)."""
+    """Threads torch's ops may use on the CPU. null: OMP_NUM_THREADS where it is set, else the CPUs this process
+    may use (its affinity mask, the Slurm job's CPUs per task, shared among torchrun's processes on the node), less
+    those other processes keep busy when the model computes on the CPU: a thread per core waits for any core another
+    process holds."""
     eval_batch_size: int = 1024
     """Batch size for validation and test, which need no gradients and so fit larger batches."""
     deterministic: bool = False
@@ -182,6 +199,13 @@ class TrainerConfig:
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
         _one_of("grad_clip_algorithm", self.grad_clip_algorithm, ("norm", "value"))
+        _one_of("compile_mode", self.compile_mode, COMPILE_MODES)
+        _one_of("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
+        if self.compile_mode != "default" and not self.compile:
+            raise ConfigError("compile_mode", self.compile_mode, "default unless compile is true (it is false)")
+        if self.cudnn_benchmark and self.deterministic:
+            raise ConfigError("cudnn_benchmark", self.cudnn_benchmark, "false or null when deterministic is true "
+                              "(benchmarking may pick other algorithms in another run)")
         # os.path.isfile, not Path.is_file: that raises for a name too long for the OS.
         if self.resume not in (None, "auto") and not os.path.isfile(self.resume):
             raise ConfigError("resume", self.resume, "auto, or the path of a checkpoint file that exists")

@@ -96,7 +96,7 @@ class Engine:
         self.processes = processes
         # The model as the steps call it: compiled (trainer.compile), and with several processes wrapped in DDP,
         # whose backward averages the gradients across them. Evaluation needs no averaging: the compiled model.
-        self.eval_model = compiled(model, device) if settings.compile else model
+        self.eval_model = compiled(model, device, settings.compile_mode) if settings.compile else model
         self.train_model = self.eval_model
         if processes.distributed:
             self.train_model = DistributedDataParallel(self.eval_model,

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from trainer import distributed, inspection
+from trainer.backends import memory_format_for, use_backend_settings
 from trainer.config import check_task_fit, validate
 from trainer.curves import draw_run_curves, run_title
 from trainer.data import Batcher, DataDescription, DataSplits, LoaderBatcher, build_data
@@ -62,6 +63,7 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
         torch.cuda.set_device(device)
     use_fitting_threads(settings.num_threads, device)
     seed_everything(cfg.seed, settings.deterministic)
+    use_backend_settings(settings, device)
 
     data = build_data(cfg.data)
     if cfg.data.task == "auto":
@@ -69,10 +71,11 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
         cfg.data.task = data.task  # from here on the config says what was inferred (loss=auto reads it)
         check_task_fit(cfg, settings)
     criterion, model = build_model(cfg, data)
-    model = model.to(device)
+    memory_format = memory_format_for(model, device, settings.channels_last)
+    model = model.to(device, memory_format=memory_format)
     optimizer = _optimizer(cfg.optimizer, model, device)
     train_batches, val_batches, test_batches = batchers(cfg.data, data, model, device, cfg.seed,
-                                                        settings.eval_batch_size, processes)
+                                                        settings.eval_batch_size, processes, memory_format)
     steps_per_epoch = -(-len(train_batches) // settings.accumulate_grad_batches)
     scheduler, interval = build_scheduler(cfg.scheduler, optimizer, total_steps=steps_per_epoch * settings.max_epochs,
                                           mode=settings.early_stopping.direction)
@@ -123,11 +126,12 @@ def _optimizer(optimizer_cfg: DictConfig, model: torch.nn.Module, device: torch.
 
 
 def batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, device: torch.device, seed: int,
-             eval_batch_size: int, processes: Processes = Processes()) -> tuple[Batcher, Batcher, Batcher]:
+             eval_batch_size: int, processes: Processes = Processes(),
+             memory_format: torch.memory_format = torch.contiguous_format) -> tuple[Batcher, Batcher, Batcher]:
     """Train, val and test batches: from tensors moved to the device once (data.pipeline=device), or gathered
     in host memory by DataLoader workers and copied per batch (data.pipeline=dataloader). Each process of a
-    distributed run serves its share of every batch."""
-    share = {"rank": processes.rank, "world_size": processes.world_size}
+    distributed run serves its share of every batch, in the model's memory format."""
+    share = {"rank": processes.rank, "world_size": processes.world_size, "memory_format": memory_format}
     if data_cfg.pipeline == "dataloader":
         make = functools.partial(LoaderBatcher, device=device, num_workers=data_cfg.num_workers,
                                  pin_memory=data_cfg.pin_memory, **share)

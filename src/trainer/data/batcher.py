@@ -28,7 +28,7 @@ class Batcher:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = True,
                  drop_last: bool = False, seed: int = 0, normalize: Optional[Normalize] = None,
                  augment: Optional[Augment] = None, device: Optional[torch.device] = None, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, memory_format: torch.memory_format = torch.contiguous_format):
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
         self.x, self.y = x, y
@@ -39,6 +39,8 @@ class Batcher:
         self.augment = augment if augment is not None and augment.enabled else None
         self.rank, self.world_size = rank, world_size
         """This process's place among the processes of a distributed run: it serves its share of each batch."""
+        self.memory_format = memory_format
+        """channels_last serves image batches (B, C, H, W) in (B, H, W, C) memory (trainer.channels_last)."""
         self.epoch = 0
         self.position = 0
         """Batches of the current epoch already served."""
@@ -77,6 +79,8 @@ class Batcher:
                 x = self.augment(x, generator)
             if self.normalize is not None:
                 x = self.normalize(x)
+            if self.memory_format is not torch.contiguous_format:
+                x = x.contiguous(memory_format=self.memory_format)
             self.position += 1
             yield x, y
         self.epoch += 1

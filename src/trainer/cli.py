@@ -270,6 +270,27 @@ def _save_whole(config: Any, path: Path) -> None:
 
 def train() -> None:
     """Console entry point of `train` and `python -m trainer`."""
+    try:
+        _train_command()
+    except SystemExit as exit:
+        _end_a_distributed_process(exit)
+        raise
+    _end_a_distributed_process(SystemExit(0))
+
+
+def _end_a_distributed_process(exit: SystemExit) -> None:
+    """A process of a torchrun or srun run ends here, without Python's interpreter teardown (its exit handlers
+    run, its streams are flushed): see distributed.end_process. Returns for a lone process."""
+    distributed = sys.modules.get("trainer.distributed")  # (imported where a run has several processes)
+    if distributed is None or not distributed.joined():
+        return
+    code = exit.code
+    if isinstance(code, str):  # sys.exit(MESSAGE): printed, and exit code 1
+        print(code, file=sys.stderr)
+    distributed.end_process(code if isinstance(code, int) else 0 if code is None else 1)
+
+
+def _train_command() -> None:
     # Hydra prints its own multi-line report of a config error unless asked to raise it (whatever the user's
     # environment says: HYDRA_FULL_ERROR=0 too); we make it one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"

@@ -12,8 +12,9 @@ import atexit
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -119,9 +120,26 @@ def gathered(tensor: torch.Tensor) -> torch.Tensor:
 
 def leave_together() -> None:
     """At the end of a run, every process waits for the others before it goes on to exit: none tears its
-    connections down while another may still be sending on them (a process of a run that ended unevenly was seen
-    to abort at exit, now and then, with "terminate called without an active exception")."""
+    connections down while another may still be sending on them."""
     wait_for_every_rank()
+
+
+def joined() -> bool:
+    """Whether this process belongs to a process group (start() made one)."""
+    return dist.is_initialized()
+
+
+def end_process(code: int) -> NoReturn:
+    """End this process of a distributed run: its exit handlers run (the process group is destroyed, train.log is
+    flushed and closed), its streams are flushed, then it exits without Python's teardown of the interpreter.
+    gloo's worker threads release the Python objects of their last collectives when they get to it; one that gets
+    to it while the interpreter is being torn down is killed inside a C++ destructor, and the process aborts
+    ("terminate called without an active exception", exit 134; pytorch/pytorch#190489). One run's process in a
+    hundred or so did, at the end of a run that had finished and written everything."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def wait_for_every_rank() -> None:

@@ -28,13 +28,13 @@ def test_a_run_sets_the_float32_matmul_precision_it_names(run_dir, precision):
 ])
 def test_cudnn_benchmark_on_cuda_follows_the_setting_and_deterministic(benchmark, deterministic, expected):
     torch.backends.cudnn.benchmark = not expected
-    use_backend_settings(TrainerConfig(cudnn_benchmark=benchmark, deterministic=deterministic), CUDA)
+    use_backend_settings(CUDA, cudnn_benchmark=benchmark, deterministic=deterministic)
     assert torch.backends.cudnn.benchmark is expected
 
 
 def test_cudnn_benchmark_is_left_alone_on_a_cpu():
     torch.backends.cudnn.benchmark = False
-    use_backend_settings(TrainerConfig(cudnn_benchmark=True), CPU)
+    use_backend_settings(CPU, cudnn_benchmark=True)
     assert torch.backends.cudnn.benchmark is False
 
 
@@ -92,3 +92,16 @@ def test_channels_last_trains_to_the_same_losses_as_contiguous_memory(tmp_path):
         losses[setting] = [row["train_loss"] for row in run.engine.metrics_log.rows]
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
     assert losses["true"][-1] < losses["true"][0]
+
+
+def test_evaluate_computes_as_the_run_did_with_its_matmul_precision(tmp_path, train_in_this_process):
+    """`evaluate` repeats a run's test: it takes the run's float32 matmul precision (TF32 or not) from the
+    checkpoint, whatever the process had before."""
+    trained = train_in_this_process("trainer.device=cpu", "model.hidden_sizes=[16]", "trainer.max_epochs=1",
+                                    "trainer.matmul_precision=medium", "hydra.run.dir=run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    torch.set_float32_matmul_precision("highest")
+    evaluated = train_in_this_process("ckpt_path=run/checkpoints/best.pt", "device=cpu", cwd=tmp_path,
+                                      command="evaluate")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert torch.get_float32_matmul_precision() == "medium"

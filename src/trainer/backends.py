@@ -12,15 +12,16 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainer.config import ConfigError, TrainerConfig
+from trainer.config import ConfigError
 
 
-def use_backend_settings(settings: TrainerConfig, device: torch.device) -> None:
-    """trainer.matmul_precision and trainer.cudnn_benchmark, for the whole process."""
-    torch.set_float32_matmul_precision(settings.matmul_precision)
+def use_backend_settings(device: torch.device, matmul_precision: str = "highest",
+                         cudnn_benchmark: Optional[bool] = None, deterministic: bool = False) -> None:
+    """trainer.matmul_precision and trainer.cudnn_benchmark, for the whole process: a run's, or, in `evaluate` and
+    `predict`, the run's that saved the checkpoint (so that its test repeats there)."""
+    torch.set_float32_matmul_precision(matmul_precision)
     if device.type == "cuda":
-        benchmark = settings.cudnn_benchmark
-        torch.backends.cudnn.benchmark = not settings.deterministic if benchmark is None else benchmark
+        torch.backends.cudnn.benchmark = not deterministic if cudnn_benchmark is None else cudnn_benchmark
 
 
 def memory_format_for(model: nn.Module, device: torch.device, channels_last: Optional[bool]) -> torch.memory_format:

@@ -50,7 +50,9 @@ def outputs_and_targets(model: nn.Module, batches: Iterable[tuple[torch.Tensor, 
     """The model's outputs over all batches as float32 (N, num_outputs), and the targets, (N,) or (N, T)."""
     outputs, targets = [], []
     for x, y in batches:
-        outputs.append(model(x).float())  # (B, num_outputs)
+        # A copy, also of float32 outputs: under CUDA graphs (trainer.compile_mode=reduce-overhead) the model's
+        # output lives in memory that its next call overwrites.
+        outputs.append(model(x).to(torch.float32, copy=True))  # (B, num_outputs)
         targets.append(y)
     return torch.cat(outputs), torch.cat(targets)
 
@@ -256,7 +258,7 @@ class Engine:
                     progress.seen += samples
                     if self.logger is not None and self.logger.due(self.global_step):
                         self.logger.log_step(self.global_step, loss, self.optimizer.param_groups[0]["lr"], self.model)
-                if self.global_step % log_every == 0 and not self._diverged():
+                if self.global_step % log_every == 0 and not self._diverged() and not bar.disable:
                     rate = (progress.seen - seen_at_start) / (time.perf_counter() - start)
                     bar.set_postfix(loss=f"{(progress.loss_sum / max(progress.seen, 1)).item():.4f}",
                                     lr=f"{self.optimizer.param_groups[0]['lr']:.3g}", samples_per_s=f"{rate:.0f}")
@@ -483,7 +485,7 @@ class Engine:
                        "train_seconds": self.train_seconds(), "starts": self.starts},
             "epoch_progress": self.progress.state_dict() if self.progress is not None else None,
             "batcher": self.train_batches.state_dict() if self.train_batches is not None else None,
-            "rng": rng_states(),
+            "rng": rng_states(self.device),
             "metrics": self.metrics_log.rows,
             "config": self.config,
             "data": self.data_description,
@@ -516,7 +518,7 @@ class Engine:
             if not isinstance(self.progress.loss_sum, torch.Tensor):
                 raise TypeError("its epoch in progress has no loss sum tensor")
             self.progress.loss_sum = self.progress.loss_sum.to(self.device)
-        set_rng_states(state["rng"])
+        set_rng_states(state["rng"], self.device)
         if train is not None and state["batcher"] is not None:
             train.load_state_dict(state["batcher"])
         rows = state["metrics"]

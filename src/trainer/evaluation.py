@@ -46,7 +46,8 @@ def evaluate(trained: Trained) -> Evaluation:
     config = trained.config
     data = build_data(config.data)
     criterion, model = trained.model(data)
-    *_, test = batchers(config.data, data, model, trained.device, config.seed, config.trainer.eval_batch_size)
+    *_, test = batchers(config.data, data, model, trained.device, config.seed, config.trainer.eval_batch_size,
+                        memory_format=trained.memory_format(model))
     with torch.inference_mode(), trained.autocast():
         output, y = outputs_and_targets(model, test)  # (N, num_outputs), (N,) or (N, T)
         metrics = split_metrics(criterion, output, y, data.target_std)

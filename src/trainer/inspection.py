@@ -32,14 +32,14 @@ def inspect_one_step(engine: Engine, batches: Iterator[tuple[torch.Tensor, torch
     x, y = next(iter(batches))  # x: (B, *input_shape), y: (B,) classes or (B, T) values
     model = engine.model
     engine.train_model.train()
-    rng = rng_states()
+    rng = rng_states(engine.device)
     output_before, _ = _forward_without_trace(engine, x, y)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     group = engine.optimizer.param_groups[0]
     lr = group["lr"]  # the step's (a schedule may change it after the step)
-    set_rng_states(rng)
+    set_rng_states(rng, engine.device)
     loss_before = engine.train_step([(x, y)])  # the loss of the step's own forward pass
-    set_rng_states(rng)
+    set_rng_states(rng, engine.device)
     output_after, loss_after = _forward_without_trace(engine, x, y)
     return {
         "optimizer": type(engine.optimizer).__name__,

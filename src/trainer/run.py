@@ -63,7 +63,7 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
         torch.cuda.set_device(device)
     use_fitting_threads(settings.num_threads, device)
     seed_everything(cfg.seed, settings.deterministic)
-    use_backend_settings(settings, device)
+    use_backend_settings(device, settings.matmul_precision, settings.cudnn_benchmark, settings.deterministic)
 
     data = build_data(cfg.data)
     if cfg.data.task == "auto":

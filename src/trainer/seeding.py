@@ -24,8 +24,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def rng_states() -> dict[str, Any]:
-    """The current state of python's, numpy's, torch's CPU and (when present) every CUDA generator."""
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """The current state of python's, numpy's and torch's CPU generator, and of the CUDA generator of `device`
+    when it is a GPU (the one this process draws from: each process of a run has its own)."""
     version, mt_state, gauss = random.getstate()
     numpy_state = np.random.get_state(legacy=False)
     return {
@@ -34,12 +35,14 @@ def rng_states() -> dict[str, Any]:
                   "pos": numpy_state["state"]["pos"], "has_gauss": numpy_state["has_gauss"],
                   "gauss": numpy_state["gauss"]},
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],
     }
 
 
-def set_rng_states(states: dict[str, Any]) -> None:
-    """Put every generator back to a state from `rng_states`."""
+def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    """Put every generator back to a state from `rng_states`; the saved CUDA state (rank 0's, whose GPU drew as
+    every other rank's did, all seeded alike) to `device`'s generator, whatever GPUs the saving run had. A state
+    saved without a GPU leaves `device`'s as seeded."""
     python = states["python"]
     random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
     numpy = states["numpy"]
@@ -47,5 +50,5 @@ def set_rng_states(states: dict[str, Any]) -> None:
                          "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": numpy["pos"]},
                          "has_gauss": numpy["has_gauss"], "gauss": numpy["gauss"]})
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if states["cuda"] and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"][0], device)

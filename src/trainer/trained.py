@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from trainer.backends import memory_format_for, use_backend_settings
 from trainer.config import NON_NEGATIVE_INT, POSITIVE_INT, ConfigError, Rule, TrainerConfig, validate
 from trainer.data import DataDescription, DataSplits
 from trainer.data.preprocessing import plain_problem
@@ -73,7 +74,14 @@ class Trained:
         if misfit is not None:
             raise ConfigError("ckpt_path", str(self.path),
                               f"a checkpoint whose weights fit the model its config describes ({misfit})")
-        return criterion, model.to(self.device).eval()
+        run = self.config.trainer  # (a checkpoint saved before a setting existed ran with its default)
+        use_backend_settings(self.device, run.get("matmul_precision", "highest"), run.get("cudnn_benchmark"),
+                             run.get("deterministic", False))
+        return criterion, model.to(self.device, memory_format=self.memory_format(model)).eval()
+
+    def memory_format(self, model: torch.nn.Module) -> torch.memory_format:
+        """The memory format the run gave `model` and its batches on this device (trainer.channels_last)."""
+        return memory_format_for(model, self.device, self.config.trainer.get("channels_last"))
 
     def _misfit_weights(self, data: DataSplits | DataDescription) -> Optional[str]:
         """The first weight whose name or shape differs between the checkpoint and the model its config describes,

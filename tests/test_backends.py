@@ -1,13 +1,19 @@
 """trainer.backends: matmul precision, cuDNN autotuning and channels-last memory, as a run sets them."""
 
+from pathlib import Path
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import compose_config
 from trainer.backends import memory_format_for, use_backend_settings
+from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import MATMUL_PRECISIONS, ConfigError, TrainerConfig
+from trainer.data import DataDescription
 from trainer.models import MLP, ResNet
-from trainer.run import build
+from trainer.run import build, train
+from trainer.trained import Trained, load
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 CIFAR_RESNET = ("data=cifar10", "model=resnet", "model.channels=[8,16]", "model.blocks_per_stage=1",
@@ -105,3 +111,61 @@ def test_evaluate_computes_as_the_run_did_with_its_matmul_precision(tmp_path, tr
                                       command="evaluate")
     assert evaluated.returncode == 0, evaluated.stderr
     assert torch.get_float32_matmul_precision() == "medium"
+
+
+@pytest.fixture(scope="module")
+def saved_runs(tmp_path_factory) -> dict[str, Path]:
+    """best.pt of a small ResNet and of a small MLP, each trained one epoch on the CPU."""
+    runs = {}
+    for name, overrides in {"resnet": ("data=digits", "model=resnet", "model.channels=[4]",
+                                       "model.blocks_per_stage=1"),
+                            "mlp": ("data=xor", "model.hidden_sizes=[4]")}.items():
+        run_dir = tmp_path_factory.mktemp(name)
+        train(compose_config("trainer.device=cpu", "trainer.max_epochs=1", *overrides), run_dir)
+        runs[name] = run_dir / "checkpoints" / "best.pt"
+    return runs
+
+
+def with_trainer_settings(source: Path, folder: Path, drop: tuple[str, ...] = (), **settings) -> Path:
+    """A copy of a checkpoint whose saved trainer settings were edited (a file from anyone), resealed."""
+    state = load_checkpoint(source)
+    trainer_settings = {key: value for key, value in state["config"]["trainer"].items() if key not in drop}
+    state["config"] = {**state["config"], "trainer": {**trainer_settings, **settings}}
+    path = folder / "edited.pt"
+    save_checkpoint(state, path)
+    return path
+
+
+def trained_from(path: Path) -> Trained:
+    return load(OmegaConf.create({"ckpt_path": str(path), "trust": [], "device": "cpu",
+                                  "data": {"root": None, "path": None, "download": False}}))
+
+
+@pytest.mark.parametrize("written, meant", [("false", False), ("no", False), ("off", False), ("true", True)])
+def test_a_checkpoint_s_settings_are_applied_as_checked_in_their_types(saved_runs, tmp_path, written, meant):
+    """A setting written as text passes the schema as the bool it means; evaluate applies that bool, never the
+    text (the string "false" is true in Python)."""
+    trained = trained_from(with_trainer_settings(saved_runs["resnet"], tmp_path, channels_last=written,
+                                                 cudnn_benchmark=written))
+    _, model = trained.model(trained_data(trained))
+    assert trained.config.trainer.channels_last is meant and trained.config.trainer.cudnn_benchmark is meant
+    assert trained.memory_format(model) == (torch.channels_last if meant else torch.contiguous_format)
+
+
+def test_a_checkpoint_asking_channels_last_for_a_model_without_convolutions_is_refused_naming_ckpt_path(
+        saved_runs, tmp_path):
+    trained = trained_from(with_trainer_settings(saved_runs["mlp"], tmp_path, channels_last=True))
+    with pytest.raises(ConfigError, match=r"^ckpt_path: got .*, expected a checkpoint whose config train would run "
+                                          r"\(trainer.channels_last: got True"):
+        trained.model(trained_data(trained))
+
+
+def test_a_checkpoint_saved_before_the_settings_existed_is_evaluated_as_its_run_computed(saved_runs, tmp_path):
+    new_settings = ("matmul_precision", "cudnn_benchmark", "channels_last")
+    trained = trained_from(with_trainer_settings(saved_runs["resnet"], tmp_path, drop=new_settings))
+    settings = trained.config.trainer
+    assert (settings.matmul_precision, settings.cudnn_benchmark, settings.channels_last) == ("highest", False, False)
+
+
+def trained_data(trained: Trained) -> DataDescription:
+    return DataDescription.from_plain(trained.state["data"])

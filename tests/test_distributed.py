@@ -146,3 +146,24 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_resume_carries_
     assert f"resumed from {run_dir / 'checkpoints' / 'last.pt'}" in resumed.stdout
     final = json.loads((run_dir / "summary.json").read_text())
     assert (final["stop_reason"], final["epochs"], final["steps"]) == ("max_epochs", finish, finish * 20)
+
+
+def test_train_called_by_a_program_with_a_process_group_of_its_own_returns_to_it(tmp_path):
+    """A distributed run's process ends inside `train` (distributed.end_process: no interpreter teardown); a
+    program that has its own process group and calls train for a lone run gets control back, and its own exit
+    handlers run at its own exit."""
+    host = tmp_path / "host.py"
+    host.write_text(
+        "import atexit, sys\n"
+        "import torch.distributed as dist\n"
+        "from trainer import cli\n"
+        f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'rendezvous'}', rank=0, world_size=1)\n"
+        "atexit.register(print, 'host: exit handler')\n"
+        "sys.argv = ['train', 'data=xor', 'model.hidden_sizes=[4]', 'trainer.max_epochs=1', 'trainer.curves=false',\n"
+        "            'trainer.device=cpu', 'hydra.run.dir=run']\n"
+        "cli.train()\n"
+        "print('host: train returned')\n")
+    ran = subprocess.run([sys.executable, str(host)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.index("host: train returned") < ran.stdout.index("host: exit handler")
+    assert (tmp_path / "run" / "summary.json").exists()

@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import sys
+import traceback
 import typing
 from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, Optional
@@ -273,21 +274,30 @@ def train() -> None:
     try:
         _train_command()
     except SystemExit as exit:
-        _end_a_distributed_process(exit)
+        _end_a_distributed_process(exit.code)
         raise
-    _end_a_distributed_process(SystemExit(0))
+    except BaseException:
+        if _in_a_distributed_run():  # its traceback, as the interpreter would print it on its way out
+            traceback.print_exc()
+            _end_a_distributed_process(1)
+        raise
+    _end_a_distributed_process(0)
 
 
-def _end_a_distributed_process(exit: SystemExit) -> None:
-    """A process of a torchrun or srun run ends here, without Python's interpreter teardown (its exit handlers
-    run, its streams are flushed): see distributed.end_process. Returns for a lone process."""
+def _in_a_distributed_run() -> bool:
     distributed = sys.modules.get("trainer.distributed")  # (imported where a run has several processes)
-    if distributed is None or not distributed.joined():
+    return distributed is not None and distributed.joined()
+
+
+def _end_a_distributed_process(code: Optional[int | str]) -> None:
+    """A process of a torchrun or srun run ends here with `code` (sys.exit's), without Python's interpreter
+    teardown (its exit handlers run, its streams are flushed): see distributed.end_process. Returns for a lone
+    process, or one whose process group is another program's."""
+    if not _in_a_distributed_run():
         return
-    code = exit.code
     if isinstance(code, str):  # sys.exit(MESSAGE): printed, and exit code 1
         print(code, file=sys.stderr)
-    distributed.end_process(code if isinstance(code, int) else 0 if code is None else 1)
+    sys.modules["trainer.distributed"].end_process(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 def _train_command() -> None:

@@ -65,12 +65,18 @@ def _first_host(nodelist: str) -> str:
     return hosts.stdout.split()[0]
 
 
+_started_here = False
+"""Whether start() made this process's process group (a host program may have one of its own)."""
+
+
 def start(processes: Processes) -> None:
     """Join the run's process group, once: gloo carries CPU tensors, nccl (when there is CUDA) GPU tensors."""
+    global _started_here
     if processes.distributed and not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend, rank=processes.rank, world_size=processes.world_size)
         atexit.register(dist.destroy_process_group)
+        _started_here = True
 
 
 def same_on_every_rank(value: Any) -> Any:
@@ -125,8 +131,8 @@ def leave_together() -> None:
 
 
 def joined() -> bool:
-    """Whether this process belongs to a process group (start() made one)."""
-    return dist.is_initialized()
+    """Whether this process joined a run's process group: start() made it, not a program that runs train in it."""
+    return _started_here and dist.is_initialized()
 
 
 def end_process(code: int) -> NoReturn:

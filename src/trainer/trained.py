@@ -74,14 +74,18 @@ class Trained:
         if misfit is not None:
             raise ConfigError("ckpt_path", str(self.path),
                               f"a checkpoint whose weights fit the model its config describes ({misfit})")
-        run = self.config.trainer  # (a checkpoint saved before a setting existed ran with its default)
-        use_backend_settings(self.device, run.get("matmul_precision", "highest"), run.get("cudnn_benchmark"),
-                             run.get("deterministic", False))
-        return criterion, model.to(self.device, memory_format=self.memory_format(model)).eval()
+        memory_format = self.memory_format(model)
+        run = self.config.trainer
+        use_backend_settings(self.device, run.matmul_precision, run.cudnn_benchmark, run.deterministic)
+        return criterion, model.to(self.device, memory_format=memory_format).eval()
 
     def memory_format(self, model: torch.nn.Module) -> torch.memory_format:
         """The memory format the run gave `model` and its batches on this device (trainer.channels_last)."""
-        return memory_format_for(model, self.device, self.config.trainer.get("channels_last"))
+        try:
+            return memory_format_for(model, self.device, self.config.trainer.channels_last)
+        except ConfigError as error:
+            raise ConfigError("ckpt_path", str(self.path), f"a checkpoint whose config train would run ({error})") \
+                from None
 
     def _misfit_weights(self, data: DataSplits | DataDescription) -> Optional[str]:
         """The first weight whose name or shape differs between the checkpoint and the model its config describes,
@@ -114,6 +118,7 @@ def load(cfg: DictConfig) -> Trained:
     command's data overrides, and the command's device. Mistakes are ConfigErrors naming the command's key."""
     path, state = read_trusted(cfg)
     config = OmegaConf.create(state["config"])
+    config.trainer = run_settings(config.trainer)
     if "download" in config.data:  # whether to fetch files is the command line's to say, never the checkpoint's
         config.data.download = cfg.data.download
     for key, value in cfg.data.items():
@@ -223,6 +228,17 @@ def trusted_patterns(cfg: DictConfig) -> list[str]:
     return patterns
 
 
+SETTINGS_BEFORE_THEY_EXISTED = {"matmul_precision": "highest", "cudnn_benchmark": False, "channels_last": False}
+"""How a run saved before these trainer settings existed computed: evaluate and predict repeat it so."""
+
+
+def run_settings(saved: DictConfig) -> DictConfig:
+    """A checkpoint's trainer settings on the TrainerConfig schema, as check_values checked them: its values in
+    their types ("false" read as False), and the settings it predates as that run computed."""
+    older = {key: value for key, value in SETTINGS_BEFORE_THEY_EXISTED.items() if key not in saved}
+    return OmegaConf.merge(OmegaConf.structured(TrainerConfig), saved, older)
+
+
 def check_values(config: DictConfig, path: Path) -> None:
     """The saved values against the rules `train` checks (configs and TrainerConfig), as `train` would have checked
     them; where the data's files and a resume are now is no concern of a saved config."""
@@ -231,7 +247,7 @@ def check_values(config: DictConfig, path: Path) -> None:
         with open_dict(checked):
             checked.data.pop("path", None)
             # onto the schema, as Hydra composes it: its types are checked, and its __post_init__ rules by validate
-            checked.trainer = OmegaConf.merge(OmegaConf.structured(TrainerConfig), checked.trainer)
+            checked.trainer = run_settings(checked.trainer)
             checked.trainer.resume = checked.trainer.init_from = None
         validate(checked)
     except ConfigError as error:

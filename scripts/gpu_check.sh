@@ -12,8 +12,9 @@
 # exit status and seconds to OUT/steps.tsv. Ctrl-C ends the step running and skips the rest, to the summary.
 # Without a CUDA device one line says so: the suite and the CUDA tests (skipped, with their reasons) still run,
 # the GPU bench does not (the syncs per step are then the suite's to check).
-# Exit status: 1 when a test failed, or a step failed, ran out of time or was interrupted; else 0. The bench's
-# targets are reported, not enforced.
+# Exit status: 1 when a test failed, or a step failed, ran out of time or was interrupted; 2 when all that ran
+# passed but no GPU was found (nothing is proven on a GPU then); else 0. The bench's targets are reported, not
+# enforced.
 #
 # Python: $PYTHON when set; else this checkout's .venv/bin/python when there is one; else python3 (a GPU machine's
 # preinstalled torch); else python. The project must be installed for it: pip install -e ".[test]".
@@ -22,6 +23,21 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=${1:-$REPO/gpu_check}  # (a relative OUT_DIR is the caller's, so it is made before moving to the repo)
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 1
+if ! touch "$OUT/.writable" 2> /dev/null; then
+    echo "gpu_check: cannot write to $OUT: give a folder it can write its results to" >&2
+    exit 1
+fi
+rm -f "$OUT/.writable"
+STEPS=${GPU_CHECK_STEPS:-suite cuda bench}
+for name in $STEPS; do
+    case $name in
+        suite|cuda|bench) ;;
+        *) echo "gpu_check: GPU_CHECK_STEPS names $name: the steps are suite, cuda and bench, separated by spaces" >&2
+           exit 1 ;;
+    esac
+done
 cd "$REPO" || exit 1
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=$REPO/.venv/bin/python
@@ -29,10 +45,7 @@ if [ -z "${PYTHON:-}" ]; then
     else PYTHON=python
     fi
 fi
-OUT=${1:-$REPO/gpu_check}
-mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 1
 rm -rf "$OUT"/{env.txt,env.json,env.log,suite.xml,suite.log,cuda.xml,cuda.log,bench,bench.log,steps.tsv,summary.md}
-STEPS=${GPU_CHECK_STEPS:-suite cuda bench}
 INTERRUPTED=
 trap 'INTERRUPTED=1' INT TERM
 

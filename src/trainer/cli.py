@@ -31,7 +31,7 @@ import sys
 import traceback
 import typing
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -42,11 +42,11 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from trainer.config import ConfigError, config_dir, validate
+from trainer.usage import exit_with_usage_error
 
 if typing.TYPE_CHECKING:
     from trainer.run_directory import RunDirectoryLock
 
-USAGE_ERROR = 2
 FILE_SYSTEM_REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.EFBIG)
 """The OS errors of a file system that refuses a write: the command ends in one line, not a traceback."""
 RESUME_ADVICE = ("; the checkpoints written before it are whole: once it can write, trainer.resume=auto carries the "
@@ -69,7 +69,7 @@ class ValidateBeforeRun(Callback):
 
             resolve_device(settings.device)
         except ConfigError as error:
-            _exit_with(str(error))
+            exit_with_usage_error("train", str(error))
         _same_directory_on_every_rank(config, "run")
         folder = _checked_directory(config, "run")
         ValidateBeforeRun.existing_folder = next(path for path in (folder, *folder.parents) if path.exists())
@@ -81,7 +81,7 @@ class ValidateBeforeRun(Callback):
                 refuse_a_directory_in_use(folder, "hydra.run.dir")
                 refuse_another_runs_records(folder, config, "hydra.run.dir", f"{config.hydra.job.name}.log")
             except ConfigError as error:
-                _exit_with(str(error))
+                exit_with_usage_error("train", str(error))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _same_directory_on_every_rank(config, "sweep")
@@ -100,15 +100,16 @@ def _checked_directory(config: DictConfig, mode: str) -> Path:
         folder = Path(os.path.abspath(config.hydra[mode].dir))
     except OmegaConfBaseException as error:
         typed = OmegaConf.to_container(config.hydra[mode], resolve=False)["dir"]
-        _exit_with(str(ConfigError(key, typed, f"a path whose ${{...}} interpolations resolve "
-                                               f"({str(error).splitlines()[0]})")))
+        exit_with_usage_error("train", str(ConfigError(key, typed, f"a path whose ${{...}} interpolations "
+                                                                   f"resolve ({str(error).splitlines()[0]})")))
     if "${" in str(folder):
-        _exit_with(str(ConfigError(key, str(folder), "a path without ${ in it (Hydra would read it as an "
-                                                     "interpolation again when it names the log file)")))
+        exit_with_usage_error("train", str(ConfigError(key, str(folder), "a path without ${ in it (Hydra would read "
+                                                                         "it as an interpolation again when it names "
+                                                                         "the log file)")))
     try:
         refuse_a_path_too_long(folder, key)
     except ConfigError as error:
-        _exit_with(str(error))
+        exit_with_usage_error("train", str(error))
     return folder
 
 
@@ -172,12 +173,12 @@ def _sole_owner_of(run_dir: Path, composed: DictConfig, rank: int) -> Iterator[O
     try:
         held = lock(run_dir, key)
     except ConfigError as error:
-        _exit_with(str(error))
+        exit_with_usage_error("train", str(error))
     try:
         refuse_another_runs_records(run_dir, composed, key, f"{HydraConfig.get().job.name}.log")
     except ConfigError as error:
         held.release()
-        _exit_with(str(error))
+        exit_with_usage_error("train", str(error))
     try:
         yield held
     finally:
@@ -225,7 +226,7 @@ def _run_dir_left_as_found_on_a_mistake(run_dir: Path, clean_up: bool = True,
             if lock is not None:
                 lock.release()
             _remove_folders_made_for(run_dir)
-        _exit_with(describe_mistake(error))
+        exit_with_usage_error("train", describe_mistake(error))
 
 
 def _remove_folders_made_for(run_dir: Path) -> None:
@@ -309,7 +310,7 @@ def _train_command() -> None:
         with _refused_writes_in_one_line("train"):  # (Hydra's own: the run directory on a read-only disk)
             _train_app()
     except (HydraException, OmegaConfBaseException) as error:
-        _exit_with(describe_config_error(error))
+        exit_with_usage_error("train", describe_config_error(error))
     except KeyboardInterrupt:  # Ctrl-C before training started, or a second one during it
         print("train: stopped at once by Ctrl-C; checkpoints/last.pt, if written, holds the last state saved",
               file=sys.stderr)
@@ -408,7 +409,7 @@ def _run_checkpoint_command(app: Callable[[], None], command: str) -> None:
         with _refused_writes_in_one_line(command):
             app()
     except (HydraException, OmegaConfBaseException) as error:
-        _exit_with(describe_config_error(error, command), command)
+        exit_with_usage_error(command, describe_config_error(error, command))
     except KeyboardInterrupt:
         sys.exit(128 + signal.SIGINT)
 
@@ -421,7 +422,7 @@ def _mistakes_in_one_line(command: str) -> Iterator[None]:
         try:
             yield
         except (ConfigError, InstantiationException) as error:
-            _exit_with(describe_mistake(error, command), command)
+            exit_with_usage_error(command, describe_mistake(error, command))
 
 
 def describe_mistake(error: ConfigError | InstantiationException, command: str = "train") -> str:
@@ -507,8 +508,3 @@ def _refused_writes_in_one_line(command: str, advice: str = "") -> Iterator[None
         where = f" {error.filename}" if error.filename else ""
         print(f"{command}: error: could not write{where}: {error.strerror} ({name}){advice}", file=sys.stderr)
         sys.exit(1)
-
-
-def _exit_with(message: str, command: str = "train") -> NoReturn:
-    print(f"{command}: error: {message}", file=sys.stderr)
-    sys.exit(USAGE_ERROR)

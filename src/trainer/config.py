@@ -141,8 +141,8 @@ class TrainerConfig:
     small models whose steps are launch-bound); max-autotune (times kernel choices: a longer compile, faster
     steps); max-autotune-no-cudagraphs."""
     matmul_precision: str = "highest"
-    """float32 matrix products: highest (full float32), high (TensorFloat-32 on NVIDIA GPUs since Ampere: several
-    times faster, 10 mantissa bits) or medium (bfloat16 where the hardware has it): torch.set_float32_matmul_precision."""
+    """float32 matrix products (torch.set_float32_matmul_precision): highest (full float32), high (TensorFloat-32
+    on NVIDIA GPUs since Ampere: several times faster, 10 mantissa bits) or medium (bfloat16 where there is one)."""
     cudnn_benchmark: Optional[bool] = None
     """CUDA: cuDNN times its convolution algorithms for each new input shape at its first use and keeps the
     fastest (a run's shapes stay fixed, but for a smaller last batch). null: on, unless deterministic is true,

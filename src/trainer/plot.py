@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 from trainer.config import ConfigError
 from trainer.curves import read_metrics_csv
-from trainer.report import USAGE_ERROR, Job, UnreadableFile, draw_curves, read_overrides, read_summary
+from trainer.report import Job, UnreadableFile, draw_curves, read_overrides, read_summary
+from trainer.usage import exit_with_usage_error
 
 
 def plot(run_dirs: list[Path], output: Path) -> None:
@@ -59,6 +59,5 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         plot(run_dirs, args.output)
     except ConfigError as error:
-        print(f"train-plot: error: {error}", file=sys.stderr)
-        sys.exit(USAGE_ERROR)
+        exit_with_usage_error("train-plot", str(error))
     print(f"Learning curves of {len(run_dirs)} runs: {args.output}")

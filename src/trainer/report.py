@@ -23,14 +23,14 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 import yaml
 
 from trainer.config import METRICS_MAXIMISED, ConfigError
 from trainer.curves import draw_runs_curves, read_metrics_csv
+from trainer.usage import exit_with_usage_error
 
-USAGE_ERROR = 2
 NO_SUMMARY = "running or failed"
 """The stop reason shown for a job without a summary: still running, killed, or stopped by a mistake."""
 JOB_FILE_MAX_BYTES = 1 << 20
@@ -301,9 +301,4 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(report(args.sweep_dir, args.markdown or args.sweep_dir / "report.md",
                      args.csv or args.sweep_dir / "report.csv", args.curves or args.sweep_dir / "curves.png"), end="")
     except ConfigError as error:
-        _exit_with(str(error))
-
-
-def _exit_with(message: str) -> NoReturn:
-    print(f"train-report: error: {message}", file=sys.stderr)
-    sys.exit(USAGE_ERROR)
+        exit_with_usage_error("train-report", str(error))

@@ -116,6 +116,14 @@ def backend_settings_put_back():
 
 
 @pytest.fixture
+def elsewhere(tmp_path: Path) -> Path:
+    """A working directory that is neither the repository nor the run directory."""
+    path = tmp_path / "elsewhere"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     path = tmp_path / "run"
     path.mkdir()

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_cli import NO_GPU, assert_succeeded, train
+from helpers.commands import NO_GPU, assert_succeeded, train
+from helpers.files import snapshot
 from trainer.checkpoint import load_checkpoint
 from trainer.data.formats import write_mnist
 
@@ -161,12 +162,6 @@ def run_directory_for(args: list[str], files: dict[str, str], tmp_path: Path) ->
     empty = tmp_path / "run"
     empty.mkdir()
     return empty
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int] | None]:
-    """Every file's bytes and modification time, every folder's name."""
-    return {str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns) if path.is_file() else None
-            for path in sorted(folder.rglob("*"))}
 
 
 def assert_one_line_naming(stderr: str, key: str, value: str | None, allowed: str | None) -> None:

@@ -6,7 +6,6 @@ Each subprocess costs seconds, so each test asks several questions of one run.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,44 +13,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from conftest import options
+from helpers.commands import assert_succeeded, run_command, train
 from trainer.checkpoint import load_checkpoint
-
-TRAIN = shutil.which("train", path=str(Path(sys.executable).parent))
-"""The console script installed next to this Python."""
 
 GROUPS = ("data", "model", "loss", "optimizer", "scheduler")
 
 
-def run_command(command: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"} | (extra_env or {})
-    env["OMP_NUM_THREADS"] = "1"  # tiny models: one thread is faster than two contending for a 2-core CPU
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    assert TRAIN, f"no `train` console script next to {sys.executable}: is the package installed?"
-    return run_command([TRAIN, *args], cwd)
-
-
 def python_m_trainer(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return run_command([sys.executable, "-m", "trainer", *args], cwd)
-
-
-def assert_succeeded(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-
-
-@pytest.fixture
-def elsewhere(tmp_path: Path) -> Path:
-    """A working directory that is neither the repository nor the run directory."""
-    path = tmp_path / "elsewhere"
-    path.mkdir()
-    return path
 
 
 # --- runs -------------------------------------------------------------------------------------------------------
@@ -180,9 +152,6 @@ def test_cfg_job_prints_the_composed_config_with_the_overrides(tmp_path, elsewhe
 
 
 # --- mistakes ---------------------------------------------------------------------------------------------------
-
-NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU, so cuda is a valid device")
-
 
 def test_an_argument_the_model_rejects_exits_2_with_one_line(tmp_path, elsewhere):
     """The mistakes with the key, value and what is allowed are the table of test_bad_input; this one is the

@@ -3,53 +3,21 @@ rows, and by `train-plot` for any runs."""
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from pathlib import Path
 
 import pytest
-from matplotlib.image import imread
 from omegaconf import OmegaConf
 
 from conftest import compose_config
-from test_cli import assert_succeeded, run_command
+from helpers.commands import assert_succeeded, run_command
+from helpers.files import made_up_rows, png_size, write_metrics_csv
 from trainer.curves import DPI, PANEL_INCHES, draw_run_curves, draw_runs_curves, read_metrics_csv, run_title
 from trainer.plot import main as plot_main
 from trainer.run import train
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TRAIN_PLOT = Path(sys.executable).parent / "train-plot"
-
-
-def made_up_rows(epochs: int = 4, lr: float = 1e-3, lr_factor: float = 1.0, regression: bool = False,
-                 offset: float = 0.0) -> list[dict[str, float]]:
-    """metrics.csv rows as a run writes them: a loss that falls, a metric that rises, lr times lr_factor each epoch."""
-    rows = []
-    for epoch in range(1, epochs + 1):
-        row = {"epoch": epoch, "step": 10 * epoch, "lr": lr * lr_factor ** (epoch - 1),
-               "train_loss": 1 / epoch + offset, "val_loss": 1.2 / epoch + offset}
-        if regression:
-            row |= {"val_mse": 4 / epoch, "val_rmse": 2 / math.sqrt(epoch), "val_r2": 1 - 1 / epoch}
-        else:
-            row["val_accuracy"] = 1 - 0.5 / epoch - offset
-        rows.append(row | {"seconds": 0.1})
-    return rows
-
-
-def write_metrics_csv(run_dir: Path, rows: list[dict[str, float]]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "metrics.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """Width and height in pixels of a file that must be a PNG."""
-    assert path.read_bytes().startswith(PNG_SIGNATURE)
-    height, width = imread(path).shape[:2]
-    return width, height
 
 
 def panels_size(columns: int, rows: int = 1) -> tuple[int, int]:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import compose_config, metrics_rows
-from test_cli import assert_succeeded, run_command
+from helpers.commands import assert_succeeded, run_command
 from trainer.data import Batcher
 from trainer.distributed import Processes, from_environment
 from trainer.run import train as train_in_process

@@ -10,64 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from hydra.errors import InstantiationException
-from omegaconf import DictConfig
 
-from conftest import compose_config
-from test_cli import NO_GPU, assert_succeeded, elsewhere, run_command  # noqa: F401 (elsewhere is a fixture)
+from helpers.commands import NO_GPU, assert_succeeded, run_command
+from helpers.files import PNG_SIGNATURE
+from helpers.trained_runs import best_checkpoint, compose_command, mistake, train_tiny_runs
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.cli import describe_mistake
-from trainer.config import ConfigError, config_dir
 from trainer.data import build_data
 from trainer.evaluation import evaluate, main
-from trainer.run import train
 from trainer.trained import load
 
 EVALUATE = shutil.which("evaluate", path=str(Path(sys.executable).parent))
 """The console script installed next to this Python."""
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-TINY = ("trainer.device=cpu", "model.hidden_sizes=[16]", "trainer.max_epochs=2", "trainer.curves=false")
 RUNS = {
     "multiclass": ("data=csv",),  # three classes named by text labels: blue, green, red
     "binary": ("data=moons", "data.n_samples=300"),  # one logit (bce)
     "regression": ("data=regression", "data.n_samples=300"),
 }
-
-
-def compose_command(name: str, *overrides: str) -> DictConfig:
-    """The config `evaluate OVERRIDES...` (or `predict ...`) would run, composed from the real YAML."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(name, overrides=list(overrides))
-
-
-def train_tiny_runs(folder: Path, runs: dict[str, tuple[str, ...]]) -> dict[str, Path]:
-    """Each run trained in-process in folder/NAME, on one thread (as the tests that evaluate them run)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for name, overrides in runs.items():
-            (folder / name).mkdir()
-            train(compose_config(*TINY, *overrides), folder / name)
-    finally:
-        torch.set_num_threads(threads)
-    return {name: folder / name for name in runs}
-
-
-def mistake(command: str, cfg: DictConfig) -> str:
-    """The one line `command` ends with for this config (its main raises the mistake; the console script prints
-    this and exits 2)."""
-    from trainer import evaluation, prediction
-
-    with pytest.raises((ConfigError, InstantiationException)) as error:
-        {"evaluate": evaluation.main, "predict": prediction.main}[command](cfg)
-    return describe_mistake(error.value, command)
-
-
-def best_checkpoint(run_dir: Path) -> Path:
-    return run_dir / "checkpoints" / "best.pt"
 
 
 def summary_test_metrics(run_dir: Path) -> dict[str, float]:

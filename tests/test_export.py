@@ -18,8 +18,8 @@ import torch
 from safetensors import safe_open
 
 import conftest
-from test_cli import assert_succeeded
-from test_evaluation import best_checkpoint, compose_command, train_tiny_runs
+from helpers.commands import assert_succeeded
+from helpers.trained_runs import best_checkpoint, compose_command, train_tiny_runs
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.evaluation import evaluate
 from trainer.export import main

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 import trainer.checkpoint
 import trainer.engine
 from conftest import metrics_rows, mounted_tmpfs
-from test_cli import assert_succeeded
+from helpers.commands import assert_succeeded
 from trainer.checkpoint import load_checkpoint
 
 RUN = ("data=xor", "model.hidden_sizes=[64,64]", "trainer.max_epochs=3", "trainer.curves=false",

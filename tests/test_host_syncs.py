@@ -32,7 +32,7 @@ NOT_FUSED = ("momentum", "rmsprop", "sgd", "adagrad")
 """The optimizer options without `fused: null` (adam and adamw have it)."""
 COPIES = {"to", "cuda", "copy_"}
 TRAINER = str(Path(trainer.__file__).parent)
-TORCH_TENSOR_LAYERS = (str(Path(torch.__file__).parent / "_tensor.py"), str(Path(torch.__file__).parent / "overrides.py"))
+TORCH_TENSOR_LAYERS = tuple(str(Path(torch.__file__).parent / name) for name in ("_tensor.py", "overrides.py"))
 SMALL_MLP = "model.hidden_sizes=[32]"
 LOG_EVERY = 7
 """Log steps apart from the epoch's last step (20 on digits at batch 64), so that each kind of step shows."""

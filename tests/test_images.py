@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from conftest import compose_config
-from test_cli import assert_succeeded, elsewhere  # noqa: F401 (elsewhere is a fixture)
+from helpers.commands import assert_succeeded
 from trainer.config import ConfigError
 from trainer.data import build_data, images
 from trainer.data.formats import class_images, write_cifar10, write_mnist

@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import options
-from trainer.config import TASKS, config_dir
+from trainer.config import config_dir
 from trainer.data import DataSplits
 from trainer.losses import num_outputs, targets_for, weight_penalty
 from trainer.models import MLP
@@ -88,3 +88,14 @@ def test_weight_penalty_has_gradients_for_the_weights():
 
 def test_weight_penalty_is_zero_when_both_weights_are_zero():
     assert weight_penalty(MLP((5,), 2), 0.0, 0.0) == 0
+
+
+@pytest.mark.parametrize("name", [option for option in options("loss") if option != "auto"])  # auto: by the task
+def test_every_loss_option_builds_a_criterion_that_scores_its_task_s_outputs(name):
+    task, num_classes = {"cross_entropy": ("multiclass", 3), "bce": ("binary", 2)}.get(name, ("regression", None))
+    data = split_set(task, num_classes)
+    criterion = loss(name)
+    output = torch.randn(6, num_outputs(criterion, data), requires_grad=True)  # (N, num_outputs)
+    value = criterion(output, targets_for(criterion, data.train[1]))
+    value.backward()
+    assert value.dim() == 0 and torch.isfinite(value) and output.grad.abs().sum() > 0

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 import conftest
-from test_cli import assert_succeeded, elsewhere, run_command  # noqa: F401 (elsewhere is a fixture)
-from test_evaluation import best_checkpoint, compose_command, mistake, train_tiny_runs
+from helpers.commands import assert_succeeded, run_command
+from helpers.trained_runs import best_checkpoint, compose_command, mistake, train_tiny_runs
 from trainer.checkpoint import load_checkpoint
 from trainer.data import build_data
 from trainer.prediction import predict

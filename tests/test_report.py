@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_curves import made_up_rows, png_size, write_metrics_csv
+from helpers.files import made_up_rows, png_size, write_metrics_csv
 from trainer.report import NO_SUMMARY, Job, job_labels, main
 
 HEADER = ("| job | optimizer | optimizer.lr | monitor | best_value | best_epoch | epochs | stop_reason | test_loss "

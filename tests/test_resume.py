@@ -13,8 +13,8 @@ import torch
 
 from conftest import compose_config, metrics_rows
 from pausing_model import MODEL, TrainProcess
-from test_bad_input import snapshot
-from test_cli import assert_succeeded, train
+from helpers.commands import assert_succeeded, train
+from helpers.files import snapshot
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import ConfigError, validate
 from trainer.run import build

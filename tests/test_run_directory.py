@@ -17,8 +17,8 @@ import pytest
 
 from conftest import metrics_rows
 from pausing_model import MODEL, TrainProcess, wait_until
-from test_bad_input import snapshot
-from test_cli import assert_succeeded
+from helpers.commands import assert_succeeded
+from helpers.files import snapshot
 from trainer.config import ConfigError
 from trainer.run_directory import LOCK_NAME, lock
 

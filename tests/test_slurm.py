@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from pausing_model import MODEL, TrainProcess, wait_until
-from test_cli import assert_succeeded, train
+from helpers.commands import assert_succeeded, train
 from trainer.config import config_dir
 from trainer.slurm import ResumeAfterRequeue
 

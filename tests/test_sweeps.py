@@ -16,7 +16,7 @@ from hydra.core.override_parser.types import IntervalSweep
 from omegaconf import DictConfig, OmegaConf
 
 from pausing_model import MODEL, TrainProcess
-from test_cli import assert_succeeded, train
+from helpers.commands import assert_succeeded, train
 from trainer.config import METRICS_MAXIMISED, RULES, config_dir
 
 PARSER = OverridesParser.create()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import compose_config, write_csv_table
-from test_cli import assert_succeeded, elsewhere, train  # noqa: F401 (elsewhere is a fixture)
+from helpers.commands import assert_succeeded, train
 from trainer.checkpoint import load_checkpoint
 from trainer.config import ConfigError, validate
 from trainer.data import build_data

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import assert_succeeded
+from helpers.commands import assert_succeeded
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.trust import Untrusted, check_trusted, installed_targets
 from trainer.config import config_dir

@@ -1,0 +1,47 @@
+"""The files a run writes, as the tests make and read them: metrics.csv rows, PNGs, whole folders."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from matplotlib.image import imread
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def made_up_rows(epochs: int = 4, lr: float = 1e-3, lr_factor: float = 1.0, regression: bool = False,
+                 offset: float = 0.0) -> list[dict[str, float]]:
+    """metrics.csv rows as a run writes them: a loss that falls, a metric that rises, lr times lr_factor each epoch."""
+    rows = []
+    for epoch in range(1, epochs + 1):
+        row = {"epoch": epoch, "step": 10 * epoch, "lr": lr * lr_factor ** (epoch - 1),
+               "train_loss": 1 / epoch + offset, "val_loss": 1.2 / epoch + offset}
+        if regression:
+            row |= {"val_mse": 4 / epoch, "val_rmse": 2 / math.sqrt(epoch), "val_r2": 1 - 1 / epoch}
+        else:
+            row["val_accuracy"] = 1 - 0.5 / epoch - offset
+        rows.append(row | {"seconds": 0.1})
+    return rows
+
+
+def write_metrics_csv(run_dir: Path, rows: list[dict[str, float]]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "metrics.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height in pixels of a file that must be a PNG."""
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+    height, width = imread(path).shape[:2]
+    return width, height
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int] | None]:
+    """Every file's bytes and modification time, every folder's name."""
+    return {str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns) if path.is_file() else None
+            for path in sorted(folder.rglob("*"))}

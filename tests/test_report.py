@@ -104,6 +104,20 @@ def test_a_maximised_metric_ranks_the_highest_first(tmp_path, capsys):
     assert jobs_in_order(markdown) == ["1", "2", "0"]
 
 
+@pytest.mark.parametrize("mode, order", [("min", ["0", "2", "1"]), ("max", ["1", "2", "0"]), (None, ["1", "2", "0"])])
+def test_jobs_are_ranked_in_the_direction_their_run_chose_its_best_epoch_by(tmp_path, capsys, mode, order):
+    """summary.json's mode (trainer.early_stopping.mode) decided the run's best.pt; the report ranks by it too. A
+    summary without one (written before it said so) goes by the metric: accuracy, higher is better."""
+    for name, accuracy in [("0", 0.8), ("1", 0.95), ("2", 0.9)]:
+        write_job(tmp_path, name, [f"seed={name}"], summary(accuracy, monitor="val_accuracy") | {"mode": mode})
+
+    markdown = report(tmp_path, capsys=capsys)
+
+    better = "lower" if mode == "min" else "higher"
+    assert f"ranked by val_accuracy ({better} is better)" in markdown.splitlines()[0]
+    assert jobs_in_order(markdown) == order
+
+
 def test_jobs_of_different_monitors_are_ranked_within_each_and_a_warning_says_so(tmp_path, capsys):
     write_job(tmp_path, "0", ["trainer.early_stopping.monitor=val_loss"], summary(0.3))
     write_job(tmp_path, "1", ["trainer.early_stopping.monitor=val_accuracy"], summary(0.8, monitor="val_accuracy"))

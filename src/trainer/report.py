@@ -135,9 +135,16 @@ def rank(job: Job) -> tuple:
         return (True,)
     value = summary["best_value"]
     has_value = value is not None and math.isfinite(value)
-    sign = -1 if summary["monitor"] in METRICS_MAXIMISED else 1
-    return (False, summary["monitor"], summary["stop_reason"] == "interrupted", not has_value,
-            sign * value if has_value else 0.0)
+    mode = direction(summary)
+    return (False, summary["monitor"], mode, summary["stop_reason"] == "interrupted", not has_value,
+            (-value if mode == "max" else value) if has_value else 0.0)
+
+
+def direction(summary: dict) -> str:
+    """max or min: which of a job's values is better, as the run itself decided when it chose its best.pt
+    (summary.json's mode); for a summary written before it said so, the monitored metric's own direction."""
+    mode = summary.get("mode")
+    return mode if mode in ("min", "max") else "max" if summary["monitor"] in METRICS_MAXIMISED else "min"
 
 
 def union_in_order(lists: list[list[str]]) -> list[str]:
@@ -206,12 +213,13 @@ def draw_curves(jobs: list[Job], root: Path, path: Path, heading: str) -> list[J
     return drawn
 
 
-def describe_ranking(monitors: list[str]) -> str:
-    if not monitors:
+def describe_ranking(rankings: list[tuple[str, str]]) -> str:
+    """rankings: the (monitor, direction) of the jobs, each once."""
+    if not rankings:
         return "none finished yet"
-    directions = ", ".join(f"{monitor} ({'higher' if monitor in METRICS_MAXIMISED else 'lower'} is better)"
-                           for monitor in monitors)
-    return ("ranked within each monitor: " if len(monitors) > 1 else "ranked by ") + directions
+    directions = ", ".join(f"{monitor} ({'higher' if mode == 'max' else 'lower'} is better)"
+                           for monitor, mode in rankings)
+    return ("ranked within each monitor: " if len(rankings) > 1 else "ranked by ") + directions
 
 
 def to_markdown(rows: list[dict[str, Any]], override_keys: list[str], heading: str) -> str:
@@ -272,7 +280,8 @@ def report(sweep_dir: Path, markdown_path: Path, csv_path: Path, curves_path: Pa
               "ranked among the jobs with the same monitor", file=sys.stderr)
     override_keys = union_in_order([list(job.overrides) for job in jobs])
     rows = table_rows(jobs, override_keys)
-    markdown = to_markdown(rows, override_keys, f"# {sweep_dir}: {len(jobs)} jobs, {describe_ranking(monitors)}")
+    rankings = sorted({(job.summary["monitor"], direction(job.summary)) for job in jobs if job.summary is not None})
+    markdown = to_markdown(rows, override_keys, f"# {sweep_dir}: {len(jobs)} jobs, {describe_ranking(rankings)}")
     try:
         markdown_path.write_text(markdown)
         write_csv(rows, csv_path)

@@ -22,6 +22,7 @@ from trainer.data import build_data
 from trainer.engine import outputs_and_targets
 from trainer.metrics import confusion_matrix, split_metrics
 from trainer.run import batchers, metric_lines
+from trainer.text_table import aligned
 from trainer.trained import Trained, load
 
 CONFUSION_PNG = "confusion.png"
@@ -82,12 +83,8 @@ def report(trained: Trained, evaluation: Evaluation) -> str:
 
 def confusion_lines(names: list[str], counts: list[list[int]]) -> list[str]:
     """The matrix as text: a header row of the predicted classes, then a row per true class."""
-    label_width = max(len(name) for name in names)
-    width = max(len(text) for text in [*names, *(str(count) for row in counts for count in row)])
-    lines = [f"  {'':<{label_width}}  " + "  ".join(f"{name:>{width}}" for name in names)]
-    lines += [f"  {name:<{label_width}}  " + "  ".join(f"{count:>{width}}" for count in row)
-              for name, row in zip(names, counts)]
-    return lines
+    rows = [("", *names), *((name, *map(str, row)) for name, row in zip(names, counts))]
+    return aligned(rows, right=range(1, len(names) + 1), indent="  ")
 
 
 def draw_confusion(names: list[str], counts: list[list[int]], path: Path, title: str) -> None:

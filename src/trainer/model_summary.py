@@ -9,6 +9,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from trainer.text_table import aligned
+
 CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 
@@ -60,10 +62,7 @@ def summary_table(model: nn.Module, sample: torch.Tensor) -> str:
     """A table of `layer_rows`, with the totals."""
     rows = layer_rows(model, sample)
     shown = [(row.name, row.kind, _shape(row.output_shape), f"{row.parameters:,}") for row in rows]
-    header = ("layer", "type", "output shape", "parameters")
-    widths = [max(len(cells[i]) for cells in [header, *shown]) for i in range(4)]
-    lines = ["  ".join(cell.ljust(width) if i < 3 else cell.rjust(width) for i, (cell, width)
-                       in enumerate(zip(cells, widths))) for cells in [header, *shown]]
+    lines = aligned([("layer", "type", "output shape", "parameters"), *shown], right={3})
     total = _count(model.parameters())
     trainable = _count(p for p in model.parameters() if p.requires_grad)
     megabytes = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20

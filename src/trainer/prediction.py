@@ -31,6 +31,7 @@ from trainer.config import POSITIVE_INT, ConfigError, is_finite_number
 from trainer.data import DataDescription, build_data
 from trainer.data.table import FLOAT32_MAX, feature_matrix, read_columns
 from trainer.metrics import predicted_classes
+from trainer.text_table import aligned
 from trainer.trained import Trained, load, required
 
 log = logging.getLogger(__name__)
@@ -205,16 +206,15 @@ def _listed(names: list[str], most: int = 10) -> str:
 
 def prediction_lines(predictions: list[Prediction], top_k: int) -> list[str]:
     """A line per sample: its name, then the class and the top_k probabilities, or the values."""
-    width = max(len(prediction.sample) for prediction in predictions)
-    lines = []
+    rows = []
     for prediction in predictions:
         if prediction.values is not None:
             shown = ", ".join(f"{value:.6g}" for value in prediction.values)
         else:
             top = sorted(prediction.probabilities.items(), key=lambda item: -item[1])[:top_k]
             shown = f"{prediction.predicted}  ({', '.join(f'{name} {p:.3f}' for name, p in top)})"
-        lines.append(f"{prediction.sample:<{width}}  {shown}")
-    return lines
+        rows.append((prediction.sample, shown))
+    return aligned(rows)
 
 
 def write_csv(predictions: list[Prediction], path: Path) -> None:

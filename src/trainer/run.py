@@ -35,6 +35,7 @@ from trainer.report import UnreadableFile, read_summary
 from trainer.run_directory import saved_config
 from trainer.schedules import build_scheduler
 from trainer.seeding import seed_everything
+from trainer.text_table import aligned
 from trainer.threads import use_fitting_threads
 
 log = logging.getLogger(__name__)
@@ -271,5 +272,4 @@ def result_table(summary: dict) -> str:
 
 def metric_lines(metrics: dict[str, float]) -> list[str]:
     """One indented line per metric, the names aligned: `  loss      0.1234`."""
-    width = max(len(name) for name in metrics)
-    return [f"  {name:<{width}}  {value:.4f}" for name, value in metrics.items()]
+    return aligned([(name, f"{value:.4f}") for name, value in metrics.items()], indent="  ")

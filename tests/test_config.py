@@ -9,7 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_config, options
-from trainer.config import LOSSES, ConfigError, EarlyStoppingConfig, TrainerConfig, config_dir, validate
+from trainer.config import ConfigError, EarlyStoppingConfig, TrainerConfig, config_dir, validate
+from trainer.vocabulary import LOSSES
 
 
 def assert_names_key_and_value(error: ConfigError, key: str, value_text: str) -> None:

@@ -17,13 +17,14 @@ import torch
 from conftest import compose_config, metrics_rows, options
 from trainer import distributed
 from trainer.checkpoint import load_checkpoint
-from trainer.config import COMPILE_MODES, ConfigError, measured_metrics
+from trainer.config import COMPILE_MODES, ConfigError
 from trainer.data import Batcher
 from trainer.early_stopping import StopReason
 from trainer.engine import Engine
 from trainer.interrupts import StopRequests
 from trainer.models import MLP
 from trainer.run import Run, build
+from trainer.vocabulary import measured_metrics
 
 SMALL_MLP = "model.hidden_sizes=[32]"
 """Where the model is not what a test is about, a small one keeps the test fast."""

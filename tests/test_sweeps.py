@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pausing_model import MODEL, TrainProcess
 from helpers.commands import assert_succeeded, train
-from trainer.config import METRICS_MAXIMISED, RULES, config_dir
+from trainer.config import RULES, config_dir
+from trainer.vocabulary import METRICS_MAXIMISED
 
 PARSER = OverridesParser.create()
 

@@ -18,21 +18,12 @@ from typing import Any, Callable, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-TASKS = ("multiclass", "binary", "regression")
+from trainer.vocabulary import LOSSES, METRICS, TASKS, better, measured_metrics
+
 PRECISIONS = ("32", "bf16", "16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def measured_metrics(task: str) -> tuple[str, ...]:
-    """The validation metrics a run of this task logs (Engine.evaluate computes them)."""
-    names = ("loss", "mse", "rmse", "r2") if task == "regression" else ("loss", "accuracy")
-    return tuple(f"val_{name}" for name in names)
-
-
-METRICS = tuple(dict.fromkeys(measured_metrics("multiclass") + measured_metrics("regression")))
-METRICS_MAXIMISED = ("val_accuracy", "val_r2")
 
 
 class ConfigError(ValueError):
@@ -73,9 +64,7 @@ class EarlyStoppingConfig:
         """`mode`, or when it is null the metric's own: max for accuracy and R^2, min for losses and errors."""
         # Derived here rather than written into `mode` by __post_init__: Hydra builds the schema's defaults by
         # calling this class, and a filled-in mode would become the default for every monitor.
-        if self.mode is not None:
-            return self.mode
-        return "max" if self.monitor in METRICS_MAXIMISED else "min"
+        return self.mode if self.mode is not None else better(self.monitor)
 
 
 @dataclass
@@ -276,17 +265,6 @@ INT_LIST = Rule(lambda v: isinstance(v, (list, tuple)) and all(_integer(n) and n
 BETAS = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2
              and all(is_finite_number(b) and 0 <= b < 1 for b in v),
              "two numbers in [0, 1), e.g. [0.9,0.999]")
-
-
-# The losses of configs/loss/ by `_target_`: their option name and the tasks they can train. (A loss of your own
-# is not checked.)
-LOSSES = {
-    "torch.nn.CrossEntropyLoss": ("cross_entropy", ("multiclass", "binary")),
-    "torch.nn.BCEWithLogitsLoss": ("bce", ("binary",)),
-    "torch.nn.MSELoss": ("mse", ("regression",)),
-    "torch.nn.SmoothL1Loss": ("smooth_l1", ("regression",)),
-    "torch.nn.L1Loss": ("l1", ("regression",)),
-}
 
 
 PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"

@@ -4,14 +4,16 @@ optional L1 / L2 penalties."""
 from __future__ import annotations
 
 import torch
+from hydra.utils import get_class
 from torch import nn
 
 from trainer.data import DataDescription, DataSplits
+from trainer.vocabulary import USUAL_LOSS
 
 
 def for_task(task: str) -> nn.Module:
     """`loss=auto`: the usual loss of the data's task, for sets whose task is known only once read (data=csv)."""
-    return {"multiclass": nn.CrossEntropyLoss, "binary": nn.BCEWithLogitsLoss, "regression": nn.MSELoss}[task]()
+    return get_class(USUAL_LOSS[task])()
 
 
 def num_outputs(criterion: nn.Module, data: DataSplits | DataDescription) -> int:

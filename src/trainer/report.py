@@ -27,9 +27,10 @@ from typing import Any, Optional
 
 import yaml
 
-from trainer.config import METRICS_MAXIMISED, ConfigError
+from trainer.config import ConfigError
 from trainer.curves import draw_runs_curves, read_metrics_csv
 from trainer.usage import exit_with_usage_error
+from trainer.vocabulary import better
 
 NO_SUMMARY = "running or failed"
 """The stop reason shown for a job without a summary: still running, killed, or stopped by a mistake."""
@@ -144,7 +145,7 @@ def direction(summary: dict) -> str:
     """max or min: which of a job's values is better, as the run itself decided when it chose its best.pt
     (summary.json's mode); for a summary written before it said so, the monitored metric's own direction."""
     mode = summary.get("mode")
-    return mode if mode in ("min", "max") else "max" if summary["monitor"] in METRICS_MAXIMISED else "min"
+    return mode if mode in ("min", "max") else better(summary["monitor"])
 
 
 def union_in_order(lists: list[list[str]]) -> list[str]:

@@ -16,8 +16,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from trainer.config import POSITIVE, POSITIVE_INT, TASKS, is_finite_number
+from trainer.config import POSITIVE, POSITIVE_INT, is_finite_number
 from trainer.data.transforms import Normalize
+from trainer.vocabulary import TASKS
 
 
 @dataclass

@@ -13,7 +13,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ import pytest
 import torch
 
 from conftest import compose_config, metrics_rows
+from helpers.signals import signal_during_step
 from trainer.checkpoint import load_checkpoint
 from trainer.data import Batcher
 from trainer.early_stopping import StopReason
@@ -436,14 +436,7 @@ def test_a_run_on_cuda_stopped_mid_epoch_by_a_signal_resumes_bit_identical(tmp_p
     whole.engine.fit(whole.train, whole.val)
 
     stopped = build_run(tmp_path / "part", *EXACT)
-    train_step = stopped.engine.train_step
-
-    def step_then_signal_at_step_7(micro_batches, step_samples):
-        if stopped.engine.global_step == 7:
-            os.kill(os.getpid(), signal.SIGTERM)  # arrives during the step; the step still completes
-        return train_step(micro_batches, step_samples)
-
-    stopped.engine.train_step = step_then_signal_at_step_7
+    signal_during_step(stopped.engine, after_step=7)
     result = stopped.engine.fit(stopped.train, stopped.val)
     assert (result.stop_reason, stopped.engine.global_step) == (StopReason.INTERRUPTED, 8)
     state = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import compose_config, metrics_rows, options
+from helpers.signals import signal_during_step
 from trainer import distributed
 from trainer.checkpoint import load_checkpoint
 from trainer.config import COMPILE_MODES, ConfigError
@@ -599,14 +600,7 @@ def uninterrupted_and_to_interrupt(tmp_path: Path) -> tuple[Run, Run]:
 
 def test_a_stop_signal_finishes_the_step_saves_last_pt_and_resume_is_exact(tmp_path):
     whole, stopped = uninterrupted_and_to_interrupt(tmp_path)
-    train_step = stopped.engine.train_step
-
-    def step_then_signal_at_step_7(micro_batches, step_samples):
-        if stopped.engine.global_step == 7:
-            os.kill(os.getpid(), signal.SIGTERM)  # arrives during the step; the step still completes
-        return train_step(micro_batches, step_samples)
-
-    stopped.engine.train_step = step_then_signal_at_step_7
+    signal_during_step(stopped.engine, after_step=7)
     result = stopped.engine.fit(stopped.train, stopped.val)
     assert (result.stop_reason, result.epochs, stopped.engine.global_step) == (StopReason.INTERRUPTED, 1, 8)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # fit gave the signals back

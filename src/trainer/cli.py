@@ -133,7 +133,7 @@ def _same_directory_on_every_rank(config: DictConfig, mode: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_app(cfg: DictConfig) -> float:
-    from trainer.distributed import from_environment, leave_together
+    from trainer.distributed import from_environment, wait_for_every_rank
     from trainer.interrupts import Interrupted
     from trainer.run import build, execute, finished_before
 
@@ -154,7 +154,7 @@ def _train_app(cfg: DictConfig) -> float:
             value = execute(run, run_dir)
         except Interrupted as stop:  # last.pt and the summary are written; the exit code says which signal
             sys.exit(stop.exit_code)
-        leave_together()
+        wait_for_every_rank()  # the processes leave together
         return value
 
 

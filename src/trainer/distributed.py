@@ -124,12 +124,6 @@ def gathered(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([share[:int(length)] for share, length in zip(shares, lengths)])
 
 
-def leave_together() -> None:
-    """At the end of a run, every process waits for the others before it goes on to exit: none tears its
-    connections down while another may still be sending on them."""
-    wait_for_every_rank()
-
-
 def joined() -> bool:
     """Whether this process joined a run's process group: start() made it, not a program that runs train in it."""
     return _started_here and dist.is_initialized()
@@ -149,7 +143,8 @@ def end_process(code: int) -> NoReturn:
 
 
 def wait_for_every_rank() -> None:
-    """A barrier: e.g. rank 0 has written best.pt before the others read it."""
+    """A barrier: e.g. rank 0 has written best.pt before the others read it; or at the end of a run, so that no
+    process tears its connections down while another may still be sending on them."""
     if dist.is_initialized():
         dist.barrier()
 

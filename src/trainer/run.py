@@ -200,7 +200,7 @@ def fit_and_test(run: Run, run_dir: Path) -> float:
     if interrupted:
         # As at the end of every run, the processes leave together, here before the host's handler (which may
         # exit at once) gets the signal: rank 0 has written the summary before any peer tears its connections down.
-        distributed.leave_together()
+        distributed.wait_for_every_rank()
         stop_requests, requeue = run.engine.stop_requests, run.engine.settings.requeue
         received, is_main = stop_requests.received, run.engine.processes.is_main  # (one process asks Slurm)
         # scancel and a preemption both send SIGTERM: only a preempted job is to come back.

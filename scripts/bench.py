@@ -172,7 +172,7 @@ def run_train(args: list[str], epochs: int, launched_at: float) -> dict:
     import torch
 
     from trainer import cli
-    from trainer.engine import Engine
+    from trainer.training.engine import Engine
 
     first_step, seconds = [], []
     train_step, train_epoch = Engine.train_step, Engine.train_epoch

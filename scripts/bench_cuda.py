@@ -160,7 +160,7 @@ def accept_stand_in_cifar10() -> None:
 
 
 def run_case(case: Case, root: str, epochs: int, launched_at: float, samples: int) -> dict:
-    from trainer.engine import AUTOCAST_DTYPES
+    from trainer.training.precision import AUTOCAST_DTYPES
 
     autocast_dtype = AUTOCAST_DTYPES[case.precision]
     if case.data == "cifar10":
@@ -181,7 +181,8 @@ def run_syncs(root: str, launched_at: float) -> dict:
     it fired in, whether inside train_step or in the loop around it, and the line of Python that asked for it."""
     import torch
 
-    from trainer.engine import Engine
+    from trainer.diagnostics import GradientHealth
+    from trainer.training.engine import Engine
 
     syncs: list[dict] = []
     now = {"step": 0, "in_step": False}
@@ -196,7 +197,7 @@ def run_syncs(root: str, launched_at: float) -> dict:
         kinds[step] = "+".join(kind for kind, due in (
             ("log", step % self.settings.log_every_n_steps == 0),
             ("checkpoint", every is not None and step % every == 0),
-            ("health", self.health is not None and self.health.due(step))) if due)
+            ("health", any(isinstance(o, GradientHealth) and o.due(step) for o in self.observers))) if due)
         now.update(step=step, in_step=True)
         try:
             return train_step(self, *args, **kwargs)

@@ -95,7 +95,7 @@ def test_channels_last_trains_to_the_same_losses_as_contiguous_memory(tmp_path):
         run = build(compose_config("trainer.device=cpu", f"trainer.channels_last={setting}", "trainer.max_epochs=2",
                                    *CIFAR_RESNET), tmp_path / setting)
         run.engine.fit(run.train, run.val)
-        losses[setting] = [row["train_loss"] for row in run.engine.metrics_log.rows]
+        losses[setting] = [row["train_loss"] for row in run.metrics_log.rows]
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
     assert losses["true"][-1] < losses["true"][0]
 

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from trainer.data import Batcher, DataSplits, LoaderBatcher
 from trainer.data.transforms import Augment, Normalize
-from trainer.run import batchers
+from trainer.data import batchers
 
 
 def make_batcher(n=10, batch_size=3, **options):

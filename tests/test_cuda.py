@@ -26,7 +26,7 @@ from helpers.signals import signal_during_step
 from trainer.checkpoint import load_checkpoint
 from trainer.data import Batcher
 from trainer.early_stopping import StopReason
-from trainer.engine import outputs_and_targets
+from trainer.training.outputs import outputs_and_targets
 from trainer.losses import targets_for
 from trainer.run import Run, build
 
@@ -81,7 +81,7 @@ def train_split_loss(run: Run) -> float:
     model, training = run.engine.model, run.engine.model.training
     model.eval()
     try:
-        with run.engine.autocast():
+        with run.engine.precision.autocast():
             output, targets = outputs_and_targets(model, batches)  # float32 (N, num_outputs), (N,)
     finally:
         model.train(training)
@@ -177,7 +177,7 @@ def skip_without_bf16() -> None:
 def test_bf16_on_cuda_trains_a_bfloat16_forward_and_keeps_float32_weights(run_dir):
     skip_without_bf16()
     run = build_run(run_dir, SMALL_MLP, "trainer.precision=bf16")
-    assert not run.engine.scaler.is_enabled()  # bfloat16 has float32's range: no loss scaling
+    assert not run.engine.precision.scaler.is_enabled()  # bfloat16 has float32's range: no loss scaling
     head_dtypes = dtypes_of_head_output(run)
     before = train_split_loss(run)
     result = run.engine.fit(run.train, run.val)
@@ -192,12 +192,12 @@ def test_bf16_on_cuda_trains_a_bfloat16_forward_and_keeps_float32_weights(run_di
 
 def test_fp16_on_cuda_trains_through_the_grad_scaler_and_checkpoints_its_scale(run_dir):
     run = build_run(run_dir, SMALL_MLP, "trainer.precision=16")
-    scaler = run.engine.scaler
+    scaler = run.engine.precision.scaler
     assert scaler.is_enabled() and scaler.get_scale() == 2.0**16  # GradScaler's initial scale
     head_dtypes = dtypes_of_head_output(run)
     before = train_split_loss(run)
     result = run.engine.fit(run.train, run.val)
-    assert (result.stop_reason, result.epochs, run.engine.skipped_steps) == (StopReason.MAX_EPOCHS, 3, 0)
+    assert (result.stop_reason, result.epochs, run.engine.nonfinite.skipped_steps) == (StopReason.MAX_EPOCHS, 3, 0)
     assert_clearly_lower(before, train_split_loss(run))
     assert head_dtypes and set(head_dtypes) == {torch.float16}
     assert 1 <= scaler.get_scale() < math.inf
@@ -227,12 +227,12 @@ def test_fp16_on_cuda_at_a_huge_learning_rate_stops_the_run_naming_the_divergenc
 
 def test_fp16_on_cuda_at_a_huge_learning_rate_with_skip_counts_the_skipped_steps(run_dir, caplog):
     run = build_run(run_dir, *DIVERGING, "trainer.on_nonfinite=skip", "trainer.max_skipped=3", "trainer.max_epochs=5")
-    assert run.engine.scaler.is_enabled()
+    assert run.engine.precision.scaler.is_enabled()
     result = run.engine.fit(run.train, run.val)
     assert (result.stop_reason, result.epochs) == (StopReason.DIVERGED, 0)
-    assert run.engine.skipped_steps == 4  # one more than max_skipped ends the run
+    assert run.engine.nonfinite.skipped_steps == 4  # one more than max_skipped ends the run
     assert re.fullmatch(r"epoch 1, step \d+: 4 steps skipped for non-finite values, more than "
-                        r"trainer.max_skipped=3; stopping\. .*", run.engine.divergence), run.engine.divergence
+                        r"trainer.max_skipped=3; stopping\. .*", run.engine.nonfinite.divergence), run.engine.nonfinite.divergence
     skipped = [r.getMessage() for r in caplog.records if "step skipped" in r.getMessage()]
     assert [re.search(r"\((\d) of at most 3\)", line).group(1) for line in skipped] == ["1", "2", "3", "4"]
     # A skipped step leaves the weights alone: none of the non-finite steps reached them.

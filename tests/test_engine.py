@@ -21,7 +21,7 @@ from trainer.checkpoint import load_checkpoint
 from trainer.config import COMPILE_MODES, ConfigError
 from trainer.data import Batcher
 from trainer.early_stopping import StopReason
-from trainer.engine import Engine
+from trainer.training.stop_agreement import StopAgreement
 from trainer.interrupts import StopRequests
 from trainer.models import MLP
 from trainer.run import Run, build
@@ -357,7 +357,7 @@ def test_a_diverging_run_stops_within_its_first_epoch_and_keeps_no_diverged_chec
     result = run.engine.fit(run.train, run.val)
     assert (result.stop_reason, result.epochs, result.best_epoch) == (StopReason.DIVERGED, 0, None)
     assert re.match(r"epoch 1, step \d+: the loss is not finite, at learning rate 1e\+04",
-                    run.engine.divergence)
+                    run.engine.nonfinite.divergence)
     assert not (run_dir / "checkpoints" / "best.pt").exists()
     assert not (run_dir / "checkpoints" / "last.pt").exists()
     assert run.engine.test(run.test) == {}
@@ -372,7 +372,7 @@ def test_a_run_that_diverges_later_leaves_best_pt_as_it_was(run_dir):
         group["lr"] = 1e8  # the injected fault: every weight overshoots to inf within a few steps
     result = run.engine.fit(run.train, run.val)
     assert (result.stop_reason, result.epochs, result.best_epoch) == (StopReason.DIVERGED, 2, 2)
-    assert run.engine.divergence.startswith("epoch 3, step ")
+    assert run.engine.nonfinite.divergence.startswith("epoch 3, step ")
     assert (run_dir / "checkpoints" / "best.pt").read_bytes() == best
     assert run.engine.test(run.test)["accuracy"] > 0.5  # the best weights, not the diverged ones
 
@@ -399,19 +399,21 @@ def test_skip_leaves_non_finite_steps_out_and_stops_after_max_skipped(run_dir, m
         loss = run.engine.train_step([good if kind == "good" else nan_batch(run)])
         unchanged = all(torch.equal(a, b) for a, b in zip(before, run.engine.model.parameters()))
         assert (loss is None, unchanged) == ((True, True) if kind == "nan" else (False, False))
-    assert run.engine.skipped_steps == skipped
-    assert (run.engine.divergence is not None) == stopped
+    assert run.engine.nonfinite.skipped_steps == skipped
+    assert (run.engine.nonfinite.divergence is not None) == stopped
 
 
 @PRECISIONS
 def test_stop_records_the_first_non_finite_step_without_reading_it_at_once(run_dir, precision):
     run = build_run(run_dir, SMALL_MLP, f"trainer.precision={precision}")
     good = next(iter(run.train))
-    run.engine.train_step([good])
-    assert not run.engine._diverged()
-    run.engine.train_step([nan_batch(run)])  # the second step
-    run.engine.train_step([good])
-    assert run.engine._diverged() and run.engine.divergence.startswith("epoch 1, step 2: the loss is not finite")
+    engine = run.engine
+    engine.train_step([good])
+    assert not engine.nonfinite.diverged(engine.global_step, engine.epoch + 1, engine.lr)
+    engine.train_step([nan_batch(run)])  # the second step
+    engine.train_step([good])
+    assert engine.nonfinite.diverged(engine.global_step, engine.epoch + 1, engine.lr)
+    assert engine.nonfinite.divergence.startswith("epoch 1, step 2: the loss is not finite")
 
 
 def test_at_precision_16_gradients_that_overflow_are_the_scaler_s_to_skip_not_counted_as_non_finite(run_dir):
@@ -419,13 +421,13 @@ def test_at_precision_16_gradients_that_overflow_are_the_scaler_s_to_skip_not_co
                     "trainer.max_skipped=0")
     good = next(iter(run.train))
     run.engine.train_step([good])
-    run.engine.scaler.update(new_scale=2.0**100)  # float16's gradients overflow at this scale
+    run.engine.precision.scaler.update(new_scale=2.0**100)  # float16's gradients overflow at this scale
     before = [p.clone() for p in run.engine.model.parameters()]
     loss = run.engine.train_step([good])
     assert loss is not None and torch.isfinite(loss)
     assert all(torch.equal(a, b) for a, b in zip(before, run.engine.model.parameters()))  # the scaler skipped it
-    assert run.engine.scaler.get_scale() < 2.0**100
-    assert (run.engine.skipped_steps, run.engine.divergence) == (0, None)
+    assert run.engine.precision.scaler.get_scale() < 2.0**100
+    assert (run.engine.nonfinite.skipped_steps, run.engine.nonfinite.divergence) == (0, None)
 
 
 class InfiniteGradient(MLP):
@@ -445,7 +447,7 @@ def test_a_non_finite_gradient_under_a_finite_loss_never_reaches_a_mid_epoch_che
                     "trainer.checkpoint.every_n_steps=1")
     result = run.engine.fit(run.train, run.val)
     assert result.stop_reason is StopReason.DIVERGED
-    assert run.engine.divergence.startswith("epoch 1, step 1: a weight is not finite (a gradient was, though the "
+    assert run.engine.nonfinite.divergence.startswith("epoch 1, step 1: a weight is not finite (a gradient was, though the "
                                             "loss was not)")
     assert not (run_dir / "checkpoints" / "last.pt").exists()
 
@@ -459,8 +461,8 @@ def test_at_precision_16_gradients_not_finite_at_any_scale_stop_the_run(run_dir,
     result = run.engine.fit(run.train, run.val)
     assert result.stop_reason is StopReason.DIVERGED
     assert "the gradients are not finite, even unscaled (the GradScaler skipped their steps, down to a scale of " in (
-        run.engine.divergence)
-    assert run.engine.divergence.endswith(f"(trainer.on_nonfinite={policy}). best.pt keeps the best finite epoch. A "
+        run.engine.nonfinite.divergence)
+    assert run.engine.nonfinite.divergence.endswith(f"(trainer.on_nonfinite={policy}). best.pt keeps the best finite epoch. A "
                                           f"lower optimizer.lr or trainer.grad_clip usually helps.")
 
 
@@ -499,7 +501,7 @@ def assert_same_parameters_and_metrics(run: Run, reference: Run) -> None:
     for (name, expected), actual in zip(reference.engine.model.state_dict().items(),
                                         run.engine.model.state_dict().values()):
         assert torch.equal(expected, actual), name
-    assert metrics_rows(run.engine.metrics_log.path.parent) == metrics_rows(reference.engine.metrics_log.path.parent)
+    assert metrics_rows(run.metrics_log.path.parent) == metrics_rows(reference.metrics_log.path.parent)
 
 
 @pytest.mark.parametrize("model", ["mlp", "dropout_net"])
@@ -545,11 +547,11 @@ EXACT = ("model=dropout_net", "model.hidden_sizes=[16]", "data=moons", "data.n_s
 
 
 def test_every_n_steps_saves_last_pt_within_the_epoch_and_keeps_the_one_before(run_dir, monkeypatch):
-    import trainer.engine
+    import trainer.training.engine
 
     saved = []
-    real_save = trainer.engine.save_checkpoint
-    monkeypatch.setattr(trainer.engine, "save_checkpoint", lambda state, path, **options: (
+    real_save = trainer.training.engine.save_checkpoint
+    monkeypatch.setattr(trainer.training.engine, "save_checkpoint", lambda state, path, **options: (
         saved.append((path.name, state["engine"]["global_step"], state["batcher"]["position"])),
         real_save(state, path, **options)))
     run = build_run(run_dir, *EXACT, "trainer.checkpoint.every_n_steps=2")
@@ -566,11 +568,11 @@ def test_every_n_steps_saves_last_pt_within_the_epoch_and_keeps_the_one_before(r
 def test_a_run_resumed_from_any_step_ends_bit_identical(tmp_path, monkeypatch, pipeline):
     """Save last.pt after every step, then resume a fresh run from each of those files in turn: wherever a kill
     had struck, the run would end with the same parameters and metrics.csv rows."""
-    import trainer.engine
+    import trainer.training.engine
 
     snapshots = []
-    real_save = trainer.engine.save_checkpoint
-    monkeypatch.setattr(trainer.engine, "save_checkpoint", lambda state, path, **options: (
+    real_save = trainer.training.engine.save_checkpoint
+    monkeypatch.setattr(trainer.training.engine, "save_checkpoint", lambda state, path, **options: (
         real_save(state, path, **options),
         snapshots.append(path.read_bytes()) if path.name == "last.pt" else None))
     (tmp_path / "whole").mkdir()
@@ -623,7 +625,7 @@ def test_a_stop_signal_after_the_epoch_s_last_step_stops_once_the_epoch_is_valid
 
     stopped.engine.train_epoch = epoch_then_signal
     result = stopped.engine.fit(stopped.train, stopped.val)
-    assert (result.stop_reason, result.epochs, len(stopped.engine.metrics_log.rows)) == (StopReason.INTERRUPTED, 1, 1)
+    assert (result.stop_reason, result.epochs, len(stopped.metrics_log.rows)) == (StopReason.INTERRUPTED, 1, 1)
     state = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
     assert (state["engine"]["epoch"], state["batcher"]) == (1, {"seed": 0, "epoch": 1, "position": 0})
 
@@ -642,9 +644,8 @@ def test_a_stop_signal_arriving_during_the_processes_agreement_is_kept_for_the_n
         return number  # every process had none when the exchange began
 
     monkeypatch.setattr(distributed, "max_over_ranks", exchange_while_sigterm_arrives)
-    engine = SimpleNamespace(stop_requests=requests, processes=SimpleNamespace(distributed=True),
-                             device=torch.device("cpu"))
-    assert Engine._stop_requested(engine) is False  # not at this step: the others do not know yet
+    agreement = StopAgreement(requests, SimpleNamespace(distributed=True), torch.device("cpu"), every_n_steps=1)
+    assert agreement.signal_received() is False  # not at this step: the others do not know yet
     assert requests.received is signal.SIGTERM
     monkeypatch.setattr(distributed, "max_over_ranks", lambda number, device: number)
-    assert Engine._stop_requested(engine) is True  # the next step, all stop
+    assert agreement.signal_received() is True  # the next step, all stop

@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import trainer.checkpoint
-import trainer.engine
+import trainer.training.engine
 from conftest import metrics_rows, mounted_tmpfs
 from helpers.commands import assert_succeeded
 from trainer.checkpoint import load_checkpoint
@@ -38,7 +38,7 @@ def uninterrupted(tmp_path, train_in_this_process) -> Path:
 def test_a_refused_checkpoint_write_ends_the_run_in_one_line_and_resume_finishes_it(
         tmp_path, train_in_this_process, monkeypatch, uninterrupted, code):
     run_dir, failing_save, before = tmp_path / "run", 3, {}  # epoch 1: best.pt, last.pt; epoch 2: best.pt, ...
-    real_save, saves = trainer.engine.save_checkpoint, []
+    real_save, saves = trainer.training.engine.save_checkpoint, []
 
     def save_on_a_disk_that_fills(state, path, **options):
         saves.append(path)
@@ -53,7 +53,7 @@ def test_a_refused_checkpoint_write_ends_the_run_in_one_line_and_resume_finishes
         self.error = OSError(code, os.strerror(code))
         raise self.error
 
-    monkeypatch.setattr(trainer.engine, "save_checkpoint", save_on_a_disk_that_fills)
+    monkeypatch.setattr(trainer.training.engine, "save_checkpoint", save_on_a_disk_that_fills)
     failed = train_in_this_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert failed.returncode == 1
     assert failed.stderr.strip() == (f"train: error: could not write {saves[-1]}: {os.strerror(code)} "
@@ -71,7 +71,7 @@ def test_a_refused_checkpoint_write_ends_the_run_in_one_line_and_resume_finishes
 def test_a_disk_that_fills_between_the_first_best_pt_and_last_pt_leaves_a_run_that_resume_carries_on(
         tmp_path, train_in_this_process, monkeypatch, uninterrupted):
     """Epoch 1 writes best.pt, then last.pt: a run stopped between the two has its own best.pt and no last.pt."""
-    run_dir, real_save = tmp_path / "run", trainer.engine.save_checkpoint
+    run_dir, real_save = tmp_path / "run", trainer.training.engine.save_checkpoint
 
     def save_on_a_disk_that_fills(state, path, **options):
         if path.name == "last.pt":
@@ -79,7 +79,7 @@ def test_a_disk_that_fills_between_the_first_best_pt_and_last_pt_leaves_a_run_th
         return real_save(state, path, **options)
 
     with monkeypatch.context() as disk:
-        disk.setattr(trainer.engine, "save_checkpoint", save_on_a_disk_that_fills)
+        disk.setattr(trainer.training.engine, "save_checkpoint", save_on_a_disk_that_fills)
         failed = train_in_this_process(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert failed.stderr.strip().endswith(ADVICE) and failed.returncode == 1
     assert sorted(checkpoint_files(run_dir)) == ["best.pt"]

@@ -20,6 +20,8 @@ from torch.overrides import TorchFunctionMode
 import trainer
 from conftest import compose_config, options
 from trainer.data import LoaderBatcher
+from trainer.diagnostics import GradientHealth
+from trainer.loggers import TensorBoardLogger
 from trainer.run import Run, build
 
 READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "__format__", "__repr__", "__str__",
@@ -115,10 +117,9 @@ def steps_that_may_read(run: Run) -> set[int]:
     settings, steps = run.engine.settings, run.engine.global_step
     per_epoch = len(run.train) // settings.accumulate_grad_batches
     allowed = {step for step in range(1, steps + 1) if step % settings.log_every_n_steps == 0 or step % per_epoch == 0}
-    if run.engine.health is not None:
-        allowed |= {step for step in range(1, steps + 1) if run.engine.health.due(step)}
-    if run.engine.logger is not None:
-        allowed |= {step for step in range(1, steps + 1) if run.engine.logger.due(step)}
+    for observer in run.engine.observers:
+        if isinstance(observer, (GradientHealth, TensorBoardLogger)):
+            allowed |= {step for step in range(1, steps + 1) if observer.due(step)}
     return allowed
 
 

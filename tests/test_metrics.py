@@ -5,7 +5,8 @@ import pytest
 import torch
 from sklearn.metrics import r2_score
 
-from trainer.metrics import MetricsLog, accuracy, regression_errors
+from trainer.metrics import accuracy, regression_errors
+from trainer.observe.metrics_log import MetricsLog
 
 
 def test_accuracy_of_multiclass_logits_takes_the_argmax():

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from helpers.files import made_up_rows, png_size, write_metrics_csv
-from trainer.report import NO_SUMMARY, Job, job_labels, main
+from trainer.cli.report import main
+from trainer.observe import NO_SUMMARY, Job, job_labels
 
 HEADER = ("| job | optimizer | optimizer.lr | monitor | best_value | best_epoch | epochs | stop_reason | test_loss "
           "| test_accuracy |")
@@ -291,7 +292,7 @@ def test_jobs_are_labelled_by_the_overrides_that_tell_them_apart(overrides, labe
 
 
 def test_the_report_does_not_import_torch(sweep):
-    command = "import sys; from trainer.report import main; main(); assert 'torch' not in sys.modules"
+    command = "import sys; from trainer.cli.report import main; main(); assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", command, str(sweep)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr

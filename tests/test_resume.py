@@ -102,7 +102,7 @@ def test_init_from_takes_the_model_weights_and_nothing_else(tmp_path):
     run = build(compose_config(*SMALL, f"trainer.init_from={checkpoint}"), tmp_path)
     saved = load_checkpoint(checkpoint)["model"]
     assert all(torch.equal(saved[name], value) for name, value in run.engine.model.state_dict().items())
-    assert (run.engine.epoch, run.engine.global_step, run.engine.metrics_log.rows) == (0, 0, [])
+    assert (run.engine.epoch, run.engine.global_step, run.metrics_log.rows) == (0, 0, [])
 
 
 def test_init_from_a_checkpoint_of_another_shape_names_the_key(tmp_path):
@@ -253,7 +253,7 @@ def test_a_checkpoint_of_version_0_1_0_without_the_newer_keys_resumes(run_dir):
     del state["epoch_progress"], state["engine"]["skipped_steps"], state["choices"]
     torch.save(state, last)  # as train 0.1.0 wrote it: no format number, no digest
     resumed = build(compose_config(*SMALL, "trainer.max_epochs=2", "trainer.resume=auto"), run_dir)
-    assert (resumed.engine.epoch, resumed.engine.skipped_steps, resumed.engine.progress) == (1, 0, None)
+    assert (resumed.engine.epoch, resumed.engine.nonfinite.skipped_steps, resumed.engine.progress) == (1, 0, None)
 
 
 def test_resume_refuses_another_learning_rate_which_the_optimizer_state_would_override(run_dir):

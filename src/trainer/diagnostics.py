@@ -10,15 +10,20 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import typing
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 from torch import nn
 
 from trainer.config import HealthConfig
 from trainer.records import writing
+from trainer.training.observers import Observer
+
+if typing.TYPE_CHECKING:
+    from trainer.training.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,10 @@ VANISHING_HINT = ("the layers they belong to barely learn. Usual cures: ReLU or 
 EXPLODING_HINT = ("the steps throw the weights around. Usual cures: a lower learning rate (optimizer.lr), "
                   "gradient clipping (trainer.grad_clip=1.0), normalisation (model.norm), or a smaller "
                   "initialisation (model.init=xavier)")
+
+
+class HealthReportSink(Protocol):
+    def log_health(self, report: list[TensorHealth]) -> None: ...
 
 
 @dataclass
@@ -44,16 +53,39 @@ class TensorHealth:
     """||weights after the step - before|| / ||weights before||."""
 
 
-class GradientHealth:
+class GradientHealth(Observer):
     """Checks the gradients at the first step and every `every_n_steps`-th; appends to health.csv and warns
-    once per tensor and kind (vanishing, exploding), the tensors of one check in one warning."""
+    once per tensor and kind (vanishing, exploding), the tensors of one check in one warning. Rank 0 checks:
+    every process has the same gradients after a step."""
 
-    def __init__(self, model: nn.Module, settings: HealthConfig, path: Optional[Path]):
+    def __init__(self, model: nn.Module, settings: HealthConfig, path: Optional[Path],
+                 report_to: Optional[HealthReportSink] = None):
         self.settings = settings
         self.named_parameters = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         self.path = path
         """health.csv; None keeps nothing (only warns)."""
+        self.report_to = report_to
+        """A logger that shows each check too (logger=tensorboard)."""
         self.warned: set[tuple[str, str]] = set()
+        self._before: Optional[tuple[list[torch.Tensor], float]] = None
+        """The weights before the step being checked, and the float16 loss scale then."""
+
+    def on_step_start(self, engine: Engine) -> None:
+        if self.due(engine.global_step + 1):
+            self._before = self.weights_before_step(), engine.precision.scale()
+
+    def on_step_end(self, engine: Engine, loss: Optional[torch.Tensor]) -> None:
+        if self._before is None:
+            return
+        (weights_before, scale), self._before = self._before, None
+        if engine.precision.scale() < scale:
+            return  # float16: the scaler found an overflow and left the step out: nothing to judge
+        report = self.check(engine.global_step, weights_before)
+        if self.report_to is not None:
+            self.report_to.log_health(report)
+
+    def on_resume(self, engine: Engine) -> None:
+        self.forget_after(engine.global_step)
 
     def due(self, step: int) -> bool:
         """Whether optimiser step `step` (counting from 1) is checked."""

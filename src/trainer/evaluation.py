@@ -19,9 +19,10 @@ import torch
 from omegaconf import DictConfig
 
 from trainer.data import build_data
-from trainer.engine import outputs_and_targets
+from trainer.training.outputs import outputs_and_targets
 from trainer.metrics import confusion_matrix, split_metrics
-from trainer.run import batchers, metric_lines
+from trainer.data import batchers
+from trainer.observe.summary import metric_lines
 from trainer.text_table import aligned
 from trainer.trained import Trained, load
 

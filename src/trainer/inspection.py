@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import torch
 
-from trainer.engine import Engine
+from trainer.training.engine import Engine
 from trainer.losses import targets_for
 from trainer.records import writing
 from trainer.seeding import rng_states, set_rng_states
@@ -60,7 +60,7 @@ def _forward_without_trace(engine: Engine, x: torch.Tensor, y: torch.Tensor) -> 
     """The model's output on the batch, in training mode as the step sees it, and the loss; buffers (BatchNorm's
     running statistics) are put back as they were."""
     buffers = [b.clone() for b in engine.model.buffers()]
-    with torch.no_grad(), engine.autocast():
+    with torch.no_grad(), engine.precision.autocast():
         output = engine.train_model(x).float()  # (B, num_outputs)
         loss = engine.criterion(output, targets_for(engine.criterion, y))
     for buffer, saved in zip(engine.model.buffers(), buffers):

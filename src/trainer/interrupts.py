@@ -186,3 +186,18 @@ def requeue_slurm_job() -> None:
         log.error("scontrol requeue %s failed (exit %d): %s", job_id, result.returncode, result.stderr.strip())
     else:
         log.info("requeued Slurm job %s: it carries on from last.pt with trainer.resume=auto", job_id)
+
+
+def answer_stop_signal(requests: StopRequests, requeue: bool, is_main: bool) -> signal.Signals:
+    """After a run stopped by a signal saved its state: hand the signals on to a host's own handler (submitit's:
+    checkpoint, requeue, exit), or with trainer.requeue ask Slurm to requeue the job (one process asks). Returns
+    the signal, which the run exits by."""
+    received = requests.received
+    # scancel and a preemption both send SIGTERM: only a preempted job is to come back.
+    preempted = (received is signal.SIGTERM and is_main and (requeue or requests.host_requeues)
+                 and slurm_job_preempted())
+    handed_on = requests.hand_on_to_host(preempted)  # the host's handler, if any, requeues
+    if requeue and not handed_on and is_main and (received in REQUEUE_SIGNALS or preempted):
+        requeue_slurm_job()
+    return received
+

@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import nn
 
+from trainer.training.observers import Observer
+
 if TYPE_CHECKING:
     from trainer.diagnostics import TensorHealth
+    from trainer.training.engine import Engine
 
 
-class TensorBoardLogger:
+class TensorBoardLogger(Observer):
     """Per epoch the metrics.csv values; every `every_n_steps` steps the training loss, the learning rate and,
     with `histograms`, a histogram of every parameter tensor's weights and gradients; at every gradient health
     check each tensor's gradient norm and update-to-weight ratio. The x axis is the optimiser step throughout."""
@@ -58,6 +61,19 @@ class TensorBoardLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+    def on_fit_start(self, engine: Engine) -> None:
+        self.start(engine.global_step)
+
+    def on_step_end(self, engine: Engine, loss: Optional[torch.Tensor]) -> None:
+        if loss is not None and self.due(engine.global_step):
+            self.log_step(engine.global_step, loss, engine.lr, engine.model)
+
+    def on_epoch_end(self, engine: Engine, row: dict[str, float]) -> None:
+        self.log_epoch(engine.global_step, row)
+
+    def on_fit_end(self, engine: Engine) -> None:
+        self.close()
 
 
 def build_logger(logger_cfg: Optional[dict], run_dir: Path) -> Optional[TensorBoardLogger]:

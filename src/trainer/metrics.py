@@ -1,16 +1,13 @@
-"""Metrics of a whole split from the model's outputs, and the per-epoch CSV log."""
+"""Metrics of a whole split from the model's outputs."""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 
 from trainer.losses import targets_for
-from trainer.records import writing
 
 
 def split_metrics(criterion: nn.Module, output: torch.Tensor, y: torch.Tensor,
@@ -54,31 +51,3 @@ def regression_errors(output: torch.Tensor, target: torch.Tensor,
     residual = (output - target).pow(2).sum(dim=0)
     total = (target - target.mean(dim=0)).pow(2).sum(dim=0).clamp_min(1e-12)
     return {"mse": mse, "rmse": mse.sqrt(), "r2": (1 - residual / total).mean()}
-
-
-class MetricsLog:
-    """metrics.csv: one row per epoch; the columns are fixed by the first row."""
-
-    def __init__(self, path: Optional[Path]):
-        self.path = path
-        """None keeps the rows without writing them (the processes other than rank 0 of a distributed run)."""
-        self.rows: list[dict[str, float]] = []
-
-    def restore(self, rows: list[dict[str, float]]) -> None:
-        """Start over from `rows` (a checkpoint's): metrics.csv holds exactly them, and new rows follow."""
-        self.rows = []
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-        for row in rows:
-            self.append(row)
-
-    def append(self, row: dict[str, float]) -> None:
-        first = not self.rows
-        self.rows.append(row)
-        if self.path is None:
-            return
-        with writing(self.path), self.path.open("w" if first else "a", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(self.rows[0]))
-            if first:
-                writer.writeheader()
-            writer.writerow(row)

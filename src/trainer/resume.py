@@ -16,7 +16,7 @@ from typing import Any, Optional
 from trainer.checkpoint import DamagedCheckpoint, load_checkpoint, previous_path, remove_stale_temp_files
 from trainer.config import ConfigError, TrainerConfig
 from trainer.data import Batcher
-from trainer.engine import Engine
+from trainer.training.engine import Engine
 from trainer.trust import Untrusted, check_trusted, command_config_dirs
 
 log = logging.getLogger(__name__)

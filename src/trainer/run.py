@@ -2,40 +2,44 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-import math
-import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LRScheduler
 
 from trainer import distributed, inspection
 from trainer.backends import memory_format_for, use_backend_settings
 from trainer.config import check_task_fit, validate
 from trainer.curves import draw_run_curves, run_title
-from trainer.data import Batcher, DataDescription, DataSplits, LoaderBatcher, build_data
+from trainer.data import Batcher, DataDescription, DataSplits, batchers, build_data
 from trainer.device import resolve_device
 from trainer.distributed import Processes
-from trainer.early_stopping import StopReason
-from trainer.engine import Engine
-from trainer.interrupts import REQUEUE_SIGNALS, Interrupted, requeue_slurm_job, slurm_job_preempted
+from trainer.compilation import compiled
+from trainer.config import TrainerConfig
+from trainer.diagnostics import GradientHealth
+from trainer.early_stopping import EarlyStopping, StopReason
+from trainer.interrupts import Interrupted, StopRequests, answer_stop_signal
 from trainer.loggers import build_logger
+from trainer.observe.metrics_log import MetricsLog
+from trainer.observe.summary import result_table, summary_of, value_for_sweepers, write_summary
+from trainer.training.engine import Engine
+from trainer.training.nonfinite import NonFinitePolicy
+from trainer.training.observers import Observer, ProgressBar
+from trainer.training.precision import Precision
+from trainer.training.step import TrainingStep
+from trainer.training.stop_agreement import StopAgreement
 from trainer.losses import num_outputs
 from trainer.model_summary import summary_table
-from trainer.records import writing
 from trainer.resume import start_from_checkpoints
-from trainer.report import UnreadableFile, read_summary
-from trainer.run_directory import saved_config
 from trainer.schedules import build_scheduler
 from trainer.seeding import seed_everything
-from trainer.text_table import aligned
 from trainer.threads import use_fitting_threads
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,8 @@ class Run:
     """Everything a run is made of, built from the config and ready to fit."""
 
     engine: Engine
+    metrics_log: MetricsLog
+    """metrics.csv's rows so far (also the engine's first observer)."""
     data: DataSplits
     train: Batcher
     """Shuffled, augmented training batches."""
@@ -78,13 +84,14 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     train_batches, val_batches, test_batches = batchers(cfg.data, data, model, device, cfg.seed,
                                                         settings.eval_batch_size, processes, memory_format)
     steps_per_epoch = -(-len(train_batches) // settings.accumulate_grad_batches)
-    scheduler, interval = build_scheduler(cfg.scheduler, optimizer, total_steps=steps_per_epoch * settings.max_epochs,
-                                          mode=settings.early_stopping.direction)
-    engine = Engine(model, criterion, optimizer, settings, device, run_dir, scheduler=scheduler,
-                    scheduler_interval=interval, target_std=data.target_std,
-                    config=OmegaConf.to_container(cfg, resolve=True), processes=processes,
-                    logger=build_logger(cfg.get("logger"), run_dir) if processes.is_main else None,
-                    data_description=data.description().to_plain(), choices=group_choices())
+    scheduler = build_scheduler(cfg.scheduler, optimizer, total_steps=steps_per_epoch * settings.max_epochs,
+                                mode=settings.early_stopping.direction)
+    metrics_log = MetricsLog(run_dir / "metrics.csv" if processes.is_main else None)
+    engine = _engine(settings, model, criterion, optimizer, scheduler, device, processes, run_dir,
+                     observers=[metrics_log, *_observers(cfg, settings, model, run_dir, processes)],
+                     target_std=data.target_std,
+                     identity={"config": OmegaConf.to_container(cfg, resolve=True),
+                               "data": data.description().to_plain(), "choices": group_choices()})
     start_from_checkpoints(settings, engine, train_batches, run_dir)
     log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s%s",
              data.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
@@ -92,7 +99,44 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
              f" x {processes.world_size} processes" if processes.distributed else "")
     if processes.is_main:  # (the other processes log warnings only: the summary's forward pass would be wasted)
         log.info("%s", summary_table(model, _sample_batch(data, device)))
-    return Run(engine, data, train_batches, val_batches, test_batches)
+    return Run(engine, metrics_log, data, train_batches, val_batches, test_batches)
+
+
+def _engine(settings: TrainerConfig, model: torch.nn.Module, criterion: torch.nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: tuple[Optional[LRScheduler], Optional[str]],
+            device: torch.device, processes: Processes, run_dir: Path, observers: list[Observer],
+            **run_facts: Any) -> Engine:
+    """The loop and its parts: the step (with its precision and non-finite policy), early stopping, the signals
+    and the observers. run_facts: the Engine's target_std and identity."""
+    # The model as the step calls it: compiled (trainer.compile), and with several processes wrapped in DDP,
+    # whose backward averages the gradients across them. Evaluation needs no averaging: the compiled model.
+    eval_model = compiled(model, device, settings.compile_mode) if settings.compile else model
+    train_model = eval_model
+    if processes.distributed:
+        train_model = DistributedDataParallel(eval_model, device_ids=[device.index] if device.type == "cuda" else None)
+    precision = Precision(settings.precision, device)
+    nonfinite = NonFinitePolicy(settings.on_nonfinite, settings.max_skipped, model, precision, device)
+    step = TrainingStep(model, train_model, criterion, optimizer, settings, precision, nonfinite, processes,
+                        *scheduler)
+    stopping = settings.early_stopping
+    return Engine(step, settings, device, run_dir / settings.checkpoint.dir,
+                  EarlyStopping(stopping.monitor, stopping.direction, stopping.patience, stopping.min_delta),
+                  observers, StopAgreement(StopRequests(), processes, device, settings.log_every_n_steps),
+                  eval_model=eval_model, scheduler=scheduler[0], scheduler_interval=scheduler[1],
+                  processes=processes, **run_facts)
+
+
+def _observers(cfg: DictConfig, settings: TrainerConfig, model: torch.nn.Module, run_dir: Path,
+               processes: Processes) -> list[Observer]:
+    """Besides metrics.csv: gradient health, the logger and the progress bar, rank 0's (the other processes
+    have the same weights and gradients)."""
+    if not processes.is_main:
+        return []
+    logger = build_logger(cfg.get("logger"), run_dir)
+    observers: list[Observer] = []
+    if settings.health.every_n_steps is not None:
+        observers.append(GradientHealth(model, settings.health, run_dir / "health.csv", report_to=logger))
+    return [*observers, *([logger] if logger is not None else []), ProgressBar(settings.log_every_n_steps)]
 
 
 def group_choices() -> Optional[dict[str, Optional[str]]]:
@@ -126,27 +170,6 @@ def _optimizer(optimizer_cfg: DictConfig, model: torch.nn.Module, device: torch.
     return instantiate(optimizer_cfg, **options)(model.parameters())
 
 
-def batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, device: torch.device, seed: int,
-             eval_batch_size: int, processes: Processes = Processes(),
-             memory_format: torch.memory_format = torch.contiguous_format) -> tuple[Batcher, Batcher, Batcher]:
-    """Train, val and test batches: from tensors moved to the device once (data.pipeline=device), or gathered
-    in host memory by DataLoader workers and copied per batch (data.pipeline=dataloader). Each process of a
-    distributed run serves its share of every batch, in the model's memory format."""
-    share = {"rank": processes.rank, "world_size": processes.world_size, "memory_format": memory_format}
-    if data_cfg.pipeline == "dataloader":
-        make = functools.partial(LoaderBatcher, device=device, num_workers=data_cfg.num_workers,
-                                 pin_memory=data_cfg.pin_memory, **share)
-    else:
-        def make(x: torch.Tensor, y: torch.Tensor, batch_size: int, **options) -> Batcher:
-            return Batcher(x.to(device), y.to(device), batch_size, **share, **options)
-    batch_size = data_cfg.batch_size
-    drop_last = data_cfg.drop_last or _lone_last_sample_breaks_batchnorm(model, len(data.train[0]), batch_size)
-    return (make(*data.train, batch_size, drop_last=drop_last, seed=seed, normalize=data.normalize,
-                 augment=data.augment),
-            make(*data.val, eval_batch_size, shuffle=False, normalize=data.normalize),
-            make(*data.test, eval_batch_size, shuffle=False, normalize=data.normalize))
-
-
 def train(cfg: DictConfig, run_dir: Path) -> float:
     """Train, test and summarise one run in `run_dir` (or inspect one step); return the best value of the
     monitored metric (or the loss after the inspected step)."""
@@ -175,101 +198,19 @@ def fit_and_test(run: Run, run_dir: Path) -> float:
     interrupted = result.stop_reason is StopReason.INTERRUPTED
     test = {} if interrupted else run.engine.test(run.test)  # a stopping job's grace period is for saving
 
-    summary = {
-        "test": test,
-        "monitor": run.engine.early_stopping.monitor,
-        "mode": run.engine.early_stopping.mode,
-        "best_value": result.best_value,
-        "best_epoch": result.best_epoch,
-        "stop_reason": result.stop_reason.value,
-        "epochs": result.epochs,
-        "steps": run.engine.global_step,
-        "train_samples": run.train.num_samples,
-        "train_seconds": round(result.train_seconds, 3),  # over every start of a resumed run
-        "starts": result.starts,
-        "device": str(run.engine.device),
-        "processes": run.engine.processes.world_size,
-        "num_parameters": sum(p.numel() for p in run.engine.model.parameters()),
-    }
+    summary = summary_of(run.engine, result, test, run.train.num_samples)
     if run.engine.processes.is_main:
-        with writing(run_dir / "summary.json"):
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if run.engine.settings.curves and run.engine.metrics_log.rows:  # none when no epoch has ended
-            draw_run_curves(run.engine.metrics_log.rows, run_dir / "curves.png", result.best_epoch,
+        write_summary(summary, run_dir / "summary.json")
+        if run.engine.settings.curves and run.metrics_log.rows:  # none when no epoch has ended
+            draw_run_curves(run.metrics_log.rows, run_dir / "curves.png", result.best_epoch,
                             title=run_title(run.engine.config))
     if interrupted:
         # As at the end of every run, the processes leave together, here before the host's handler (which may
         # exit at once) gets the signal: rank 0 has written the summary before any peer tears its connections down.
         distributed.wait_for_every_rank()
-        stop_requests, requeue = run.engine.stop_requests, run.engine.settings.requeue
-        received, is_main = stop_requests.received, run.engine.processes.is_main  # (one process asks Slurm)
-        # scancel and a preemption both send SIGTERM: only a preempted job is to come back.
-        preempted = (received is signal.SIGTERM and is_main and (requeue or stop_requests.host_requeues)
-                     and slurm_job_preempted())
-        # A host's own handler (submitit's: checkpoint, requeue, exit) gets the signals now, and the requeue is its.
-        handed_on = stop_requests.hand_on_to_host(preempted)
-        if requeue and not handed_on and is_main and (received in REQUEUE_SIGNALS or preempted):
-            requeue_slurm_job()
-        raise Interrupted(received)
+        raise Interrupted(answer_stop_signal(run.engine.stop.requests, run.engine.settings.requeue,
+                                             run.engine.processes.is_main))
     log.info(result_table(summary))
-    return _value_for_sweepers(result.best_value, run.engine.early_stopping.mode)
+    return value_for_sweepers(result.best_value, run.engine.early_stopping.mode)
 
 
-def _value_for_sweepers(best_value: Optional[float], mode: str) -> float:
-    """The best value of the monitored metric; with no finite epoch, the worst value there is, which a sweeper
-    ranks last (it cannot rank nan, and Optuna refuses it)."""
-    if best_value is None:
-        return math.inf if mode == "min" else -math.inf
-    return best_value
-
-
-def finished_before(composed: DictConfig, run_dir: Path) -> Optional[float]:
-    """With trainer.resume=auto, a run that already ended in `run_dir` with this very config (a sweep started
-    again: its finished jobs) has nothing left to do: its summary's value for sweepers; None otherwise. A run
-    that was interrupted, or whose config changed (more epochs, say), goes on to resume. So does one whose
-    summary.json or .hydra/config.yaml is not what train writes (damaged, or written by someone else)."""
-    if composed.trainer.resume != "auto":
-        return None
-    summary = _finished_run_summary(run_dir / "summary.json")
-    if summary is None or saved_config(run_dir) != OmegaConf.to_container(composed):
-        return None
-    log.info("%s finished before with this config (stopped by %s after %d epochs, best %s %s): nothing to do. "
-             "Remove its summary.json to train it again", run_dir, summary["stop_reason"], summary["epochs"],
-             summary["monitor"], summary["best_value"])
-    return _value_for_sweepers(summary["best_value"], summary.get("mode", "min"))
-
-
-def _finished_run_summary(path: Path) -> Optional[dict]:
-    """summary.json of a run that ended (not one interrupted), as train-report reads it (the keys and types
-    fit_and_test writes); None for any other file."""
-    try:
-        summary = read_summary(path)
-    except UnreadableFile:
-        return None
-    if summary is None or summary.get("mode", "min") not in ("min", "max"):
-        return None
-    return None if summary["stop_reason"] == StopReason.INTERRUPTED.value else summary
-
-
-def _lone_last_sample_breaks_batchnorm(model: torch.nn.Module, num_samples: int, batch_size: int) -> bool:
-    """BatchNorm cannot normalise a batch of one sample; drop such a last batch rather than fail the run."""
-    batchnorms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
-    has_batchnorm = any(isinstance(m, batchnorms) for m in model.modules())
-    if has_batchnorm and num_samples % batch_size == 1:
-        log.info("dropping the last batch of each epoch: it holds 1 sample, and BatchNorm needs at least 2")
-        return True
-    return False
-
-
-def result_table(summary: dict) -> str:
-    """The test metrics as a small table, with how the run ended."""
-    if not summary["test"]:
-        return f"no epoch ended with a finite loss (stopped by {summary['stop_reason']}): nothing to test"
-    return "\n".join([f"test metrics (best epoch {summary['best_epoch']} of {summary['epochs']}, "
-                      f"stopped by {summary['stop_reason']}, {summary['train_seconds']:.1f}s on {summary['device']})",
-                      *metric_lines(summary["test"])])
-
-
-def metric_lines(metrics: dict[str, float]) -> list[str]:
-    """One indented line per metric, the names aligned: `  loss      0.1234`."""
-    return aligned([(name, f"{value:.4f}") for name, value in metrics.items()], indent="  ")

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
 from trainer.config import ConfigError
-from trainer.report import UnreadableFile, read_record_text
+from trainer.observe import UnreadableFile, read_record_text
 from trainer.resume import setup_difference
 
 try:
@@ -277,8 +277,9 @@ def _setting(config: Any, *path: str) -> Any:
 
 
 def saved_config(run_dir: Path) -> Optional[dict[str, Any]]:
-    """The run's config as `_save_run_config` wrote it to .hydra/config.yaml, interpolations unresolved; None when
-    the file is missing or is not a YAML mapping (a `!!python` tag is refused by the safe loader, never run)."""
+    """The run's config as `cli.during_run.save_run_config` wrote it to .hydra/config.yaml, interpolations
+    unresolved; None when the file is missing or is not a YAML mapping (a `!!python` tag is refused by the safe
+    loader, never run)."""
     try:
         text = read_record_text(run_dir / ".hydra" / "config.yaml")
         if text is None:

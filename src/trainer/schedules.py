@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, ReduceLROnPlateau, SequentialLR
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
@@ -36,3 +36,15 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, total_ste
     accepted = inspect.signature(factory).parameters
     runtime = {k: v for k, v in {"total_steps": total_steps, "mode": mode}.items() if k in accepted and k not in cfg}
     return factory(optimizer, **runtime), cfg.interval
+
+
+def step_epoch_scheduler(scheduler: Optional[LRScheduler | ReduceLROnPlateau], interval: Optional[str],
+                         monitored: float) -> None:
+    """After each validation, a schedule of interval=epoch takes its step; ReduceLROnPlateau reads the monitored
+    metric. (A schedule of interval=step takes its steps with the optimiser's.)"""
+    if scheduler is None or interval != "epoch":
+        return
+    if isinstance(scheduler, ReduceLROnPlateau):
+        scheduler.step(monitored)
+    else:
+        scheduler.step()

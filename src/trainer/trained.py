@@ -27,7 +27,7 @@ from trainer.config import NON_NEGATIVE_INT, POSITIVE_INT, ConfigError, Rule, Tr
 from trainer.data import DataDescription, DataSplits
 from trainer.data.preprocessing import plain_problem
 from trainer.device import resolve_device
-from trainer.engine import AUTOCAST_DTYPES, autocast_to
+from trainer.training.precision import AUTOCAST_DTYPES, autocast_to
 from trainer.resume import read
 from trainer.run import build_model
 from trainer.trust import Untrusted, check_trusted, command_config_dirs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from trainer.engine import Engine
+from trainer.training.engine import Engine
 
 
 def signal_during_step(engine: Engine, after_step: int, signum: signal.Signals = signal.SIGTERM) -> None:

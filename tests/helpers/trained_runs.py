@@ -12,7 +12,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from conftest import compose_config
-from trainer.cli import describe_mistake
+from trainer.cli.mistakes import describe_mistake
 from trainer.config import ConfigError, config_dir
 from trainer.run import train
 

@@ -1,37 +1,24 @@
-"""Typed settings for the engine and the checks that run before any tensor exists.
+"""The `trainer` config group's typed schema: the dataclass `TrainerConfig` and its sub-configs.
 
-The `trainer` config group is the dataclass `TrainerConfig`: Hydra merges the YAML onto it, so a wrong type
-fails at compose time and the defaults live here, once. The other groups point `_target_` at torch's classes or
-ours; `validate` checks their values against the `RULES` table, so that a bad value is one line naming the key,
-the value and what is allowed, before torch is imported and before anything is written.
+Hydra merges the YAML onto it, so a wrong type fails at compose time and the defaults live here, once; each
+`__post_init__` refuses a value that cannot work with a ConfigError naming the key.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
 
-from trainer.vocabulary import LOSSES, METRICS, TASKS, better, measured_metrics
+from trainer.config.errors import ConfigError
+from trainer.vocabulary import METRICS, better
 
 PRECISIONS = ("32", "bf16", "16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work. The message names the key, the value given and what is allowed."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}: got {value!r}, expected {allowed}")
 
 
 def _one_of(key: str, value: Any, choices: tuple) -> None:
@@ -222,184 +209,3 @@ class TrainerConfig:
 # The `trainer` group's one option is the dataclass itself: Hydra type-checks overrides against it while composing,
 # and its defaults are the only ones (`train --cfg job` prints them).
 ConfigStore.instance().store(group="trainer", name="default", node=TrainerConfig)
-
-
-def config_dir() -> Path:
-    """The YAML config groups: inside the installed package, or at the top of a source checkout (editable)."""
-    packaged = Path(__file__).parent / "configs"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "configs"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What one key of a component config accepts."""
-
-    accepts: Callable[[Any], bool]
-    allowed: str
-
-
-def is_finite_number(v: Any) -> bool:
-    """An int or float (not a bool) that is finite as a float: an int too large for one (10**400) is not."""
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # math.isfinite converts an int to a float first
-        return False
-
-
-def _integer(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-POSITIVE_INT = Rule(lambda v: _integer(v) and v > 0, "an integer >= 1")
-NON_NEGATIVE_INT = Rule(lambda v: _integer(v) and v >= 0, "an integer >= 0")
-POSITIVE = Rule(lambda v: is_finite_number(v) and v > 0, "a number > 0")
-NON_NEGATIVE = Rule(lambda v: is_finite_number(v) and v >= 0, "a number >= 0")
-PROBABILITY = Rule(lambda v: is_finite_number(v) and 0 <= v < 1, "a number in [0, 1)")
-OPEN_FRACTION = Rule(lambda v: is_finite_number(v) and 0 < v < 1, "a number in (0, 1)")
-FACTOR = Rule(lambda v: is_finite_number(v) and 0 < v <= 1, "a number in (0, 1]")
-BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
-INT_LIST = Rule(lambda v: isinstance(v, (list, tuple)) and all(_integer(n) and n > 0 for n in v),
-                "a list of integers >= 1, e.g. [128,64]")
-BETAS = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2
-             and all(is_finite_number(b) and 0 <= b < 1 for b in v),
-             "two numbers in [0, 1), e.g. [0.9,0.999]")
-
-
-PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
-TENSORBOARD = "trainer.loggers.TensorBoardLogger"
-
-
-def _choice(*options: str) -> Rule:
-    return Rule(lambda v: v in options, "one of " + ", ".join(options))
-
-
-def _or_null(rule: Rule) -> Rule:
-    return Rule(lambda v: v is None or rule.accepts(v), f"{rule.allowed}, or null")
-
-
-TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
-EXISTING_FILE = Rule(lambda v: isinstance(v, str) and os.path.isfile(v), "the path of a file that exists")
-TEXT_LIST = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(n, str) for n in v),
-                 "a list of column names, e.g. [age,height]")
-
-
-# Keys of the component groups (data, model, loss, optimizer, scheduler) and what each accepts. A key a config
-# does not have is not checked, and the model keys only for our models (trainer.models), so a user's own
-# `_target_` takes its arguments as it likes.
-RULES: dict[str, Rule] = {
-    "seed": NON_NEGATIVE_INT,
-    "data.task": _choice(*TASKS, "auto"),
-    "data.batch_size": POSITIVE_INT,
-    "data.val_fraction": OPEN_FRACTION,
-    "data.test_fraction": _or_null(OPEN_FRACTION),
-    "data.split_seed": NON_NEGATIVE_INT,
-    "data.standardize": BOOL,
-    "data.drop_last": BOOL,
-    "data.seed": NON_NEGATIVE_INT,
-    "data.n_samples": POSITIVE_INT,
-    "data.noise": NON_NEGATIVE,
-    "data.pipeline": _choice("device", "dataloader"),
-    "data.num_workers": NON_NEGATIVE_INT,
-    "data.pin_memory": BOOL,
-    "data.root": TEXT,
-    "data.download": BOOL,
-    "data.path": EXISTING_FILE,
-    "data.target": TEXT,
-    "data.features": _or_null(TEXT_LIST),
-    "data.augment.crop_padding": NON_NEGATIVE_INT,
-    "data.augment.horizontal_flip": BOOL,
-    "model.hidden_sizes": INT_LIST,
-    "model.activation": _choice("relu", "tanh", "sigmoid", "gelu"),
-    "model.norm": _choice("none", "batchnorm", "layernorm"),
-    "model.residual": BOOL,
-    "model.init": _choice("default", "he", "xavier"),
-    "model.dropout": PROBABILITY,
-    "model.d_model": POSITIVE_INT,
-    "model.num_heads": POSITIVE_INT,
-    "model.num_layers": POSITIVE_INT,
-    "model.dim_feedforward": POSITIVE_INT,
-    "model.norm_first": BOOL,
-    "model.patch_size": _or_null(POSITIVE_INT),
-    "model.channels": INT_LIST,
-    "model.blocks_per_stage": POSITIVE_INT,
-    "loss.label_smoothing": PROBABILITY,
-    "loss.beta": POSITIVE,
-    "optimizer.lr": POSITIVE,
-    "optimizer.weight_decay": NON_NEGATIVE,
-    "optimizer.momentum": PROBABILITY,
-    "optimizer.nesterov": BOOL,
-    "optimizer.alpha": PROBABILITY,
-    "optimizer.eps": POSITIVE,
-    "optimizer.betas": BETAS,
-    "optimizer.lr_decay": NON_NEGATIVE,
-    "optimizer.fused": _or_null(BOOL),
-    "scheduler.step_size": POSITIVE_INT,
-    "scheduler.gamma": FACTOR,
-    "scheduler.warmup_steps": NON_NEGATIVE_INT,
-    "scheduler.eta_min": NON_NEGATIVE,
-    "scheduler.factor": OPEN_FRACTION,
-    "scheduler.patience": NON_NEGATIVE_INT,
-    "scheduler.interval": _choice("step", "epoch"),
-    "logger.every_n_steps": POSITIVE_INT,
-    "logger.histograms": BOOL,
-}
-
-
-def validate(cfg: DictConfig) -> TrainerConfig:
-    """Check a composed config; return the engine's typed settings. Raises ConfigError naming the first bad key."""
-    data, model = cfg.data, cfg.model
-    our_model = str(model.get("_target_")).startswith("trainer.models.")
-    for key, rule in RULES.items():
-        if key.startswith("model.") and not our_model:
-            continue
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        if not isinstance(node, DictConfig) or leaf not in node.keys():
-            continue
-        if OmegaConf.is_missing(node, leaf):
-            raise ConfigError(key, "???", f"{rule.allowed} (a value is required)")
-        value = node[leaf]
-        if OmegaConf.is_config(value):
-            value = OmegaConf.to_container(value, resolve=True)
-        if not rule.accepts(value):
-            raise ConfigError(key, value, rule.allowed)
-    if data.test_fraction is not None and data.val_fraction + data.test_fraction >= 1:
-        raise ConfigError("data.val_fraction", data.val_fraction,
-                          f"a fraction that leaves samples to train: val_fraction + test_fraction < 1 "
-                          f"(test_fraction={data.test_fraction})")
-    if our_model and "num_heads" in model and "d_model" in model and model.d_model % model.num_heads:
-        raise ConfigError("model.d_model", model.d_model,
-                          f"a multiple of model.num_heads={model.num_heads} (each head gets d_model/num_heads)")
-    if cfg.scheduler.get("_target_") == PLATEAU and cfg.scheduler.get("interval") != "epoch":
-        raise ConfigError("scheduler.interval", cfg.scheduler.get("interval"),
-                          "epoch (reduce-on-plateau compares the monitored metric, measured once per epoch)")
-    tensorboard = cfg.get("logger") and cfg.logger.get("_target_") == TENSORBOARD
-    if tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("logger", "tensorboard", 'csv, or tensorboard once its extra is installed: '
-                                                   'pip install "trainer[tensorboard]"')
-    try:
-        settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)
-    except ConfigError as error:
-        raise ConfigError(f"trainer.{error.key}", error.value, error.allowed) from None
-    check_task_fit(cfg, settings)
-    return settings
-
-
-def check_task_fit(cfg: DictConfig, settings: TrainerConfig) -> None:
-    """The loss and the monitored metric must suit the data's task (data.task). With data.task=auto this waits
-    until the data is read and the task known (trainer.run checks again then)."""
-    task = cfg.data.get("task")
-    if task is None:
-        raise ConfigError("data.task", task, f"one of {', '.join(TASKS)} (every data config says what it is for)")
-    if task == "auto":
-        return
-    target = cfg.loss.get("_target_")
-    if target in LOSSES and task not in LOSSES[target][1]:
-        suitable = [name for name, tasks in LOSSES.values() if task in tasks]
-        raise ConfigError("loss", LOSSES[target][0], f"one of {', '.join(suitable)} for a {task} set")
-    measured = measured_metrics(task)
-    if settings.early_stopping.monitor not in measured:
-        raise ConfigError("trainer.early_stopping.monitor", settings.early_stopping.monitor,
-                          f"one of {', '.join(measured)} (what a {task} set measures)")

@@ -9,39 +9,12 @@ Like `train-report`, it imports no torch.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Optional
 
+from trainer.cli.usage import exit_with_usage_error
 from trainer.config import ConfigError
-from trainer.curves import read_metrics_csv
-from trainer.report import Job, UnreadableFile, draw_curves, read_overrides, read_summary
-from trainer.usage import exit_with_usage_error
-
-
-def plot(run_dirs: list[Path], output: Path) -> None:
-    """Draw the runs' curves at `output`. Raises ConfigError naming the first folder without a metrics.csv row, or
-    with an overrides.yaml or summary.json that is not what train writes."""
-    jobs = []
-    for run_dir in run_dirs:
-        metrics_file = run_dir / "metrics.csv"
-        try:
-            # os.path.isfile: False for a name too long for the OS, where Path.is_file raises
-            rows = read_metrics_csv(metrics_file) if os.path.isfile(metrics_file) else []
-        except ValueError as error:
-            raise ConfigError("RUN_DIR", str(run_dir), f"a run's folder as train writes it ({error})") from None
-        if not rows:
-            raise ConfigError("RUN_DIR", str(run_dir), "a run's folder holding metrics.csv (a run writes a row to it "
-                                                       "at the end of each epoch)")
-        try:
-            jobs.append(Job(path=str(run_dir), overrides=read_overrides(run_dir),
-                            summary=read_summary(run_dir / "summary.json")))
-        except UnreadableFile as error:
-            raise ConfigError("RUN_DIR", str(run_dir), f"a run's folder as train writes it ({error})") from None
-    try:
-        draw_curves(jobs, Path(), output, heading="")
-    except OSError as error:
-        raise ConfigError("--output", str(output), f"a file that can be written ({error.strerror})") from None
+from trainer.observe import plot
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -1,0 +1,47 @@
+"""A run's train, val and test batchers, from its data splits: on the device, or through DataLoader workers."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+from omegaconf import DictConfig
+
+from trainer.data.batcher import Batcher, LoaderBatcher
+from trainer.data.splits import DataSplits
+from trainer.distributed import Processes
+
+log = logging.getLogger(__name__)
+
+
+def batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, device: torch.device, seed: int,
+             eval_batch_size: int, processes: Processes = Processes(),
+             memory_format: torch.memory_format = torch.contiguous_format) -> tuple[Batcher, Batcher, Batcher]:
+    """Train, val and test batches: from tensors moved to the device once (data.pipeline=device), or gathered
+    in host memory by DataLoader workers and copied per batch (data.pipeline=dataloader). Each process of a
+    distributed run serves its share of every batch, in the model's memory format."""
+    share = {"rank": processes.rank, "world_size": processes.world_size, "memory_format": memory_format}
+    if data_cfg.pipeline == "dataloader":
+        make = functools.partial(LoaderBatcher, device=device, num_workers=data_cfg.num_workers,
+                                 pin_memory=data_cfg.pin_memory, **share)
+    else:
+        def make(x: torch.Tensor, y: torch.Tensor, batch_size: int, **options) -> Batcher:
+            return Batcher(x.to(device), y.to(device), batch_size, **share, **options)
+    batch_size = data_cfg.batch_size
+    drop_last = data_cfg.drop_last or _lone_last_sample_breaks_batchnorm(model, len(data.train[0]), batch_size)
+    return (make(*data.train, batch_size, drop_last=drop_last, seed=seed, normalize=data.normalize,
+                 augment=data.augment),
+            make(*data.val, eval_batch_size, shuffle=False, normalize=data.normalize),
+            make(*data.test, eval_batch_size, shuffle=False, normalize=data.normalize))
+
+
+def _lone_last_sample_breaks_batchnorm(model: torch.nn.Module, num_samples: int, batch_size: int) -> bool:
+    """BatchNorm cannot normalise a batch of one sample; drop such a last batch rather than fail the run."""
+    batchnorms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+    has_batchnorm = any(isinstance(m, batchnorms) for m in model.modules())
+    if has_batchnorm and num_samples % batch_size == 1:
+        log.info("dropping the last batch of each epoch: it holds 1 sample, and BatchNorm needs at least 2")
+        return True
+    return False
+

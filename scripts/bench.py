@@ -14,7 +14,7 @@ for a few rounds, one table:
       checkpoint writes (metrics.csv's seconds), is shown beside it.
   (c) floor:    the same forward/backward/step on pre-made float tensors in memory; nothing else. Its Adam
       is fused, as `train` runs Adam on CPU and CUDA (the tutorial's is torch's default, per-tensor), and it
-      takes the CPU threads `train` takes (trainer.threads; the tutorial keeps torch's default, one per core).
+      takes the CPU threads `train` takes (trainer.training.threads; the tutorial keeps torch's default, one per core).
 Speed is compared per training sample, since (b) holds out 10% of the train file for validation. After the
 rounds, (b) runs once more while another process spins on one core (a shared node, a laptop running other
 programs): its training pass against the quiet one says whether `train`'s CPU threads fit a busy machine.
@@ -110,7 +110,7 @@ def use_train_threads(device) -> None:
     """torch's CPU threads as `train` takes them for a model on `device` (trainer.threads)."""
     import torch
 
-    from trainer.threads import fitting_threads, usable_cpus
+    from trainer.training.threads import fitting_threads, usable_cpus
 
     torch.set_num_threads(fitting_threads(usable_cpus(), device))
 
@@ -150,7 +150,7 @@ def run_floor(root: str, epochs: int, launched_at: float, samples: int, device: 
     model = tutorial_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as `train` runs it on CPU and CUDA
     if compile:
-        from trainer.compilation import compiled
+        from trainer.training.compilation import compiled
 
         model = compiled(model, device)  # as trainer.compile=true does
     return {"samples": len(x_all), **train_passes(model, optimizer, shuffled_batches(x_all, y_all), epochs, device,

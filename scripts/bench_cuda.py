@@ -181,7 +181,7 @@ def run_syncs(root: str, launched_at: float) -> dict:
     it fired in, whether inside train_step or in the loop around it, and the line of Python that asked for it."""
     import torch
 
-    from trainer.diagnostics import GradientHealth
+    from trainer.observe.health import GradientHealth
     from trainer.training.engine import Engine
 
     syncs: list[dict] = []

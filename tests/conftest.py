@@ -31,8 +31,8 @@ from trainer.data.formats import write_cifar10, write_mnist
 SHRINK = ("trainer.max_epochs=3", "trainer.early_stopping.patience=null", "trainer.curves=false")
 
 # Every `train` the suite starts, in a subprocess or in this process, takes one torch thread, as one_torch_thread
-# below does: its models are tiny, and trainer.threads would otherwise measure the other pytest worker's load, so
-# that the thread count (and with it the last bits of a result) would depend on the moment.
+# below does: its models are tiny, and trainer.training.threads would otherwise measure the other pytest worker's
+# load, so that the thread count (and with it the last bits of a result) would depend on the moment.
 os.environ["OMP_NUM_THREADS"] = "1"
 
 STAND_IN_ROOT = Path()

@@ -7,13 +7,13 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_config
-from trainer.backends import memory_format_for, use_backend_settings
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.training.backends import memory_format_for, use_backend_settings
+from trainer.training.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import MATMUL_PRECISIONS, ConfigError, TrainerConfig
 from trainer.data import DataDescription
 from trainer.models import MLP, ResNet
 from trainer.run import build, train
-from trainer.trained import Trained, load
+from trainer.inference.trained_model import Trained, load
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 CIFAR_RESNET = ("data=cifar10", "model=resnet", "model.channels=[8,16]", "model.blocks_per_stage=1",

@@ -16,7 +16,7 @@ import torch
 
 from helpers.commands import NO_GPU, assert_succeeded, train
 from helpers.files import snapshot
-from trainer.checkpoint import load_checkpoint
+from trainer.training.checkpoint import load_checkpoint
 from trainer.data.formats import write_mnist
 
 EARLIER_RUN = ("data=xor", "model.hidden_sizes=[16]", "trainer.max_epochs=2", "trainer.curves=false")

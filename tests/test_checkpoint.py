@@ -6,9 +6,9 @@ import threading
 import pytest
 import torch
 
-import trainer.checkpoint
+import trainer.training.checkpoint
 from conftest import compose_config
-from trainer.checkpoint import (FORMAT_VERSION, CheckpointNotSaved, DamagedCheckpoint, content_digest,
+from trainer.training.checkpoint import (FORMAT_VERSION, CheckpointNotSaved, DamagedCheckpoint, content_digest,
                                 load_checkpoint, previous_path, save_checkpoint)
 from trainer.run import train
 
@@ -296,7 +296,8 @@ def test_a_write_the_file_system_refuses_names_the_file_and_the_error_and_leaves
         self.error = OSError(code, os.strerror(code))
         raise self.error
 
-    monkeypatch.setattr(trainer.checkpoint._ErrorKeepingWriter, "write", refused)  # torch wraps it in its own error
+    # torch wraps the error in its own
+    monkeypatch.setattr(trainer.training.checkpoint._ErrorKeepingWriter, "write", refused)
     with pytest.raises(CheckpointNotSaved) as error:
         save_checkpoint({"epoch": 3, "weight": torch.zeros(1000)}, path, keep_previous=True)
     assert (error.value.errno, error.value.strerror, error.value.filename) == (code, os.strerror(code), str(path))

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from conftest import options
 from helpers.commands import assert_succeeded, run_command, train
-from trainer.checkpoint import load_checkpoint
+from trainer.training.checkpoint import load_checkpoint
 
 GROUPS = ("data", "model", "loss", "optimizer", "scheduler")
 

@@ -4,6 +4,7 @@ loss=auto scheduler=cosine`) and the `_target_` paths of that version's configs.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import sys
@@ -13,6 +14,7 @@ import pytest
 from hydra.utils import get_object
 
 from helpers.commands import assert_succeeded, run_command
+from trainer.moved_modules import MOVED_MODULES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -37,3 +39,15 @@ def test_a_checkpoint_of_version_0_1_0_evaluates_to_the_accuracy_it_had(tmp_path
 @pytest.mark.parametrize("target", TARGETS_OF_VERSION_0_1_0)
 def test_each_target_path_of_version_0_1_0_still_names_its_callable(target):
     assert callable(get_object(target))
+
+
+@pytest.mark.parametrize("public, home", sorted(MOVED_MODULES.items()))
+def test_a_moved_module_imports_by_its_public_path_as_the_module_that_holds_its_code(public, home):
+    moved, holder = importlib.import_module(public), importlib.import_module(home)
+    assert moved is holder and moved.__spec__.name == home  # one module: a patch of either is a patch of both
+
+
+def test_importing_trainer_imports_no_moved_module_before_it_is_asked_for():
+    command = ("import sys, trainer, trainer.config; "
+               "assert 'torch' not in sys.modules and not set(trainer.moved_modules.MOVED_MODULES) & set(sys.modules)")
+    assert_succeeded(run_command([sys.executable, "-c", command], cwd=Path.cwd()))

@@ -23,11 +23,11 @@ import torch
 
 from conftest import compose_config, metrics_rows
 from helpers.signals import signal_during_step
-from trainer.checkpoint import load_checkpoint
+from trainer.training.checkpoint import load_checkpoint
 from trainer.data import Batcher
-from trainer.early_stopping import StopReason
+from trainer.training.early_stopping import StopReason
 from trainer.training.outputs import outputs_and_targets
-from trainer.losses import targets_for
+from trainer.training.losses import targets_for
 from trainer.run import Run, build
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -14,7 +14,7 @@ from conftest import compose_config
 from helpers.commands import assert_succeeded, run_command
 from helpers.files import made_up_rows, png_size, write_metrics_csv
 from trainer.cli.plot import main as plot_main
-from trainer.curves import DPI, PANEL_INCHES, draw_run_curves, draw_runs_curves, read_metrics_csv, run_title
+from trainer.observe.curves import DPI, PANEL_INCHES, draw_run_curves, draw_runs_curves, read_metrics_csv, run_title
 from trainer.run import train
 
 TRAIN_PLOT = Path(sys.executable).parent / "train-plot"

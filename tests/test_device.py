@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from trainer.config import ConfigError
-from trainer.device import available_devices, resolve_device
+from trainer.training.device import available_devices, resolve_device
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import compose_config
 from trainer.config import HealthConfig
-from trainer.diagnostics import GradientHealth, TensorHealth
+from trainer.observe.health import GradientHealth, TensorHealth
 from trainer.run import build, train
 
 
@@ -23,7 +23,7 @@ def read_health(run_dir: Path) -> list[dict[str, str]]:
 
 
 def warnings_of(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "trainer.diagnostics" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "trainer.observe.health" and r.levelno == logging.WARNING]
 
 
 def test_health_csv_checks_the_first_step_and_every_nth_with_sgds_update_ratio(run_dir):
@@ -46,7 +46,7 @@ def test_health_csv_checks_the_first_step_and_every_nth_with_sgds_update_ratio(r
 
 
 def test_a_deep_sigmoid_mlp_warns_of_vanishing_gradients_in_its_first_layers_once(run_dir, caplog):
-    caplog.set_level(logging.WARNING, logger="trainer.diagnostics")
+    caplog.set_level(logging.WARNING, logger="trainer.observe.health")
     train(compose_config("data=xor", "model.hidden_sizes=[16,16,16,16,16,16,16,16,16,16]",
                          "model.activation=sigmoid", "trainer.max_epochs=1", "trainer.health.every_n_steps=2",
                          "trainer.curves=false"), run_dir)
@@ -60,7 +60,7 @@ def test_a_deep_sigmoid_mlp_warns_of_vanishing_gradients_in_its_first_layers_onc
 
 
 def test_a_huge_learning_rate_warns_of_exploding_gradients(run_dir, caplog):
-    caplog.set_level(logging.WARNING, logger="trainer.diagnostics")
+    caplog.set_level(logging.WARNING, logger="trainer.observe.health")
     train(compose_config("data=xor", "model.hidden_sizes=[32]", "optimizer=sgd", "optimizer.lr=1e4",
                          "trainer.max_epochs=1", "trainer.health.every_n_steps=1", "trainer.curves=false"), run_dir)
     exploding = [w for w in warnings_of(caplog) if "exploding gradients (norm above 1000 or not finite) in" in w]
@@ -79,7 +79,7 @@ def test_a_huge_learning_rate_warns_of_exploding_gradients(run_dir, caplog):
     (math.nan, "exploding"),
 ])
 def test_a_gradient_norm_is_judged_against_the_bounds_and_warned_once(caplog, grad_norm, kind):
-    caplog.set_level(logging.WARNING, logger="trainer.diagnostics")
+    caplog.set_level(logging.WARNING, logger="trainer.observe.health")
     health = GradientHealth(nn.Linear(2, 1), HealthConfig(vanishing_below=1e-6, exploding_above=1e3), path=None)
     for step in (1, 2):
         health.warn_about([TensorHealth(step, "weight", grad_norm, 1.0, 0.0),

@@ -18,7 +18,7 @@ import torch
 from conftest import compose_config, metrics_rows
 from helpers.commands import assert_succeeded, run_command
 from trainer.data import Batcher
-from trainer.distributed import Processes, from_environment
+from trainer.training.distributed import Processes, from_environment
 from trainer.run import train as train_in_process
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))

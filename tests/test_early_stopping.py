@@ -1,6 +1,6 @@
 import pytest
 
-from trainer.early_stopping import EarlyStopping
+from trainer.training.early_stopping import EarlyStopping
 
 
 def first_stop(values, **options):

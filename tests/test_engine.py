@@ -16,13 +16,13 @@ import torch
 
 from conftest import compose_config, metrics_rows, options
 from helpers.signals import signal_during_step
-from trainer import distributed
-from trainer.checkpoint import load_checkpoint
+from trainer.training import distributed
+from trainer.training.checkpoint import load_checkpoint
 from trainer.config import COMPILE_MODES, ConfigError
 from trainer.data import Batcher
-from trainer.early_stopping import StopReason
+from trainer.training.early_stopping import StopReason
 from trainer.training.stop_agreement import StopAgreement
-from trainer.interrupts import StopRequests
+from trainer.training.interrupts import StopRequests
 from trainer.models import MLP
 from trainer.run import Run, build
 from trainer.vocabulary import measured_metrics
@@ -223,7 +223,7 @@ def test_compile_trains_the_compiled_model_and_saves_the_plain_one(run_dir, monk
         compiled.append(compile(model, backend="eager"))
         return compiled[-1]
 
-    monkeypatch.setattr("trainer.compilation.torch.compile", compile_with_the_eager_backend)
+    monkeypatch.setattr("trainer.training.compilation.torch.compile", compile_with_the_eager_backend)
     run = build_run(run_dir, SMALL_MLP, "trainer.compile=true", f"trainer.compile_mode={mode}", "trainer.max_epochs=2")
     assert run.engine.train_model is compiled[0] and run.engine.eval_model is compiled[0] and modes == [mode]
     run.engine.fit(run.train, run.val)
@@ -233,7 +233,7 @@ def test_compile_trains_the_compiled_model_and_saves_the_plain_one(run_dir, monk
 
 
 def test_compile_without_a_cxx_compiler_on_a_cpu_is_refused_in_one_line(run_dir, monkeypatch):
-    monkeypatch.setattr("trainer.compilation.shutil.which", lambda name: None)
+    monkeypatch.setattr("trainer.training.compilation.shutil.which", lambda name: None)
     with pytest.raises(ConfigError, match=r"trainer.compile: got True, expected false on this machine: .*C\+\+ compiler"):
         build_run(run_dir, SMALL_MLP, "trainer.compile=true")
 
@@ -447,8 +447,8 @@ def test_a_non_finite_gradient_under_a_finite_loss_never_reaches_a_mid_epoch_che
                     "trainer.checkpoint.every_n_steps=1")
     result = run.engine.fit(run.train, run.val)
     assert result.stop_reason is StopReason.DIVERGED
-    assert run.engine.nonfinite.divergence.startswith("epoch 1, step 1: a weight is not finite (a gradient was, though the "
-                                            "loss was not)")
+    assert run.engine.nonfinite.divergence.startswith("epoch 1, step 1: a weight is not finite (a gradient was, "
+                                                      "though the loss was not)")
     assert not (run_dir / "checkpoints" / "last.pt").exists()
 
 

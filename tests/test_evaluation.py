@@ -14,10 +14,10 @@ import pytest
 from helpers.commands import NO_GPU, assert_succeeded, run_command
 from helpers.files import PNG_SIGNATURE
 from helpers.trained_runs import best_checkpoint, compose_command, mistake, train_tiny_runs
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.training.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data import build_data
-from trainer.evaluation import evaluate, main
-from trainer.trained import load
+from trainer.inference.evaluation import evaluate, main
+from trainer.inference.trained_model import load
 
 EVALUATE = shutil.which("evaluate", path=str(Path(sys.executable).parent))
 """The console script installed next to this Python."""

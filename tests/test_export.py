@@ -20,11 +20,11 @@ from safetensors import safe_open
 import conftest
 from helpers.commands import assert_succeeded
 from helpers.trained_runs import best_checkpoint, compose_command, train_tiny_runs
-from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.evaluation import evaluate
-from trainer.export import main
-from trainer.prediction import predict
-from trainer.trained import load
+from trainer.training.checkpoint import load_checkpoint, save_checkpoint
+from trainer.inference.evaluation import evaluate
+from trainer.inference.export import main
+from trainer.inference.prediction import predict
+from trainer.inference.trained_model import load
 
 RUNS = {"classes": ("data=csv",), "values": ("data=regression", "data.n_samples=300")}
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-import trainer.checkpoint
+import trainer.training.checkpoint
 import trainer.training.engine
 from conftest import metrics_rows, mounted_tmpfs
 from helpers.commands import assert_succeeded
-from trainer.checkpoint import load_checkpoint
+from trainer.training.checkpoint import load_checkpoint
 
 RUN = ("data=xor", "model.hidden_sizes=[64,64]", "trainer.max_epochs=3", "trainer.curves=false",
        "trainer.deterministic=true", "trainer.health.every_n_steps=null", "trainer.device=cpu")
@@ -46,7 +46,7 @@ def test_a_refused_checkpoint_write_ends_the_run_in_one_line_and_resume_finishes
             return real_save(state, path, **options)
         before.update(checkpoint_files(run_dir))
         with monkeypatch.context() as disk:
-            disk.setattr(trainer.checkpoint._ErrorKeepingWriter, "write", refuse_write)
+            disk.setattr(trainer.training.checkpoint._ErrorKeepingWriter, "write", refuse_write)
             return real_save(state, path, **options)
 
     def refuse_write(self, data):
@@ -75,7 +75,7 @@ def test_a_disk_that_fills_between_the_first_best_pt_and_last_pt_leaves_a_run_th
 
     def save_on_a_disk_that_fills(state, path, **options):
         if path.name == "last.pt":
-            raise trainer.checkpoint.CheckpointNotSaved(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            raise trainer.training.checkpoint.CheckpointNotSaved(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real_save(state, path, **options)
 
     with monkeypatch.context() as disk:

@@ -20,8 +20,8 @@ from torch.overrides import TorchFunctionMode
 import trainer
 from conftest import compose_config, options
 from trainer.data import LoaderBatcher
-from trainer.diagnostics import GradientHealth
-from trainer.loggers import TensorBoardLogger
+from trainer.observe.health import GradientHealth
+from trainer.observe.loggers import TensorBoardLogger
 from trainer.run import Run, build
 
 READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "__format__", "__repr__", "__str__",

@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from conftest import compose_config
-from trainer.inspection import format_values, inspect_one_step
+from trainer.observe.inspection import format_values, inspect_one_step
 from trainer.run import build, train
 
 TINY = ("data=xor", "model.hidden_sizes=[2]", "data.batch_size=4", "trainer.curves=false", "trainer.inspect=true")

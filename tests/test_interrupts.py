@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from pausing_model import MODEL, TrainProcess, wait_until
-from trainer.checkpoint import load_checkpoint
-from trainer import interrupts
-from trainer.interrupts import StopRequests, requeue_slurm_job, slurm_job_preempted
+from trainer.training.checkpoint import load_checkpoint
+from trainer.training import interrupts
+from trainer.training.interrupts import StopRequests, requeue_slurm_job, slurm_job_preempted
 
 RUN = (MODEL, "data=xor", "model.hidden_sizes=[32]", "data.batch_size=70", "trainer.max_epochs=3")
 """xor's 700 training samples in batches of 70: 10 steps an epoch. (xor, not the default digits: it spares each

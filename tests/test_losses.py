@@ -7,7 +7,7 @@ from torch import nn
 from conftest import options
 from trainer.config import config_dir
 from trainer.data import DataSplits
-from trainer.losses import num_outputs, targets_for, weight_penalty
+from trainer.training.losses import num_outputs, targets_for, weight_penalty
 from trainer.models import MLP
 
 

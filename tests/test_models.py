@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from trainer.config import ConfigError
-from trainer.models import ACTIVATIONS, MLP, NORMS, DropoutNet, HiddenLayer, ResNet, Transformer, TransformerBlock
+from trainer.models import MLP, DropoutNet, HiddenLayer, ResNet, Transformer, TransformerBlock
+from trainer.models.mlp import ACTIVATIONS, NORMS
 
 IMAGE, VECTOR = (1, 8, 8), (30,)
 MODELS = {

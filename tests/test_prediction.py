@@ -21,11 +21,11 @@ from PIL import Image
 import conftest
 from helpers.commands import assert_succeeded, run_command
 from helpers.trained_runs import best_checkpoint, compose_command, mistake, train_tiny_runs
-from trainer.checkpoint import load_checkpoint
+from trainer.training.checkpoint import load_checkpoint
 from trainer.data import build_data
-from trainer.prediction import predict
+from trainer.inference.prediction import predict
 from trainer.run import build_model
-from trainer.trained import load
+from trainer.inference.trained_model import load
 
 PREDICT = shutil.which("predict", path=str(Path(sys.executable).parent))
 """The console script installed next to this Python."""

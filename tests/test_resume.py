@@ -15,7 +15,7 @@ from conftest import compose_config, metrics_rows
 from pausing_model import MODEL, TrainProcess
 from helpers.commands import assert_succeeded, train
 from helpers.files import snapshot
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.training.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import ConfigError, validate
 from trainer.run import build
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import compose_config
-from trainer.checkpoint import load_checkpoint
+from trainer.training.checkpoint import load_checkpoint
 from trainer.run import build, train
 
 SMALL_MLP = "model.hidden_sizes=[32]"

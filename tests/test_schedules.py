@@ -5,7 +5,7 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau, StepLR
 
 from conftest import compose_config, options
-from trainer.schedules import build_scheduler, warmup_cosine
+from trainer.training.schedules import build_scheduler, warmup_cosine
 
 BASE_LR = 0.5
 

@@ -3,8 +3,8 @@ import random
 import numpy as np
 import torch
 
-from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.seeding import rng_states, set_rng_states
+from trainer.training.checkpoint import load_checkpoint, save_checkpoint
+from trainer.training.seeding import rng_states, set_rng_states
 
 CPU = torch.device("cpu")
 

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from pausing_model import MODEL, TrainProcess, wait_until
 from helpers.commands import assert_succeeded, train
 from trainer.config import config_dir
-from trainer.slurm import ResumeAfterRequeue
+from trainer.cluster.slurm_callback import ResumeAfterRequeue
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "slurm" / "train.sbatch"
 JOB_ID = "4242"

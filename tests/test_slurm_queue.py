@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainer import slurm_queue
-from trainer.slurm_queue import SweepJobsNotRun, wait_for_jobs
+from trainer.cluster import slurm_queue
+from trainer.cluster.slurm_queue import SweepJobsNotRun, wait_for_jobs
 
 
 class Job:
@@ -70,7 +70,7 @@ def test_each_change_of_a_jobs_state_is_said_once_and_the_wait_ends_when_the_job
     answer(queue, "7_0|RUNNING|None", "7_1|PENDING|Resources")
     answer(queue, "7_1|RUNNING|None")
     answer(queue)
-    with caplog.at_level(logging.INFO, logger="trainer.slurm_queue"):
+    with caplog.at_level(logging.INFO, logger="trainer.cluster.slurm_queue"):
         wait_for_jobs(jobs)
     assert caplog.messages == ["Slurm job 7_0: PENDING (Priority)", "Slurm job 7_1: PENDING (Priority)",
                                "Slurm job 7_0: RUNNING", "Slurm job 7_1: PENDING (Resources)",
@@ -89,7 +89,7 @@ def test_a_job_that_leaves_the_queue_without_a_result_is_named_once_the_others_h
     answer(queue, "3_1|RUNNING|None")  # 3_2 missing once: requeued
     answer(queue, "3_1|RUNNING|None", "3_2|PENDING|BeginTime")
     answer(queue, "3_1|RUNNING|None", "3_2|RUNNING|None")
-    with caplog.at_level(logging.WARNING, logger="trainer.slurm_queue"), pytest.raises(SweepJobsNotRun) as raised:
+    with caplog.at_level(logging.WARNING, logger="trainer.cluster.slurm_queue"), pytest.raises(SweepJobsNotRun) as raised:
         wait_for_jobs(jobs)
     said = (f"trainer.max_epochs: got -5, expected an integer >= 1 (its log: {queue / '3_0_log.err'})")
     assert str(raised.value) == f"Slurm job 3_0 ended without a result: train: error: {said}"

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import compose_config, write_csv_table
 from helpers.commands import assert_succeeded, train
-from trainer.checkpoint import load_checkpoint
+from trainer.training.checkpoint import load_checkpoint
 from trainer.config import ConfigError, validate
 from trainer.data import build_data
 from trainer.data.splits import infer_task

@@ -1,6 +1,6 @@
 import pytest
 
-from trainer.text_table import aligned
+from trainer.observe.text_table import aligned
 
 
 @pytest.mark.parametrize("rows, right, indent, lines", [

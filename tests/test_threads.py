@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from trainer import threads
+from trainer.training import threads
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -151,9 +151,9 @@ def test_the_choice_is_logged_in_one_line_with_its_reason(monkeypatch, caplog, m
                                                            num_threads, expected):
     set_environment(monkeypatch, mask, local_world_size=local_world_size)
     monkeypatch.setattr(threads, "busy_now", lambda cpus: busy)
-    caplog.set_level(logging.INFO, logger="trainer.threads")
+    caplog.set_level(logging.INFO, logger="trainer.training.threads")
     threads.use_fitting_threads(num_threads, device)
-    assert [r.getMessage() for r in caplog.records if r.name == "trainer.threads"] == [expected]
+    assert [r.getMessage() for r in caplog.records if r.name == "trainer.training.threads"] == [expected]
 
 
 def test_the_load_is_measured_over_one_window_while_this_process_sleeps(monkeypatch):
@@ -169,7 +169,7 @@ def test_omp_num_threads_is_taken_as_it_is(monkeypatch, caplog, omp_num_threads)
     set_environment(monkeypatch, 4)
     monkeypatch.setenv("OMP_NUM_THREADS", omp_num_threads)
     monkeypatch.setattr(threads, "busy_now", lambda cpus: pytest.fail("measured despite OMP_NUM_THREADS"))
-    with caplog.at_level(logging.INFO, logger="trainer.threads"):
+    with caplog.at_level(logging.INFO, logger="trainer.training.threads"):
         assert threads.use_fitting_threads(None, CPU) == 3
     assert caplog.messages == ["3 CPU threads for torch (this process may use 4 CPUs; OMP_NUM_THREADS)"]
 

@@ -29,10 +29,12 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(fullname, self) if fullname in MOVED_MODULES else None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        return importlib.import_module(MOVED_MODULES[spec.name])
+        module = importlib.import_module(MOVED_MODULES[spec.name])
+        spec.loader_state = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        module.__spec__ = importlib.util.find_spec(module.__name__)  # the import set the public path's spec
+        module.__spec__ = module.__spec__.loader_state  # the import gave it the public path's spec: its own back
 
 
 def install() -> None:

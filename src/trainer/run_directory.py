@@ -24,7 +24,7 @@ from yaml import YAMLError
 
 from trainer.config import ConfigError
 from trainer.observe import UnreadableFile, read_record_text
-from trainer.resume import setup_difference
+from trainer.training.resume import setup_difference
 
 try:
     import fcntl

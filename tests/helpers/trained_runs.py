@@ -41,7 +41,8 @@ def train_tiny_runs(folder: Path, runs: dict[str, tuple[str, ...]]) -> dict[str,
 def mistake(command: str, cfg: DictConfig) -> str:
     """The one line `command` ends with for this config (its main raises the mistake; the console script prints
     this and exits 2)."""
-    from trainer import evaluation, prediction
+    from trainer.inference import evaluation
+    from trainer.inference import prediction
 
     with pytest.raises((ConfigError, InstantiationException)) as error:
         {"evaluate": evaluation.main, "predict": prediction.main}[command](cfg)

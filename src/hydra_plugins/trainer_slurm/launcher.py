@@ -32,7 +32,7 @@ if SubmititSlurmLauncher is not None:
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             import submitit  # (only when a sweep is launched: Hydra imports this module at every start)
 
-            from trainer.slurm_queue import SweepJobsNotRun, wait_for_jobs
+            from trainer.cluster.slurm_queue import SweepJobsNotRun, wait_for_jobs
 
             assert self.config is not None
             sweep_dir = Path(str(self.config.hydra.sweep.dir))

@@ -10,10 +10,10 @@ A run stopped by a signal (SIGTERM, SIGUSR1, SIGUSR2, Ctrl-C) saves last.pt firs
 signal's number.
 
 `evaluate` and `predict` read a checkpoint train wrote (configs/evaluate.yaml, predict.yaml; the work is in
-trainer.evaluation and trainer.prediction). Their mistakes (a checkpoint that is missing or unreadable, an input
-the model cannot take) end the same way, in one line and exit code 2; they write nothing of Hydra's. So does
-`train-export` (configs/export.yaml, trainer.export), which writes a checkpoint's model as a .safetensors file and a
-JSON file that `evaluate` and `predict` take in its place.
+trainer.inference.evaluation and trainer.inference.prediction). Their mistakes (a checkpoint that is missing or
+unreadable, an input the model cannot take) end the same way, in one line and exit code 2; they write nothing of
+Hydra's. So does `train-export` (configs/export.yaml, trainer.inference.export), which writes a checkpoint's model
+as a .safetensors file and a JSON file that `evaluate` and `predict` take in its place.
 
 `train-report` (report) and `train-plot` (plot) read what runs wrote (trainer.observe), and import no torch.
 """

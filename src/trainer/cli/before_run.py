@@ -28,7 +28,7 @@ class ValidateBeforeRun(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             settings = validate(config)
-            from trainer.device import resolve_device  # imports torch: only once the config is known good
+            from trainer.training.device import resolve_device  # imports torch: only once the config is known good
 
             resolve_device(settings.device)
         except ConfigError as error:
@@ -36,7 +36,7 @@ class ValidateBeforeRun(Callback):
         _same_directory_on_every_rank(config, "run")
         folder = _checked_directory(config, "run")
         ValidateBeforeRun.existing_folder = next(path for path in (folder, *folder.parents) if path.exists())
-        from trainer.distributed import from_environment
+        from trainer.training.distributed import from_environment
         from trainer.run_directory import refuse_a_directory_in_use, refuse_another_runs_records
 
         if from_environment().rank == 0:  # (the others write nothing there)
@@ -80,7 +80,7 @@ def _same_directory_on_every_rank(config: DictConfig, mode: str) -> None:
     """Under torchrun every process composes the config and resolves ${now:...} itself, a moment apart: rank 0's
     hydra.run.dir (or hydra.sweep.dir) is made every process's, so that a run has one directory, not one per
     process."""
-    from trainer import distributed  # imports torch: only for a distributed run
+    from trainer.training import distributed  # imports torch: only for a distributed run
 
     processes = distributed.from_environment()
     if not processes.distributed:

@@ -1,6 +1,6 @@
-"""The commands that read a checkpoint train wrote: `evaluate` (trainer.evaluation), `predict`
-(trainer.prediction) and `train-export` (trainer.export), each configured by its own YAML (configs/evaluate.yaml,
-predict.yaml, export.yaml). A mistake ends them in one line and exit code 2; they write nothing of Hydra's."""
+"""The commands that read a checkpoint train wrote: `evaluate` (trainer.inference.evaluation), `predict`
+(trainer.inference.prediction) and `train-export` (trainer.inference.export), each configured by its own YAML
+(configs/evaluate.yaml, predict.yaml, export.yaml). A mistake ends them in one line and exit code 2; they write nothing of Hydra's."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from trainer.config import ConfigError, config_dir
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
 def _evaluate_app(cfg: DictConfig) -> None:
-    from trainer import evaluation
+    from trainer.inference import evaluation
 
     with _mistakes_in_one_line("evaluate"):
         evaluation.main(cfg)
@@ -31,7 +31,7 @@ def _evaluate_app(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 def _predict_app(cfg: DictConfig) -> None:
-    from trainer import prediction
+    from trainer.inference import prediction
 
     with _mistakes_in_one_line("predict"):
         prediction.main(cfg)
@@ -39,7 +39,7 @@ def _predict_app(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
 def _export_app(cfg: DictConfig) -> None:
-    from trainer import export
+    from trainer.inference import export
 
     with _mistakes_in_one_line("train-export"):
         export.main(cfg)

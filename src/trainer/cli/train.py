@@ -47,7 +47,7 @@ def train() -> None:
 
 
 def _in_a_distributed_run() -> bool:
-    distributed = sys.modules.get("trainer.distributed")  # (imported where a run has several processes)
+    distributed = sys.modules.get("trainer.training.distributed")  # (imported where a run has several processes)
     return distributed is not None and distributed.joined()
 
 
@@ -59,7 +59,7 @@ def _end_a_distributed_process(code: Optional[int | str]) -> None:
         return
     if isinstance(code, str):  # sys.exit(MESSAGE): printed, and exit code 1
         print(code, file=sys.stderr)
-    sys.modules["trainer.distributed"].end_process(code if isinstance(code, int) else 0 if code is None else 1)
+    sys.modules["trainer.training.distributed"].end_process(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 def _train_command() -> None:
@@ -77,7 +77,7 @@ def _train_command() -> None:
               file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     except Exception as error:
-        slurm_queue = sys.modules.get("trainer.slurm_queue")  # (imported by hydra/launcher=slurm only)
+        slurm_queue = sys.modules.get("trainer.cluster.slurm_queue")  # (imported by hydra/launcher=slurm only)
         if slurm_queue is not None and isinstance(error, slurm_queue.SweepJobsNotRun):
             print(f"train: {'' if error.exit_code == 128 + signal.SIGINT else 'error: '}{error}", file=sys.stderr)
             sys.exit(error.exit_code)
@@ -90,8 +90,8 @@ def _train_command() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_app(cfg: DictConfig) -> float:
-    from trainer.distributed import from_environment, wait_for_every_rank
-    from trainer.interrupts import Interrupted
+    from trainer.training.distributed import from_environment, wait_for_every_rank
+    from trainer.training.interrupts import Interrupted
     from trainer.observe.summary import finished_before
     from trainer.run import build, execute
 

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainer.data.transforms import Augment, Normalize
-from trainer.interrupts import ignore_stop_signals
+from trainer.training.interrupts import ignore_stop_signals
 
 
 class Batcher:

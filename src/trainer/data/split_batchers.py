@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from trainer.data.batcher import Batcher, LoaderBatcher
 from trainer.data.splits import DataSplits
-from trainer.distributed import Processes
+from trainer.training.distributed import Processes
 
 log = logging.getLogger(__name__)
 

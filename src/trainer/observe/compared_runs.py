@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from trainer.config import ConfigError
-from trainer.curves import draw_runs_curves, read_metrics_csv
+from trainer.observe.curves import draw_runs_curves, read_metrics_csv
 from trainer.observe.run_records import Job, UnreadableFile, read_overrides, read_summary
 
 

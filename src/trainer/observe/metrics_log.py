@@ -7,7 +7,7 @@ import typing
 from pathlib import Path
 from typing import Any, Optional
 
-from trainer.records import writing
+from trainer.observe.records import writing
 from trainer.training.observers import Observer
 
 if typing.TYPE_CHECKING:

@@ -11,11 +11,11 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.early_stopping import StopReason
+from trainer.training.early_stopping import StopReason
 from trainer.observe.run_records import UnreadableFile, read_summary
-from trainer.records import writing
+from trainer.observe.records import writing
 from trainer.run_directory import saved_config
-from trainer.text_table import aligned
+from trainer.observe.text_table import aligned
 
 if typing.TYPE_CHECKING:
     from trainer.training.engine import Engine, FitResult

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainer import distributed
+from trainer.training import distributed
 from trainer.training.precision import Precision
 
 log = logging.getLogger(__name__)

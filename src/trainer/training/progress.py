@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import torch
 
-from trainer.early_stopping import StopReason
+from trainer.training.early_stopping import StopReason
 
 
 @dataclass

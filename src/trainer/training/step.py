@@ -13,8 +13,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from trainer.config import TrainerConfig
-from trainer.distributed import Processes
-from trainer.losses import targets_for, weight_penalty
+from trainer.training.distributed import Processes
+from trainer.training.losses import targets_for, weight_penalty
 from trainer.training.nonfinite import NonFinitePolicy
 from trainer.training.precision import Precision
 

@@ -7,10 +7,10 @@ import signal
 
 import torch
 
-from trainer import distributed
-from trainer.distributed import Processes
-from trainer.early_stopping import StopReason
-from trainer.interrupts import StopRequests
+from trainer.training import distributed
+from trainer.training.distributed import Processes
+from trainer.training.early_stopping import StopReason
+from trainer.training.interrupts import StopRequests
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from trainer.checkpoint import DamagedCheckpoint, load_checkpoint, previous_path, remove_stale_temp_files
+from trainer.training.checkpoint import DamagedCheckpoint, load_checkpoint, previous_path, remove_stale_temp_files
 from trainer.config import ConfigError, TrainerConfig
 from trainer.data import Batcher
 from trainer.training.engine import Engine
-from trainer.trust import Untrusted, check_trusted, command_config_dirs
+from trainer.inference.trust import Untrusted, check_trusted, command_config_dirs
 
 log = logging.getLogger(__name__)
 

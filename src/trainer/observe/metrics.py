@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainer.losses import targets_for
+from trainer.training.losses import targets_for
 
 
 def split_metrics(criterion: nn.Module, output: torch.Tensor, y: torch.Tensor,

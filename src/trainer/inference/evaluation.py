@@ -20,11 +20,11 @@ from omegaconf import DictConfig
 
 from trainer.data import build_data
 from trainer.training.outputs import outputs_and_targets
-from trainer.metrics import confusion_matrix, split_metrics
+from trainer.observe.metrics import confusion_matrix, split_metrics
 from trainer.data import batchers
 from trainer.observe.summary import metric_lines
-from trainer.text_table import aligned
-from trainer.trained import Trained, load
+from trainer.observe.text_table import aligned
+from trainer.inference.trained_model import Trained, load
 
 CONFUSION_PNG = "confusion.png"
 MAX_CLASSES_ANNOTATED = 30

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from trainer.config import HealthConfig
-from trainer.records import writing
+from trainer.observe.records import writing
 from trainer.training.observers import Observer
 
 if typing.TYPE_CHECKING:

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig
 
 from trainer.config import ConfigError
-from trainer.trained import EXPORT_FORMAT_VERSION, EXPORTED_SUFFIX, read_trusted
+from trainer.inference.trained_model import EXPORT_FORMAT_VERSION, EXPORTED_SUFFIX, read_trusted
 
 FORMATS = ("safetensors",)
 """What `format` may be; onnx and torchscript are planned."""

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainer.text_table import aligned
+from trainer.observe.text_table import aligned
 
 CONTAINERS = (nn.Sequential, nn.ModuleList)
 

@@ -14,7 +14,7 @@ from torch import nn
 from trainer.training.observers import Observer
 
 if TYPE_CHECKING:
-    from trainer.diagnostics import TensorHealth
+    from trainer.observe.health import TensorHealth
     from trainer.training.engine import Engine
 
 

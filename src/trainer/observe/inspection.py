@@ -17,9 +17,9 @@ from typing import Any, Iterator
 import torch
 
 from trainer.training.engine import Engine
-from trainer.losses import targets_for
-from trainer.records import writing
-from trainer.seeding import rng_states, set_rng_states
+from trainer.training.losses import targets_for
+from trainer.observe.records import writing
+from trainer.training.seeding import rng_states, set_rng_states
 
 VALUES_SAVED_UP_TO = 10_000
 """inspect.json keeps every value of tensors up to this many elements, and a summary of larger ones."""

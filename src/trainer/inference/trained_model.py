@@ -1,8 +1,8 @@
 """A trained model back from its checkpoint, for `evaluate` and `predict`: the run's config as saved in it (with the
 data files where they are now), and the model it trained, with its weights, on the device the command asks for.
 
-The model may also come as the pair `export` writes to share it without code (trainer.export): NAME.safetensors, the
-weights, and NAME.json beside it, the rest of what a checkpoint says. Neither holds a pickle: the weights are a flat
+The model may also come as the pair `export` writes to share it without code (trainer.inference.export):
+NAME.safetensors, the weights, and NAME.json beside it, the rest of what a checkpoint says. Neither holds a pickle: the weights are a flat
 table of tensors, the rest plain JSON, and both are believed only as far as a checkpoint is (read_exported).
 """
 
@@ -22,15 +22,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from trainer.backends import memory_format_for, use_backend_settings
+from trainer.training.backends import memory_format_for, use_backend_settings
 from trainer.config import NON_NEGATIVE_INT, POSITIVE_INT, ConfigError, Rule, TrainerConfig, validate
 from trainer.data import DataDescription, DataSplits
 from trainer.data.preprocessing import plain_problem
-from trainer.device import resolve_device
+from trainer.training.device import resolve_device
 from trainer.training.precision import AUTOCAST_DTYPES, autocast_to
-from trainer.resume import read
+from trainer.training.resume import read
 from trainer.run import build_model
-from trainer.trust import Untrusted, check_trusted, command_config_dirs
+from trainer.inference.trust import Untrusted, check_trusted, command_config_dirs
 
 EXPORTED_SUFFIX = ".safetensors"
 EXPORT_FORMAT_VERSION = 1

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from trainer.data import Batcher, DataSplits, LoaderBatcher
+from trainer.data import Batcher, DataDescription, DataSplits, LoaderBatcher
 from trainer.data.transforms import Augment, Normalize
 from trainer.data import batchers
 
@@ -222,8 +222,8 @@ def test_eval_batchers_serve_samples_in_order_normalised_and_not_augmented(pipel
     x = torch.randint(1, 256, (30, 3, 6, 6), generator=torch.Generator().manual_seed(1)).to(torch.uint8)
     y = torch.arange(30)
     normalize = Normalize.fitted(x[:20])
-    data = DataSplits(train=(x[:20], y[:20]), val=(x[20:25], y[20:25]), test=(x[25:], y[25:]), task="multiclass",
-                      input_shape=(3, 6, 6), num_classes=30, normalize=normalize,
+    described = DataDescription(task="multiclass", input_shape=(3, 6, 6), num_classes=30, pixels=normalize)
+    data = DataSplits(train=(x[:20], y[:20]), val=(x[20:25], y[20:25]), test=(x[25:], y[25:]), description=described,
                       augment=Augment(crop_padding=2, horizontal_flip=True))
     cfg = OmegaConf.create({"pipeline": pipeline, "num_workers": 0, "pin_memory": False, "batch_size": 4,
                             "drop_last": False})

@@ -76,7 +76,8 @@ def train_split_loss(run: Run) -> float:
     """The loss of the plain model (never a compiled one) over the whole train split, in order and without
     augmentation, at the run's precision and in its memory format."""
     device, (x, y) = run.engine.device, run.data.train
-    batches = Batcher(x.to(device), y.to(device), batch_size=1024, shuffle=False, normalize=run.data.normalize,
+    batches = Batcher(x.to(device), y.to(device), batch_size=1024, shuffle=False,
+                      normalize=run.data.description.pixels,
                       memory_format=run.train.memory_format)
     model, training = run.engine.model, run.engine.model.training
     model.eval()

@@ -94,9 +94,9 @@ def test_classification_splits_are_stratified(option):
     data = splits(option)
     ours = {name: part for name, part in parts(data).items() if not (name == "test" and option in IMAGE_SETS)}
     labels = torch.cat([y for _, y in ours.values()])
-    whole = torch.bincount(labels, minlength=data.num_classes).double() / len(labels)
+    whole = torch.bincount(labels, minlength=data.description.num_classes).double() / len(labels)
     for name, (_, y) in ours.items():
-        share = torch.bincount(y, minlength=data.num_classes).double() / len(y)
+        share = torch.bincount(y, minlength=data.description.num_classes).double() / len(y)
         assert torch.allclose(share, whole, atol=0.02), f"{name}: {share.tolist()} vs whole {whole.tolist()}"
 
 
@@ -142,8 +142,9 @@ def test_regression_targets_are_standardised_on_train_and_target_std_is_the_raw_
     raw_y = raw.train[1].double()
     assert raw_y.dim() == 2 and data.train[1].dtype == torch.float32
     mean, std = raw_y.mean(dim=0), raw_y.std(dim=0, unbiased=False)
-    assert data.target_std is not None and data.target_std.shape == (data.num_targets,)
-    assert torch.allclose(data.target_std.double(), std, rtol=1e-5)
+    described = data.description
+    assert described.target_std is not None and described.target_std.shape == (described.num_targets,)
+    assert torch.allclose(described.target_std.double(), std, rtol=1e-5)
     y_train = data.train[1].double()
     assert torch.allclose(y_train.mean(dim=0), torch.zeros_like(mean), atol=1e-4)
     assert torch.allclose(y_train.std(dim=0, unbiased=False), torch.ones_like(std), atol=1e-4)
@@ -175,17 +176,18 @@ def test_another_split_seed_holds_out_other_samples(option):
 def test_task_input_shape_and_num_classes(option):
     task, input_shape, num_classes = EXPECTED[option]
     data = splits(option)
-    assert (data.task, data.input_shape, data.num_classes) == (task, input_shape, num_classes)
+    described = data.description
+    assert (described.task, described.input_shape, described.num_classes) == (task, input_shape, num_classes)
     assert tuple(data.train[0].shape[1:]) == input_shape
     if task == "regression":
-        assert data.num_targets == 1 and data.target_std is not None
+        assert data.description.num_targets == 1 and data.description.target_std is not None
     else:
-        assert data.target_std is None
+        assert data.description.target_std is None
         assert int(torch.cat([data.train[1], data.val[1], data.test[1]]).max()) == num_classes - 1
 
 
 def test_regression_without_standardisation_has_no_target_std():
-    assert raw_splits("regression").target_std is None
+    assert raw_splits("regression").description.target_std is None
 
 
 def test_synthetic_regression_follows_its_formula_exactly_without_noise():

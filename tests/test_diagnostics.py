@@ -23,7 +23,8 @@ def read_health(run_dir: Path) -> list[dict[str, str]]:
 
 
 def warnings_of(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "trainer.observe.health" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records
+            if r.name == "trainer.observe.health" and r.levelno == logging.WARNING]
 
 
 def test_health_csv_checks_the_first_step_and_every_nth_with_sgds_update_ratio(run_dir):

@@ -39,7 +39,7 @@ def build_run(run_dir: Path, *overrides: str) -> Run:
 
 
 def train_split_loss(run: Run) -> float:
-    in_order = Batcher(*run.data.train, batch_size=1024, shuffle=False, normalize=run.data.normalize)
+    in_order = Batcher(*run.data.train, batch_size=1024, shuffle=False, normalize=run.data.description.pixels)
     return run.engine.evaluate(in_order)["loss"]
 
 
@@ -120,7 +120,8 @@ def test_every_loss_trains_on_a_data_set_of_its_task(run_dir, loss, data):
     run = build_run(run_dir, f"loss={loss}", f"data={data}", SMALL_MLP,
                     *(SMALL_SYNTHETIC if data not in ("digits", "csv") else ()),
                     *(("data.batch_size=16", "optimizer.lr=0.01") if data == "csv" else ()))  # only 300 rows
-    expected = AUTO_LOSS[run.data.task] if loss == "auto" else class_name(run.engine.config["loss"]["_target_"])
+    task = run.data.description.task
+    expected = AUTO_LOSS[task] if loss == "auto" else class_name(run.engine.config["loss"]["_target_"])
     assert type(run.engine.criterion).__name__ == expected
     assert_training_lowers_the_loss(run, epochs=3)
 
@@ -460,10 +461,11 @@ def test_at_precision_16_gradients_not_finite_at_any_scale_stop_the_run(run_dir,
                     f"trainer.on_nonfinite={policy}")
     result = run.engine.fit(run.train, run.val)
     assert result.stop_reason is StopReason.DIVERGED
+    divergence = run.engine.nonfinite.divergence
     assert "the gradients are not finite, even unscaled (the GradScaler skipped their steps, down to a scale of " in (
-        run.engine.nonfinite.divergence)
-    assert run.engine.nonfinite.divergence.endswith(f"(trainer.on_nonfinite={policy}). best.pt keeps the best finite epoch. A "
-                                          f"lower optimizer.lr or trainer.grad_clip usually helps.")
+        divergence)
+    assert divergence.endswith(f"(trainer.on_nonfinite={policy}). best.pt keeps the best finite epoch. A "
+                               f"lower optimizer.lr or trainer.grad_clip usually helps.")
 
 
 def test_train_loss_leaves_out_the_weight_penalty(run_dir):
@@ -493,7 +495,7 @@ def test_drop_last_is_a_data_setting(run_dir):
 def test_evaluate_measures_what_validate_expects_of_the_task(run_dir, data):
     run = build_run(run_dir, SMALL_MLP, data, "data.n_samples=200" if data != "data=digits" else "seed=0")
     measured = run.engine.evaluate(run.val)
-    assert tuple(f"val_{name}" for name in measured) == measured_metrics(run.data.task)
+    assert tuple(f"val_{name}" for name in measured) == measured_metrics(run.data.description.task)
 
 
 def assert_same_parameters_and_metrics(run: Run, reference: Run) -> None:

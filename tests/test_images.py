@@ -111,19 +111,19 @@ def test_image_split_keeps_the_test_file_and_holds_out_val_stratified_from_the_t
 def test_normalize_has_the_train_split_s_per_channel_statistics(option, channels):
     data = build_data(compose_config(f"data={option}").data)
     pixels = data.train[0].double().transpose(0, 1).reshape(channels, -1)  # (C, N*H*W)
-    assert data.normalize.mean.shape == data.normalize.std.shape == (channels,)
-    assert torch.allclose(data.normalize.mean.double(), pixels.mean(dim=1), rtol=1e-6)
-    assert torch.allclose(data.normalize.std.double(), pixels.std(dim=1, unbiased=False), rtol=1e-6)
+    assert data.description.pixels.mean.shape == data.description.pixels.std.shape == (channels,)
+    assert torch.allclose(data.description.pixels.mean.double(), pixels.mean(dim=1), rtol=1e-6)
+    assert torch.allclose(data.description.pixels.std.double(), pixels.std(dim=1, unbiased=False), rtol=1e-6)
     # Fitted on train only: the statistics of the whole train file differ.
     whole = torch.cat([data.train[0], data.val[0]]).double().transpose(0, 1).reshape(channels, -1)
-    assert not torch.equal(data.normalize.mean, whole.mean(dim=1).float())
+    assert not torch.equal(data.description.pixels.mean, whole.mean(dim=1).float())
 
 
 @pytest.mark.parametrize("option, channels", [("mnist", 1), ("cifar10", 3)])
 def test_without_standardize_pixels_are_scaled_by_255(option, channels):
     data = build_data(compose_config(f"data={option}", "data.standardize=false").data)
-    assert torch.equal(data.normalize.mean, torch.zeros(channels))
-    assert torch.equal(data.normalize.std, torch.full((channels,), 255.0))
+    assert torch.equal(data.description.pixels.mean, torch.zeros(channels))
+    assert torch.equal(data.description.pixels.std, torch.full((channels,), 255.0))
     assert data.train[0].dtype == torch.uint8
 
 

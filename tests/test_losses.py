@@ -6,7 +6,7 @@ from torch import nn
 
 from conftest import options
 from trainer.config import config_dir
-from trainer.data import DataSplits
+from trainer.data import DataDescription, DataSplits
 from trainer.training.losses import num_outputs, targets_for, weight_penalty
 from trainer.models import MLP
 
@@ -15,8 +15,10 @@ def split_set(task, num_classes=None, num_targets=1, n=6):
     """A tiny DataSplits of the given task: class indices (n,) or float targets (n, num_targets)."""
     x = torch.randn(n, 4)
     y = torch.arange(n) % num_classes if task != "regression" else torch.randn(n, num_targets)
-    return DataSplits(train=(x, y), val=(x, y), test=(x, y), task=task, input_shape=(4,),
-                      num_classes=num_classes if task != "regression" else None)
+    regression = task == "regression"
+    described = DataDescription(task=task, input_shape=(4,), num_classes=None if regression else num_classes,
+                                num_targets=num_targets if regression else None)
+    return DataSplits(train=(x, y), val=(x, y), test=(x, y), description=described)
 
 
 def loss(name):
@@ -27,17 +29,17 @@ def loss(name):
 @pytest.mark.parametrize("num_classes", [2, 10])
 def test_cross_entropy_needs_one_logit_per_class(num_classes):
     task = "binary" if num_classes == 2 else "multiclass"
-    assert num_outputs(nn.CrossEntropyLoss(), split_set(task, num_classes)) == num_classes
+    assert num_outputs(nn.CrossEntropyLoss(), split_set(task, num_classes).description) == num_classes
 
 
 def test_bce_needs_one_logit():
-    assert num_outputs(nn.BCEWithLogitsLoss(), split_set("binary", 2)) == 1
+    assert num_outputs(nn.BCEWithLogitsLoss(), split_set("binary", 2).description) == 1
 
 
 @pytest.mark.parametrize("criterion", [nn.MSELoss(), nn.L1Loss(), nn.SmoothL1Loss()], ids=lambda c: type(c).__name__)
 @pytest.mark.parametrize("num_targets", [1, 3])
 def test_regression_losses_need_one_output_per_target(criterion, num_targets):
-    assert num_outputs(criterion, split_set("regression", num_targets=num_targets)) == num_targets
+    assert num_outputs(criterion, split_set("regression", num_targets=num_targets).description) == num_targets
 
 
 def test_targets_for_bce_are_float_columns():
@@ -95,7 +97,7 @@ def test_every_loss_option_builds_a_criterion_that_scores_its_task_s_outputs(nam
     task, num_classes = {"cross_entropy": ("multiclass", 3), "bce": ("binary", 2)}.get(name, ("regression", None))
     data = split_set(task, num_classes)
     criterion = loss(name)
-    output = torch.randn(6, num_outputs(criterion, data), requires_grad=True)  # (N, num_outputs)
+    output = torch.randn(6, num_outputs(criterion, data.description), requires_grad=True)  # (N, num_outputs)
     value = criterion(output, targets_for(criterion, data.train[1]))
     value.backward()
     assert value.dim() == 0 and torch.isfinite(value) and output.grad.abs().sum() > 0

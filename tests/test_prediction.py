@@ -61,10 +61,11 @@ def in_process_outputs(run_dir: Path, x: torch.Tensor) -> tuple[torch.Tensor, ob
     data set: x is uint8 images, or rows of raw features (N, F)."""
     cfg = run_config(run_dir)
     data = build_data(cfg.data)
-    _, model = build_model(cfg, data)
+    _, model = build_model(cfg, data.description)
     model.load_state_dict(load_checkpoint(best_checkpoint(run_dir))["model"])
     model.eval()
-    prepared = data.normalize(x) if data.normalize is not None else torch.from_numpy(data.feature_scaling(x.numpy()))
+    described = data.description
+    prepared = described.pixels(x) if described.pixels is not None else torch.from_numpy(described.features(x.numpy()))
     with torch.inference_mode():
         return model(prepared), data
 
@@ -101,9 +102,10 @@ def test_predict_on_saved_test_images_gives_the_trained_model_s_predictions(runs
 
     predictions = predictions_for(run_dir, folder)
     assert [p.sample for p in predictions] == [f"test{number}.png" for number in range(4)]
-    assert [p.predicted for p in predictions] == [data.class_names[k] for k in output.argmax(dim=1).tolist()]
+    class_names = data.description.class_names
+    assert [p.predicted for p in predictions] == [class_names[k] for k in output.argmax(dim=1).tolist()]
     for prediction, probabilities in zip(predictions, torch.softmax(output, dim=1).tolist()):
-        assert list(prediction.probabilities) == data.class_names  # MNIST's own names: "0 - zero", ...
+        assert list(prediction.probabilities) == data.description.class_names  # MNIST's own names: "0 - zero", ...
         assert list(prediction.probabilities.values()) == pytest.approx(probabilities, abs=1e-6)
 
 
@@ -134,8 +136,9 @@ def test_predict_on_rows_of_the_table_gives_the_trained_model_s_classes(runs, tm
 
     predictions = predictions_for(run_dir, source)
     assert [p.sample for p in predictions] == [f"row {number}" for number in range(1, TABLE_ROWS + 1)]
-    assert [p.predicted for p in predictions] == [data.class_names[k] for k in output.argmax(dim=1).tolist()]
-    assert data.class_names == list(conftest.CSV_CLASSES)
+    class_names = data.description.class_names
+    assert [p.predicted for p in predictions] == [class_names[k] for k in output.argmax(dim=1).tolist()]
+    assert data.description.class_names == list(conftest.CSV_CLASSES)
     for prediction, probabilities in zip(predictions, torch.softmax(output, dim=1).tolist()):
         assert list(prediction.probabilities.values()) == pytest.approx(probabilities, abs=1e-6)
 
@@ -157,7 +160,7 @@ def test_regression_predicts_values_in_the_data_s_units(runs, tmp_path):
     rows = rows[:TABLE_ROWS]
     (tmp_path / "rows.csv").write_text("\n".join(",".join(row) for row in [header, *rows]) + "\n")
     output, data = in_process_outputs(run_dir, features_of(header, rows, ["a", "b"]))
-    expected = data.target_scaling.inverse(output.numpy())[:, 0]  # standardised output -> price
+    expected = data.description.targets.inverse(output.numpy())[:, 0]  # standardised output -> price
 
     values = [p.values for p in predictions_for(run_dir, tmp_path / "rows.csv")]
     assert all(len(value) == 1 for value in values)

@@ -46,19 +46,20 @@ def test_the_description_survives_a_weights_only_checkpoint_with_the_same_statis
                                                                                      feature_names, fitted):
     data = build_data(compose_config(*overrides).data)
     buffer = io.BytesIO()
-    torch.save({"data": data.description().to_plain()}, buffer)
+    torch.save({"data": data.description.to_plain()}, buffer)
     buffer.seek(0)
     described = DataDescription.from_plain(torch.load(buffer, weights_only=True)["data"])
 
-    assert (described.task, described.input_shape) == (data.task, data.input_shape)
+    assert (described.task, described.input_shape) == (data.description.task, data.description.input_shape)
     assert (described.class_names, described.feature_names) == (class_names, feature_names)
     assert [name for name in ("pixels", "features", "targets") if getattr(described, name) is not None] == \
         fitted.split()
-    for restored, original in ((described.features, data.feature_scaling), (described.targets, data.target_scaling)):
+    for restored, original in ((described.features, data.description.features),
+                               (described.targets, data.description.targets)):
         if restored is not None:
             assert restored.mean.dtype == np.float32
             np.testing.assert_array_equal(restored.mean, original.mean)
             np.testing.assert_array_equal(restored.std, original.std)
     if described.pixels is not None:
-        assert torch.equal(described.pixels.mean, data.normalize.mean)
-        assert torch.equal(described.pixels.std, data.normalize.std)
+        assert torch.equal(described.pixels.mean, data.description.pixels.mean)
+        assert torch.equal(described.pixels.std, data.description.pixels.std)

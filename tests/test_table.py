@@ -78,7 +78,7 @@ def test_infer_task(values, task, _):
 def test_build_data_infers_the_task_from_the_csv_target(tmp_path, values, task, num_classes):
     path = table(tmp_path / "t.csv", "a,y", [(i, value) for i, value in enumerate(values)])
     data = csv_splits(path, "data.standardize=false")
-    assert (data.task, data.num_classes) == (task, num_classes)
+    assert (data.description.task, data.description.num_classes) == (task, num_classes)
     # Feature a is the row number: each sample's target is its row's value, or its class index in sorted order.
     classes = sorted(set(values))
     for x, y in (data.train, data.val, data.test):

@@ -75,10 +75,10 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
 
     data = build_data(cfg.data)
     if cfg.data.task == "auto":
-        log.info("data.task=auto: the target %r makes this a %s set", cfg.data.get("target"), data.task)
-        cfg.data.task = data.task  # from here on the config says what was inferred (loss=auto reads it)
+        log.info("data.task=auto: the target %r makes this a %s set", cfg.data.get("target"), data.description.task)
+        cfg.data.task = data.description.task  # from here on the config says what was inferred (loss=auto reads it)
         check_task_fit(cfg, settings)
-    criterion, model = build_model(cfg, data)
+    criterion, model = build_model(cfg, data.description)
     memory_format = memory_format_for(model, device, settings.channels_last)
     model = model.to(device, memory_format=memory_format)
     optimizer = _optimizer(cfg.optimizer, model, device)
@@ -90,12 +90,12 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     metrics_log = MetricsLog(run_dir / "metrics.csv" if processes.is_main else None)
     engine = _engine(settings, model, criterion, optimizer, scheduler, device, processes, run_dir,
                      observers=[metrics_log, *_observers(cfg, settings, model, run_dir, processes)],
-                     target_std=data.target_std,
+                     target_std=data.description.target_std,
                      identity={"config": OmegaConf.to_container(cfg, resolve=True),
-                               "data": data.description().to_plain(), "choices": group_choices()})
+                               "data": data.description.to_plain(), "choices": group_choices()})
     start_from_checkpoints(settings, engine, train_batches, run_dir)
     log.info("%s: %d samples to train, %d to validate, %d to test; %s with %s parameters on %s%s",
-             data.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
+             data.description.task, len(data.train[0]), len(data.val[0]), len(data.test[0]), type(model).__name__,
              f"{sum(p.numel() for p in model.parameters()):,}", device,
              f" x {processes.world_size} processes" if processes.distributed else "")
     if processes.is_main:  # (the other processes log warnings only: the summary's forward pass would be wasted)
@@ -152,10 +152,11 @@ def group_choices() -> Optional[dict[str, Optional[str]]]:
 def _sample_batch(data: DataSplits, device: torch.device) -> torch.Tensor:
     """Two validation samples as the model sees them: (2, *input_shape) floats, normalised like every batch."""
     x = data.val[0][:2].to(device)
-    return data.normalize.to(device)(x) if data.normalize is not None else x
+    pixels = data.description.pixels
+    return pixels.to(device)(x) if pixels is not None else x
 
 
-def build_model(cfg: DictConfig, data: DataSplits | DataDescription) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build_model(cfg: DictConfig, data: DataDescription) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The loss, and the model sized by the data: its input shape, and as many outputs as the loss needs."""
     criterion = instantiate(cfg.loss)
     return criterion, instantiate(cfg.model, input_shape=data.input_shape, num_outputs=num_outputs(criterion, data))

@@ -1,6 +1,7 @@
 """The commands that read a checkpoint train wrote: `evaluate` (trainer.inference.evaluation), `predict`
 (trainer.inference.prediction) and `train-export` (trainer.inference.export), each configured by its own YAML
-(configs/evaluate.yaml, predict.yaml, export.yaml). A mistake ends them in one line and exit code 2; they write nothing of Hydra's."""
+(configs/evaluate.yaml, predict.yaml, export.yaml). A mistake ends them in one line and exit code 2; they write
+nothing of Hydra's."""
 
 from __future__ import annotations
 

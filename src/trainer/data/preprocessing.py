@@ -70,6 +70,12 @@ class DataDescription:
     targets: Optional[Standardize] = None
     """Regression with data.standardize: the train split's target statistics."""
 
+    @property
+    def target_std(self) -> Optional[torch.Tensor]:
+        """Regression with data.standardize: the train targets' standard deviation, shape (T,), by which they were
+        divided; errors are reported in the data's units with it. None when the targets were not scaled."""
+        return None if self.targets is None else torch.from_numpy(self.targets.std)
+
     def to_plain(self) -> dict[str, Any]:
         """Lists, numbers, strings and None: what a checkpoint read with weights_only=True may hold."""
         return {"task": self.task, "input_shape": list(self.input_shape), "num_classes": self.num_classes,

@@ -30,10 +30,10 @@ def batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, dev
             return Batcher(x.to(device), y.to(device), batch_size, **share, **options)
     batch_size = data_cfg.batch_size
     drop_last = data_cfg.drop_last or _lone_last_sample_breaks_batchnorm(model, len(data.train[0]), batch_size)
-    return (make(*data.train, batch_size, drop_last=drop_last, seed=seed, normalize=data.normalize,
+    return (make(*data.train, batch_size, drop_last=drop_last, seed=seed, normalize=data.description.pixels,
                  augment=data.augment),
-            make(*data.val, eval_batch_size, shuffle=False, normalize=data.normalize),
-            make(*data.test, eval_batch_size, shuffle=False, normalize=data.normalize))
+            make(*data.val, eval_batch_size, shuffle=False, normalize=data.description.pixels),
+            make(*data.test, eval_batch_size, shuffle=False, normalize=data.description.pixels))
 
 
 def _lone_last_sample_breaks_batchnorm(model: torch.nn.Module, num_samples: int, batch_size: int) -> bool:

@@ -52,46 +52,17 @@ class Arrays:
 
 @dataclass
 class DataSplits:
-    """The three splits as tensors (float32 or uint8 features; int64 classes or float32 (N, T) targets)."""
+    """The three splits as tensors (float32 or uint8 features; int64 classes or float32 (N, T) targets), and what
+    describes them."""
 
     train: tuple[torch.Tensor, torch.Tensor]
     val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
-    task: str
-    input_shape: tuple[int, ...]
-    num_classes: Optional[int]
-    """Number of classes for classification (2 for binary); None for regression."""
-    normalize: Optional[Normalize] = None
-    """Images: uint8 batch -> normalised float batch, with the train split's statistics."""
+    description: DataDescription
+    """Task, sample shape, classes, names and the train split's statistics (already applied to tables): what every
+    checkpoint keeps, so that `predict` prepares new samples as these were."""
     augment: Optional[Augment] = None
     """Images: random crop and flip of training batches."""
-    feature_scaling: Optional[Standardize] = None
-    """Tables with data.standardize: the train split's feature statistics, already applied to the splits."""
-    target_scaling: Optional[Standardize] = None
-    """Regression with data.standardize: the train split's target statistics, already applied to the splits."""
-    class_names: Optional[list[str]] = None
-    """Classification: the name of class index 0..K-1."""
-    feature_names: Optional[list[str]] = None
-    """Tables: the name of each value of a flattened sample; None for images."""
-
-    @property
-    def num_targets(self) -> int:
-        """Regression: values predicted per sample."""
-        return self.train[1].shape[1]
-
-    @property
-    def target_std(self) -> Optional[torch.Tensor]:
-        """Regression with data.standardize: the train targets' standard deviation, shape (T,), by which they were
-        divided; errors are reported in the data's units with it. None when the targets were not scaled."""
-        return None if self.target_scaling is None else torch.from_numpy(self.target_scaling.std)
-
-    def description(self) -> DataDescription:
-        """What a checkpoint keeps of the data, to prepare new samples as these were (`predict`)."""
-        return DataDescription(
-            task=self.task, input_shape=self.input_shape, num_classes=self.num_classes,
-            num_targets=self.num_targets if self.task == "regression" else None, class_names=self.class_names,
-            feature_names=self.feature_names, pixels=self.normalize, features=self.feature_scaling,
-            targets=self.target_scaling)
 
 
 def build_data(cfg: DictConfig) -> DataSplits:
@@ -132,13 +103,13 @@ def build_data(cfg: DictConfig) -> DataSplits:
     def tensors(x_part: np.ndarray, y_part: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(np.ascontiguousarray(x_part)), torch.from_numpy(np.ascontiguousarray(y_part))
 
-    return DataSplits(
-        train=tensors(x_train, y_train), val=tensors(x_val, y_val), test=tensors(x_test, y_test),
+    description = DataDescription(
         task=task, input_shape=tuple(arrays.x.shape[1:]), num_classes=None if classes is None else len(classes),
-        normalize=normalize, augment=augment, feature_scaling=feature_scaling,
-        target_scaling=target_scaling, class_names=_class_names(classes, arrays.class_names),
-        feature_names=feature_names,
-    )
+        num_targets=y_train.shape[1] if task == "regression" else None,
+        class_names=_class_names(classes, arrays.class_names), feature_names=feature_names, pixels=normalize,
+        features=feature_scaling, targets=target_scaling)
+    return DataSplits(train=tensors(x_train, y_train), val=tensors(x_val, y_val), test=tensors(x_test, y_test),
+                      description=description, augment=augment)
 
 
 def infer_task(y: np.ndarray) -> str:

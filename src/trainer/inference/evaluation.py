@@ -47,15 +47,17 @@ def evaluate(trained: Trained) -> Evaluation:
     """The test split's metrics with the checkpoint's weights (and for classifiers the confusion matrix)."""
     config = trained.config
     data = build_data(config.data)
-    criterion, model = trained.model(data)
+    described = data.description
+    criterion, model = trained.model(described)
     *_, test = batchers(config.data, data, model, trained.device, config.seed, config.trainer.eval_batch_size,
                         memory_format=trained.memory_format(model))
     with torch.inference_mode(), trained.autocast():
         output, y = outputs_and_targets(model, test)  # (N, num_outputs), (N,) or (N, T)
-        metrics = split_metrics(criterion, output, y, data.target_std)
-    if data.task == "regression":
+        metrics = split_metrics(criterion, output, y, described.target_std)
+    if described.task == "regression":
         return Evaluation(metrics, len(y))
-    return Evaluation(metrics, len(y), data.class_names, confusion_matrix(output, y, data.num_classes).tolist())
+    return Evaluation(metrics, len(y), described.class_names,
+                      confusion_matrix(output, y, described.num_classes).tolist())
 
 
 def output_folder(trained: Trained) -> Path:

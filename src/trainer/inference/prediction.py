@@ -82,7 +82,7 @@ def description_of(trained: Trained) -> DataDescription:
         return DataDescription.from_plain(plain)
     log.info("%s keeps no description of its data (an older train wrote it): reading the data set again",
              trained.path)
-    return build_data(trained.config.data).description()
+    return build_data(trained.config.data).description
 
 
 def read_samples(source: Path, description: DataDescription) -> tuple[torch.Tensor, list[str]]:

@@ -2,8 +2,9 @@
 data files where they are now), and the model it trained, with its weights, on the device the command asks for.
 
 The model may also come as the pair `export` writes to share it without code (trainer.inference.export):
-NAME.safetensors, the weights, and NAME.json beside it, the rest of what a checkpoint says. Neither holds a pickle: the weights are a flat
-table of tensors, the rest plain JSON, and both are believed only as far as a checkpoint is (read_exported).
+NAME.safetensors, the weights, and NAME.json beside it, the rest of what a checkpoint says. Neither holds a pickle:
+the weights are a flat table of tensors, the rest plain JSON, and both are believed only as far as a checkpoint is
+(read_exported).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from trainer.training.backends import memory_format_for, use_backend_settings
 from trainer.config import NON_NEGATIVE_INT, POSITIVE_INT, ConfigError, Rule, TrainerConfig, validate
-from trainer.data import DataDescription, DataSplits
+from trainer.data import DataDescription
 from trainer.data.preprocessing import plain_problem
 from trainer.training.device import resolve_device
 from trainer.training.precision import AUTOCAST_DTYPES, autocast_to
@@ -60,7 +61,7 @@ class Trained:
     """The run's resolved config, with the command's data.root and data.path in place of the saved ones."""
     device: torch.device
 
-    def model(self, data: DataSplits | DataDescription) -> tuple[torch.nn.Module, torch.nn.Module]:
+    def model(self, data: DataDescription) -> tuple[torch.nn.Module, torch.nn.Module]:
         """The run's loss, and its model with the checkpoint's weights, on the device and in eval mode. The model
         is first built on the meta device, which allocates nothing: a config whose sizes do not fit the weights (a
         crafted hidden_sizes=[200000,200000] would ask for 160 GB) is refused before any memory is taken."""
@@ -87,7 +88,7 @@ class Trained:
             raise ConfigError("ckpt_path", str(self.path), f"a checkpoint whose config train would run ({error})") \
                 from None
 
-    def _misfit_weights(self, data: DataSplits | DataDescription) -> Optional[str]:
+    def _misfit_weights(self, data: DataDescription) -> Optional[str]:
         """The first weight whose name or shape differs between the checkpoint and the model its config describes,
         built without memory on the meta device; None when they fit, or when the model cannot be built there."""
         try:

@@ -7,7 +7,7 @@ import torch
 from hydra.utils import get_class
 from torch import nn
 
-from trainer.data import DataDescription, DataSplits
+from trainer.data import DataDescription
 from trainer.vocabulary import USUAL_LOSS
 
 
@@ -16,7 +16,7 @@ def for_task(task: str) -> nn.Module:
     return get_class(USUAL_LOSS[task])()
 
 
-def num_outputs(criterion: nn.Module, data: DataSplits | DataDescription) -> int:
+def num_outputs(criterion: nn.Module, data: DataDescription) -> int:
     """Logits per class for cross-entropy, one logit for binary cross-entropy, one value per target otherwise."""
     if isinstance(criterion, nn.CrossEntropyLoss):
         return data.num_classes

@@ -25,7 +25,7 @@ from conftest import compose_config, metrics_rows
 from helpers.signals import signal_during_step
 from trainer.training.checkpoint import load_checkpoint
 from trainer.data import Batcher
-from trainer.training.early_stopping import StopReason
+from trainer.training.progress import StopReason
 from trainer.training.outputs import outputs_and_targets
 from trainer.training.losses import targets_for
 from trainer.run import Run, build

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from conftest import compose_config, options
 from trainer.config import ConfigError
 from trainer.data import Arrays, build_data
-from trainer.data.splits import PIPELINE_KEYS
+from trainer.data.build import PIPELINE_KEYS
 from trainer.data.synthetic import regression
 
 DATA = options("data")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import r2_score
 
-from trainer.observe.metrics import accuracy, regression_errors
+from trainer.training.metrics import accuracy, regression_errors
 from trainer.observe.metrics_log import MetricsLog
 
 

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import compose_config, options
-from trainer.models.summary import layer_rows, summary_table
+from trainer.observe.model_summary import layer_rows, summary_table
 from trainer.run import build
 
 

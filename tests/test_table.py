@@ -15,7 +15,7 @@ from helpers.commands import assert_succeeded, train
 from trainer.training.checkpoint import load_checkpoint
 from trainer.config import ConfigError, validate
 from trainer.data import build_data
-from trainer.data.splits import infer_task
+from trainer.data.build import infer_task
 from trainer.data.table import read_csv
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from helpers.commands import assert_succeeded
 from trainer.training.checkpoint import load_checkpoint, save_checkpoint
-from trainer.inference.trust import Untrusted, check_trusted, installed_targets
+from trainer.config.trust import Untrusted, check_trusted, installed_targets
 from trainer.config import config_dir
 
 RUN = ("data=xor", "model.hidden_sizes=[4]", "trainer.max_epochs=1", "trainer.curves=false",

@@ -25,8 +25,9 @@ from trainer.training.distributed import Processes
 from trainer.training.compilation import compiled
 from trainer.config import TrainerConfig
 from trainer.observe.health import GradientHealth
-from trainer.training.early_stopping import EarlyStopping, StopReason
-from trainer.training.interrupts import Interrupted, StopRequests, answer_stop_signal
+from trainer.training.early_stopping import EarlyStopping
+from trainer.training.progress import StopReason
+from trainer.training.interrupts import Interrupted, StopRequests, answer_stop_signal, ignore_stop_signals
 from trainer.observe.loggers import build_logger
 from trainer.observe.metrics_log import MetricsLog
 from trainer.observe.summary import result_table, summary_of, value_for_sweepers, write_summary
@@ -37,7 +38,7 @@ from trainer.training.precision import Precision
 from trainer.training.step import TrainingStep
 from trainer.training.stop_agreement import StopAgreement
 from trainer.training.losses import num_outputs
-from trainer.models.summary import summary_table
+from trainer.observe.model_summary import summary_table
 from trainer.training.resume import start_from_checkpoints
 from trainer.training.schedules import build_scheduler
 from trainer.training.seeding import seed_everything
@@ -82,8 +83,9 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     memory_format = memory_format_for(model, device, settings.channels_last)
     model = model.to(device, memory_format=memory_format)
     optimizer = _optimizer(cfg.optimizer, model, device)
-    train_batches, val_batches, test_batches = batchers(cfg.data, data, model, device, cfg.seed,
-                                                        settings.eval_batch_size, processes, memory_format)
+    train_batches, val_batches, test_batches = batchers(
+        cfg.data, data, model, device, cfg.seed, settings.eval_batch_size, processes.rank, processes.world_size,
+        memory_format, worker_init_fn=ignore_stop_signals)  # the stop signals are the main process's to answer
     steps_per_epoch = -(-len(train_batches) // settings.accumulate_grad_batches)
     scheduler = build_scheduler(cfg.scheduler, optimizer, total_steps=steps_per_epoch * settings.max_epochs,
                                 mode=settings.early_stopping.direction)

@@ -1,9 +1,11 @@
 """What `train` does in its run directory while the run is under way: rank 0 holds the directory's lock, a mistake
-found once the run has started leaves the directory as it was found, and the run's config is saved whole."""
+found once the run has started leaves the directory as it was found, and the run's config is saved whole. A sweep
+started again finds its finished jobs done."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import typing
@@ -19,9 +21,13 @@ from trainer.cli.before_run import ValidateBeforeRun
 from trainer.cli.mistakes import describe_mistake
 from trainer.cli.usage import exit_with_usage_error
 from trainer.config import ConfigError
+from trainer.observe.run_records import UnreadableFile, read_summary
+from trainer.training.progress import StopReason
 
 if typing.TYPE_CHECKING:
     from trainer.run_directory import RunDirectoryLock
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -122,3 +128,34 @@ def _save_whole(config: Any, path: Path) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise OSError(error.errno, error.strerror, str(path)) from None
+
+
+def finished_before(composed: DictConfig, run_dir: Path) -> Optional[float]:
+    """With trainer.resume=auto, a run that already ended in `run_dir` with this very config (a sweep started
+    again: its finished jobs) has nothing left to do: its summary's value for sweepers; None otherwise. A run
+    that was interrupted, or whose config changed (more epochs, say), goes on to resume. So does one whose
+    summary.json or .hydra/config.yaml is not what train writes (damaged, or written by someone else)."""
+    from trainer.observe.summary import value_for_sweepers
+    from trainer.run_directory import saved_config
+
+    if composed.trainer.resume != "auto":
+        return None
+    summary = _finished_run_summary(run_dir / "summary.json")
+    if summary is None or saved_config(run_dir) != OmegaConf.to_container(composed):
+        return None
+    log.info("%s finished before with this config (stopped by %s after %d epochs, best %s %s): nothing to do. "
+             "Remove its summary.json to train it again", run_dir, summary["stop_reason"], summary["epochs"],
+             summary["monitor"], summary["best_value"])
+    return value_for_sweepers(summary["best_value"], summary.get("mode", "min"))
+
+
+def _finished_run_summary(path: Path) -> Optional[dict]:
+    """summary.json of a run that ended (not one interrupted), as train-report reads it (the keys and types
+    summary_of writes); None for any other file."""
+    try:
+        summary = read_summary(path)
+    except UnreadableFile:
+        return None
+    if summary is None or summary.get("mode", "min") not in ("min", "max"):
+        return None
+    return None if summary["stop_reason"] == StopReason.INTERRUPTED.value else summary

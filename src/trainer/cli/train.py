@@ -21,7 +21,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from trainer.cli.during_run import run_dir_left_as_found_on_a_mistake, save_run_config, sole_owner_of
+from trainer.cli.during_run import finished_before, run_dir_left_as_found_on_a_mistake, save_run_config, sole_owner_of
 from trainer.cli.failures import describe_uncompleted_job, refused_writes_in_one_line
 from trainer.cli.mistakes import describe_config_error
 from trainer.cli.usage import exit_with_usage_error
@@ -92,7 +92,6 @@ def _train_command() -> None:
 def _train_app(cfg: DictConfig) -> float:
     from trainer.training.distributed import from_environment, wait_for_every_rank
     from trainer.training.interrupts import Interrupted
-    from trainer.observe.summary import finished_before
     from trainer.run import build, execute
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)

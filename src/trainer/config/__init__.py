@@ -4,7 +4,8 @@ The `trainer` config group is the dataclass `TrainerConfig` (schema): Hydra merg
 type fails at compose time and the defaults live there, once. The other groups point `_target_` at torch's classes
 or ours; `validate` (validation) checks their values against the `RULES` table (rules), so that a bad value is one
 `ConfigError` (errors) naming the key, the value and what is allowed, before torch is imported and before anything
-is written. `config_dir` (location) finds the YAML those groups are composed from.
+is written. `config_dir` (location) finds the YAML those groups are composed from. A config read from a file (a
+checkpoint's) may name only the `_target_`s the person running the command trusts (trust).
 """
 
 from trainer.config.errors import ConfigError

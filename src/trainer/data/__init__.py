@@ -3,6 +3,6 @@
 from trainer.data.batcher import Batcher, LoaderBatcher
 from trainer.data.preprocessing import DataDescription
 from trainer.data.split_batchers import batchers
-from trainer.data.splits import Arrays, DataSplits, build_data
+from trainer.data.build import Arrays, DataSplits, build_data
 
 __all__ = ["Arrays", "Batcher", "DataDescription", "DataSplits", "LoaderBatcher", "batchers", "build_data"]

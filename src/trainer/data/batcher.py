@@ -15,13 +15,12 @@ the global batch. Evaluation batches are shared out the same way.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader
 
 from trainer.data.transforms import Augment, Normalize
-from trainer.training.interrupts import ignore_stop_signals
 
 
 class Batcher:
@@ -103,20 +102,23 @@ class LoaderBatcher(Batcher):
     device (from pinned memory, without blocking, with `pin_memory`), then augmented and normalised there."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, device: torch.device,
-                 num_workers: int = 2, pin_memory: bool = True, **options):
+                 num_workers: int = 2, pin_memory: bool = True,
+                 worker_init_fn: Optional[Callable[[int], None]] = None, **options):
         super().__init__(x.cpu(), y.cpu(), batch_size, device=device, **options)
         self.num_workers = num_workers
         self.pin_memory = pin_memory and device.type == "cuda"
+        self.worker_init_fn = worker_init_fn
+        """Run in each worker as it starts: `train` makes its workers ignore the stop signals, which are the main
+        process's to answer (it saves, then shuts the workers down), also when they reach the whole process group,
+        as Slurm's and a terminal's do."""
 
     def _gather(self, indices: Iterable[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # The DataLoader draws its workers' base seed from `generator`, by default torch's global one, which
         # dropout also draws from: a generator of its own keeps a resumed run's random numbers where they were.
-        # Stop signals are the main process's to answer (it saves, then shuts the workers down), also when they
-        # reach the whole process group, as Slurm's and a terminal's do.
         loader = DataLoader(_Rows(self.x, self.y), batch_sampler=[index.tolist() for index in indices],
                             collate_fn=_as_is, num_workers=self.num_workers, pin_memory=self.pin_memory,
                             generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)),
-                            worker_init_fn=ignore_stop_signals)
+                            worker_init_fn=self.worker_init_fn)
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 

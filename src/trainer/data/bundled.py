@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainer.data.splits import Arrays
+from trainer.data.build import Arrays
 
 
 def digits() -> Arrays:

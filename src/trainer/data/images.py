@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.config import ConfigError
-from trainer.data.splits import Arrays
+from trainer.data.build import Arrays
 
 
 def mnist(root: str, download: bool = True) -> Arrays:

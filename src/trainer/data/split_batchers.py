@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Callable, Optional
 
 import torch
 from omegaconf import DictConfig
 
 from trainer.data.batcher import Batcher, LoaderBatcher
-from trainer.data.splits import DataSplits
-from trainer.training.distributed import Processes
+from trainer.data.build import DataSplits
 
 log = logging.getLogger(__name__)
 
 
 def batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, device: torch.device, seed: int,
-             eval_batch_size: int, processes: Processes = Processes(),
-             memory_format: torch.memory_format = torch.contiguous_format) -> tuple[Batcher, Batcher, Batcher]:
+             eval_batch_size: int, rank: int = 0, world_size: int = 1,
+             memory_format: torch.memory_format = torch.contiguous_format,
+             worker_init_fn: Optional[Callable[[int], None]] = None) -> tuple[Batcher, Batcher, Batcher]:
     """Train, val and test batches: from tensors moved to the device once (data.pipeline=device), or gathered
-    in host memory by DataLoader workers and copied per batch (data.pipeline=dataloader). Each process of a
-    distributed run serves its share of every batch, in the model's memory format."""
-    share = {"rank": processes.rank, "world_size": processes.world_size, "memory_format": memory_format}
+    in host memory by DataLoader workers (each started with `worker_init_fn`) and copied per batch
+    (data.pipeline=dataloader). Process `rank` of `world_size` serves its share of every batch, in the model's
+    memory format."""
+    share = {"rank": rank, "world_size": world_size, "memory_format": memory_format}
     if data_cfg.pipeline == "dataloader":
         make = functools.partial(LoaderBatcher, device=device, num_workers=data_cfg.num_workers,
-                                 pin_memory=data_cfg.pin_memory, **share)
+                                 pin_memory=data_cfg.pin_memory, worker_init_fn=worker_init_fn, **share)
     else:
         def make(x: torch.Tensor, y: torch.Tensor, batch_size: int, **options) -> Batcher:
             return Batcher(x.to(device), y.to(device), batch_size, **share, **options)

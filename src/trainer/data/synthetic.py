@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.data.splits import Arrays
+from trainer.data.build import Arrays
 
 
 def regression(n_samples: int = 5000, noise: float = 0.1, seed: int = 0) -> Arrays:

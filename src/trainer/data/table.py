@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from trainer.config import ConfigError
-from trainer.data.splits import Arrays
+from trainer.data.build import Arrays
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 """The largest number a table's value may be: features and targets become float32 tensors, where a larger one would

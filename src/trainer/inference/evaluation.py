@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from trainer.data import build_data
 from trainer.training.outputs import outputs_and_targets
-from trainer.observe.metrics import confusion_matrix, split_metrics
+from trainer.training.metrics import confusion_matrix, split_metrics
 from trainer.data import batchers
 from trainer.observe.summary import metric_lines
 from trainer.observe.text_table import aligned

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from trainer.config import POSITIVE_INT, ConfigError, is_finite_number
 from trainer.data import DataDescription, build_data
 from trainer.data.table import FLOAT32_MAX, feature_matrix, read_columns
-from trainer.observe.metrics import predicted_classes
+from trainer.training.metrics import predicted_classes
 from trainer.observe.text_table import aligned
 from trainer.inference.trained_model import Trained, load, required
 

@@ -31,7 +31,7 @@ from trainer.training.device import resolve_device
 from trainer.training.precision import AUTOCAST_DTYPES, autocast_to
 from trainer.training.resume import read
 from trainer.run import build_model
-from trainer.inference.trust import Untrusted, check_trusted, command_config_dirs
+from trainer.config.trust import Untrusted, check_trusted, command_config_dirs
 
 EXPORTED_SUFFIX = ".safetensors"
 EXPORT_FORMAT_VERSION = 1

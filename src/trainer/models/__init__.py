@@ -4,12 +4,10 @@ others are the `_target_` paths of configs/model/."""
 
 from trainer.models.mlp import MLP, DropoutNet, HiddenLayer
 from trainer.models.resnet import ResidualBlock, ResNet
-from trainer.models.summary import summary_table
 from trainer.models.transformer import Transformer, TransformerBlock
 
 # Each class says it is trainer.models.X, the path configs name (Hydra's errors name the class by its __module__).
 for _public in (MLP, DropoutNet, HiddenLayer, ResNet, ResidualBlock, Transformer, TransformerBlock):
     _public.__module__ = __name__
 
-__all__ = ["DropoutNet", "HiddenLayer", "MLP", "ResNet", "ResidualBlock", "Transformer", "TransformerBlock",
-           "summary_table"]
+__all__ = ["DropoutNet", "HiddenLayer", "MLP", "ResNet", "ResidualBlock", "Transformer", "TransformerBlock"]

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import typing
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
-
-from trainer.training.early_stopping import StopReason
-from trainer.observe.run_records import UnreadableFile, read_summary
 from trainer.observe.records import writing
-from trainer.run_directory import saved_config
 from trainer.observe.text_table import aligned
 
 if typing.TYPE_CHECKING:
     from trainer.training.engine import Engine, FitResult
-
-log = logging.getLogger(__name__)
 
 
 def summary_of(engine: Engine, result: FitResult, test: dict[str, float], train_samples: int) -> dict[str, Any]:
@@ -54,34 +46,6 @@ def value_for_sweepers(best_value: Optional[float], mode: str) -> float:
     if best_value is None:
         return math.inf if mode == "min" else -math.inf
     return best_value
-
-
-def finished_before(composed: DictConfig, run_dir: Path) -> Optional[float]:
-    """With trainer.resume=auto, a run that already ended in `run_dir` with this very config (a sweep started
-    again: its finished jobs) has nothing left to do: its summary's value for sweepers; None otherwise. A run
-    that was interrupted, or whose config changed (more epochs, say), goes on to resume. So does one whose
-    summary.json or .hydra/config.yaml is not what train writes (damaged, or written by someone else)."""
-    if composed.trainer.resume != "auto":
-        return None
-    summary = _finished_run_summary(run_dir / "summary.json")
-    if summary is None or saved_config(run_dir) != OmegaConf.to_container(composed):
-        return None
-    log.info("%s finished before with this config (stopped by %s after %d epochs, best %s %s): nothing to do. "
-             "Remove its summary.json to train it again", run_dir, summary["stop_reason"], summary["epochs"],
-             summary["monitor"], summary["best_value"])
-    return value_for_sweepers(summary["best_value"], summary.get("mode", "min"))
-
-
-def _finished_run_summary(path: Path) -> Optional[dict]:
-    """summary.json of a run that ended (not one interrupted), as train-report reads it (the keys and types
-    summary_of writes); None for any other file."""
-    try:
-        summary = read_summary(path)
-    except UnreadableFile:
-        return None
-    if summary is None or summary.get("mode", "min") not in ("min", "max"):
-        return None
-    return None if summary["stop_reason"] == StopReason.INTERRUPTED.value else summary
 
 
 def result_table(summary: dict) -> str:

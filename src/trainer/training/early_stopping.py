@@ -3,19 +3,8 @@ an improvement of more than `min_delta`."""
 
 from __future__ import annotations
 
-import enum
 import math
 from typing import Any, Optional
-
-
-class StopReason(str, enum.Enum):
-    """Why a run ended."""
-
-    MAX_EPOCHS = "max_epochs"
-    EARLY_STOPPING = "early_stopping"
-    DIVERGED = "diverged"
-    INTERRUPTED = "interrupted"
-    """A stop signal (SIGTERM, SIGUSR1, SIGUSR2, Ctrl-C): last.pt holds where training was."""
 
 
 class EarlyStopping:

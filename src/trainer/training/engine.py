@@ -20,8 +20,9 @@ from trainer.training.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import TrainerConfig
 from trainer.data import Batcher
 from trainer.training.distributed import Processes
-from trainer.training.early_stopping import EarlyStopping, StopReason
-from trainer.observe.metrics import split_metrics
+from trainer.training.early_stopping import EarlyStopping
+from trainer.training.progress import StopReason
+from trainer.training.metrics import split_metrics
 from trainer.training.schedules import step_epoch_scheduler
 from trainer.training.seeding import rng_states, set_rng_states
 from trainer.training.observers import Observer

@@ -1,13 +1,24 @@
-"""How far training went: the epoch in progress (kept in mid-epoch checkpoints), and how a fit ended."""
+"""How far training went: the epoch in progress (kept in mid-epoch checkpoints), and how a fit ended and why."""
 
 from __future__ import annotations
 
+import enum
+import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import torch
+if typing.TYPE_CHECKING:
+    import torch
 
-from trainer.training.early_stopping import StopReason
+
+class StopReason(str, enum.Enum):
+    """Why a run ended."""
+
+    MAX_EPOCHS = "max_epochs"
+    EARLY_STOPPING = "early_stopping"
+    DIVERGED = "diverged"
+    INTERRUPTED = "interrupted"
+    """A stop signal (SIGTERM, SIGUSR1, SIGUSR2, Ctrl-C): last.pt holds where training was."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ from trainer.training.checkpoint import DamagedCheckpoint, load_checkpoint, prev
 from trainer.config import ConfigError, TrainerConfig
 from trainer.data import Batcher
 from trainer.training.engine import Engine
-from trainer.inference.trust import Untrusted, check_trusted, command_config_dirs
+from trainer.config.trust import Untrusted, check_trusted, command_config_dirs
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import torch
 
 from trainer.training import distributed
 from trainer.training.distributed import Processes
-from trainer.training.early_stopping import StopReason
+from trainer.training.progress import StopReason
 from trainer.training.interrupts import StopRequests
 
 log = logging.getLogger(__name__)

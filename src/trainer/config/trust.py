@@ -17,6 +17,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 from omegaconf import OmegaConf
 
+from trainer.config.location import config_dir
+
 COMPONENT_GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "logger")
 """The config groups whose options name a `_target_`."""
 PARTIAL_GROUPS = ("optimizer", "scheduler")
@@ -167,8 +169,6 @@ def command_config_dirs() -> list[Path]:
     """The folders of YAML configs the running command composes from: the package's, and the user's --config-dir
     (Hydra's search path); the package's alone outside a Hydra command."""
     from hydra.core.hydra_config import HydraConfig
-
-    from trainer.config import config_dir
 
     if not HydraConfig.initialized():
         return [config_dir()]

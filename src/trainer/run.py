@@ -14,34 +14,33 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
-from trainer.training import distributed
-from trainer.observe import inspection
-from trainer.training.backends import memory_format_for, use_backend_settings
-from trainer.config import check_task_fit, validate
-from trainer.observe.curves import draw_run_curves, run_title
+from trainer.config import TrainerConfig, check_task_fit, validate
 from trainer.data import Batcher, DataDescription, DataSplits, batchers, build_data
-from trainer.training.device import resolve_device
-from trainer.training.distributed import Processes
-from trainer.training.compilation import compiled
-from trainer.config import TrainerConfig
+from trainer.observe import inspection
+from trainer.observe.curves import draw_run_curves, run_title
 from trainer.observe.health import GradientHealth
-from trainer.training.early_stopping import EarlyStopping
-from trainer.training.progress import StopReason
-from trainer.training.interrupts import Interrupted, StopRequests, answer_stop_signal, ignore_stop_signals
 from trainer.observe.loggers import build_logger
 from trainer.observe.metrics_log import MetricsLog
+from trainer.observe.model_summary import summary_table
 from trainer.observe.summary import result_table, summary_of, value_for_sweepers, write_summary
+from trainer.training import distributed
+from trainer.training.backends import memory_format_for, use_backend_settings
+from trainer.training.compilation import compiled
+from trainer.training.device import resolve_device
+from trainer.training.distributed import Processes
+from trainer.training.early_stopping import EarlyStopping
 from trainer.training.engine import Engine
+from trainer.training.interrupts import Interrupted, StopRequests, answer_stop_signal, ignore_stop_signals
+from trainer.training.losses import num_outputs
 from trainer.training.nonfinite import NonFinitePolicy
 from trainer.training.observers import Observer, ProgressBar
 from trainer.training.precision import Precision
-from trainer.training.step import TrainingStep
-from trainer.training.stop_agreement import StopAgreement
-from trainer.training.losses import num_outputs
-from trainer.observe.model_summary import summary_table
+from trainer.training.progress import StopReason
 from trainer.training.resume import start_from_checkpoints
 from trainer.training.schedules import build_scheduler
 from trainer.training.seeding import seed_everything
+from trainer.training.step import TrainingStep
+from trainer.training.stop_agreement import StopAgreement
 from trainer.training.threads import use_fitting_threads
 
 log = logging.getLogger(__name__)

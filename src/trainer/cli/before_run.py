@@ -36,8 +36,8 @@ class ValidateBeforeRun(Callback):
         _same_directory_on_every_rank(config, "run")
         folder = _checked_directory(config, "run")
         ValidateBeforeRun.existing_folder = next(path for path in (folder, *folder.parents) if path.exists())
-        from trainer.training.distributed import from_environment
         from trainer.run_directory import refuse_a_directory_in_use, refuse_another_runs_records
+        from trainer.training.distributed import from_environment
 
         if from_environment().rank == 0:  # (the others write nothing there)
             try:

@@ -90,9 +90,9 @@ def _train_command() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_app(cfg: DictConfig) -> float:
+    from trainer.run import build, execute
     from trainer.training.distributed import from_environment, wait_for_every_rank
     from trainer.training.interrupts import Interrupted
-    from trainer.run import build, execute
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     composed = copy.deepcopy(cfg)  # as composed: building fills in what data.task=auto found

@@ -18,13 +18,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from trainer.data import build_data
-from trainer.training.outputs import outputs_and_targets
-from trainer.training.metrics import confusion_matrix, split_metrics
-from trainer.data import batchers
+from trainer.data import batchers, build_data
+from trainer.inference.trained_model import Trained, load
 from trainer.observe.summary import metric_lines
 from trainer.observe.text_table import aligned
-from trainer.inference.trained_model import Trained, load
+from trainer.training.metrics import confusion_matrix, split_metrics
+from trainer.training.outputs import outputs_and_targets
 
 CONFUSION_PNG = "confusion.png"
 MAX_CLASSES_ANNOTATED = 30

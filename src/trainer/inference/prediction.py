@@ -30,9 +30,9 @@ from omegaconf import DictConfig
 from trainer.config import POSITIVE_INT, ConfigError, is_finite_number
 from trainer.data import DataDescription, build_data
 from trainer.data.table import FLOAT32_MAX, feature_matrix, read_columns
-from trainer.training.metrics import predicted_classes
-from trainer.observe.text_table import aligned
 from trainer.inference.trained_model import Trained, load, required
+from trainer.observe.text_table import aligned
+from trainer.training.metrics import predicted_classes
 
 log = logging.getLogger(__name__)
 

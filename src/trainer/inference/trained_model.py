@@ -23,15 +23,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from trainer.training.backends import memory_format_for, use_backend_settings
 from trainer.config import NON_NEGATIVE_INT, POSITIVE_INT, ConfigError, Rule, TrainerConfig, validate
+from trainer.config.trust import Untrusted, check_trusted, command_config_dirs
 from trainer.data import DataDescription
 from trainer.data.preprocessing import plain_problem
+from trainer.run import build_model
+from trainer.training.backends import memory_format_for, use_backend_settings
 from trainer.training.device import resolve_device
 from trainer.training.precision import AUTOCAST_DTYPES, autocast_to
 from trainer.training.resume import read
-from trainer.run import build_model
-from trainer.config.trust import Untrusted, check_trusted, command_config_dirs
 
 EXPORTED_SUFFIX = ".safetensors"
 EXPORT_FORMAT_VERSION = 1

@@ -16,9 +16,9 @@ from typing import Any, Iterator
 
 import torch
 
+from trainer.observe.records import writing
 from trainer.training.engine import Engine
 from trainer.training.losses import targets_for
-from trainer.observe.records import writing
 from trainer.training.seeding import rng_states, set_rng_states
 
 VALUES_SAVED_UP_TO = 10_000

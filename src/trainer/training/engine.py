@@ -15,19 +15,18 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from trainer import __version__
-from trainer.training import distributed
-from trainer.training.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import TrainerConfig
 from trainer.data import Batcher
+from trainer.training import distributed
+from trainer.training.checkpoint import load_checkpoint, save_checkpoint
 from trainer.training.distributed import Processes
 from trainer.training.early_stopping import EarlyStopping
-from trainer.training.progress import StopReason
 from trainer.training.metrics import split_metrics
-from trainer.training.schedules import step_epoch_scheduler
-from trainer.training.seeding import rng_states, set_rng_states
 from trainer.training.observers import Observer
 from trainer.training.outputs import outputs_and_targets
-from trainer.training.progress import EpochProgress, FitResult
+from trainer.training.progress import EpochProgress, FitResult, StopReason
+from trainer.training.schedules import step_epoch_scheduler
+from trainer.training.seeding import rng_states, set_rng_states
 from trainer.training.step import Batch, TrainingStep
 from trainer.training.stop_agreement import StopAgreement
 

@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from trainer.training.checkpoint import DamagedCheckpoint, load_checkpoint, previous_path, remove_stale_temp_files
 from trainer.config import ConfigError, TrainerConfig
-from trainer.data import Batcher
-from trainer.training.engine import Engine
 from trainer.config.trust import Untrusted, check_trusted, command_config_dirs
+from trainer.data import Batcher
+from trainer.training.checkpoint import DamagedCheckpoint, load_checkpoint, previous_path, remove_stale_temp_files
+from trainer.training.engine import Engine
 
 log = logging.getLogger(__name__)
 

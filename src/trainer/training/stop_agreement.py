@@ -9,8 +9,8 @@ import torch
 
 from trainer.training import distributed
 from trainer.training.distributed import Processes
-from trainer.training.progress import StopReason
 from trainer.training.interrupts import StopRequests
+from trainer.training.progress import StopReason
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 # scripts/gpu_check.sh [OUT_DIR]: the one command that proves the project on a GPU, in under 8 minutes on one.
 #
 #   a) env      nvidia-smi, Python, torch, CUDA and the device                    OUT/env.txt, env.json
-#   b) suite    the whole unit suite, CUDA visible (pytest -n auto)               OUT/suite.xml, suite.log
+#   b) suite    the whole suite (tests/unit, tests/e2e), CUDA visible (-n auto)   OUT/suite.xml, suite.log
 #   c) cuda     the CUDA-only tests (pytest -m cuda -n 0; they skip without CUDA) OUT/cuda.xml, cuda.log
 #   d) bench    scripts/bench.py --device cuda, 1 round of 2 epochs               OUT/bench/, bench.log
 #   e) summary  one table of it all, printed                                      OUT/summary.md

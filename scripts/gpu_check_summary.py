@@ -113,7 +113,7 @@ rows.append(("software", f"Python {env.get('python')}, torch {env.get('torch')},
 rows.append(("a) environment", ran("env") if "env" in steps else "not run", "", None))
 if "env" in steps and steps["env"][0] != 0:
     problems.append(f"env: {ran('env')}")
-tests("suite", "b) unit suite")
+tests("suite", "b) whole suite")
 tests("cuda", "c) CUDA tests")
 
 bench = read_json(out / "bench" / "bench.json")

@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import textwrap
 import traceback
 import warnings
 from pathlib import Path
@@ -203,3 +204,31 @@ def mounted_tmpfs(folder: Path, options: str):
     finally:
         subprocess.run(["umount", str(folder)], check=True)
 
+
+HOLD_THE_LOCK = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from trainer.run_directory import lock
+    lock(Path(sys.argv[1]), "hydra.run.dir")
+    print("locked", flush=True)
+    time.sleep(600)
+""")
+
+
+@pytest.fixture
+def lock_holder():
+    """Start a Python process that takes the lock of a run directory and holds it until it is killed (the lock's own
+    tests, and `train` refused by it)."""
+    processes = []
+
+    def start(run_dir: Path) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(run_dir)], stdout=subprocess.PIPE,
+                                   text=True)
+        processes.append(process)
+        assert process.stdout.readline() == "locked\n"
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()

@@ -1,2 +1,3 @@
-"""What several test modules share: running the console scripts, reading and writing the files a run makes,
-small trained runs. (Fixtures live in conftest.py.)"""
+"""What several test modules share, unit and e2e alike: running the console scripts, reading and writing the files
+a run makes, small trained runs, sweeps, signals at a chosen step, a stand-in scontrol, the CUDA tests' settings,
+a config error's key and value. (Fixtures live in conftest.py.)"""

@@ -1,4 +1,5 @@
-"""The files a run writes, as the tests make and read them: metrics.csv rows, PNGs, whole folders."""
+"""The files a run writes, as the tests make and read them: metrics.csv rows, PNGs (and the size of their panels),
+whole folders; and the CSV tables a user brings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 from pathlib import Path
 
 from matplotlib.image import imread
+
+from trainer.observe.curves import DPI, PANEL_INCHES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -45,3 +48,19 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int] | None]:
     """Every file's bytes and modification time, every folder's name."""
     return {str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns) if path.is_file() else None
             for path in sorted(folder.rglob("*"))}
+
+
+def panels_size(columns: int, rows: int = 1) -> tuple[int, int]:
+    """The pixels of `columns` by `rows` panels: PANEL_INCHES each at DPI."""
+    return round(columns * PANEL_INCHES[0] * DPI), round(rows * PANEL_INCHES[1] * DPI)
+
+
+def write(path: Path, text: str) -> str:
+    """`text` written to `path`: the path, as a config names a file."""
+    path.write_text(text)
+    return str(path)
+
+
+def table(path: Path, header: str, rows: list) -> str:
+    """A CSV of `header` and one line per row (a sequence of values)."""
+    return write(path, "\n".join([header, *(",".join(map(str, row)) for row in rows)]) + "\n")

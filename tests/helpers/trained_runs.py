@@ -1,8 +1,10 @@
-"""Small runs trained in-process for the commands that read their checkpoints (evaluate, predict, export), and
-those commands' configs and one-line mistakes."""
+"""Small runs trained in-process for the commands that read their checkpoints (evaluate, predict, export, and train
+carrying a run on), and those commands' configs and one-line mistakes."""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -11,10 +13,11 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
+import conftest
 from conftest import compose_config
 from trainer.cli.mistakes import describe_mistake
 from trainer.config import ConfigError, config_dir
-from trainer.run import train
+from trainer.run import build, train
 
 TINY = ("trainer.device=cpu", "model.hidden_sizes=[16]", "trainer.max_epochs=2", "trainer.curves=false")
 
@@ -38,6 +41,40 @@ def train_tiny_runs(folder: Path, runs: dict[str, tuple[str, ...]]) -> dict[str,
     return {name: folder / name for name in runs}
 
 
+def best_checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "best.pt"
+
+
+def summary_test_metrics(run_dir: Path) -> dict[str, float]:
+    """summary.json's "test": the metrics the run's own test computed."""
+    return json.loads((run_dir / "summary.json").read_text())["test"]
+
+
+def export_best(runs: dict[str, Path]) -> dict[str, Path]:
+    """Each run's best.pt exported beside it (best.safetensors and best.json), as `train-export ckpt_path=...` does."""
+    from trainer.inference.export import main
+
+    for run_dir in runs.values():
+        main(compose_command("export", f"ckpt_path={best_checkpoint(run_dir)}"))
+    return runs
+
+
+def exported(run_dir: Path) -> Path:
+    """The weights export_best wrote for the run (best.json beside them)."""
+    return run_dir / "checkpoints" / "best.safetensors"
+
+
+TABLE_ROWS = 5
+"""Rows of the stand-in table each table test predicts."""
+
+
+def raw_table_rows() -> tuple[list[str], list[list[str]]]:
+    """The stand-in table's header and its first TABLE_ROWS rows, as text."""
+    with open(conftest.STAND_IN_ROOT / "table.csv", newline="") as file:
+        header, *rows = list(csv.reader(file))
+    return header, rows[:TABLE_ROWS]
+
+
 def mistake(command: str, cfg: DictConfig) -> str:
     """The one line `command` ends with for this config (its main raises the mistake; the console script prints
     this and exits 2)."""
@@ -49,5 +86,13 @@ def mistake(command: str, cfg: DictConfig) -> str:
     return describe_mistake(error.value, command)
 
 
-def best_checkpoint(run_dir: Path) -> Path:
-    return run_dir / "checkpoints" / "best.pt"
+SMALL = ("model.hidden_sizes=[32]", "trainer.deterministic=true", "data.batch_size=128",
+         "trainer.curves=false")  # the subprocesses that resume it would each spend a second importing matplotlib
+"""The run the resume tests carry on, in this process and in `train` processes."""
+
+
+def first_run(run_dir: Path, *overrides: str) -> Path:
+    """The first epoch of SMALL, built and fit in this process: its last.pt."""
+    run = build(compose_config(*SMALL, "trainer.max_epochs=1", *overrides), run_dir)
+    run.engine.fit(run.train, run.val)
+    return run_dir / "checkpoints" / "last.pt"

@@ -1,0 +1,83 @@
+"""The typed trainer settings (TrainerConfig, EarlyStoppingConfig): every bad value is a ConfigError naming the key
+and the value, and the early-stopping direction follows the monitored metric."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conftest import compose_config
+from helpers.config_errors import assert_names_key_and_value
+from trainer.config import ConfigError, EarlyStoppingConfig, TrainerConfig, validate
+
+
+@pytest.mark.parametrize("key, value", [
+    ("max_epochs", 0),
+    ("max_epochs", -3),
+    ("device", "tpu"),
+    ("precision", "64"),
+    ("precision", 16),
+    ("grad_clip", 0.0),
+    ("grad_clip", -1.0),
+    ("grad_clip", math.nan),
+    ("l1", -0.1),
+    ("l1", math.nan),
+    ("l2", -1.0),
+    ("l2", math.nan),
+    ("log_every_n_steps", 0),
+    ("eval_batch_size", 0),
+    ("resume", "x" * 300 + ".pt"),  # a name too long for the OS
+    ("init_from", "x" * 300 + ".pt"),
+])
+def test_trainer_config_rejects_a_bad_value_naming_key_and_value(key, value):
+    with pytest.raises(ConfigError) as error:
+        TrainerConfig(**{key: value})
+    assert_names_key_and_value(error.value, key, repr(value))
+
+
+@pytest.mark.parametrize("settings", [
+    {},
+    {"max_epochs": 1, "grad_clip": None, "l1": 0.0, "l2": 0.0},
+    {"device": "cpu", "precision": "bf16", "grad_clip": 1e-6, "l1": 1e-4, "l2": 1e-3, "eval_batch_size": 1},
+])
+def test_trainer_config_accepts_good_values(settings):
+    config = TrainerConfig(**settings)
+    assert all(getattr(config, key) == value for key, value in settings.items())
+
+
+@pytest.mark.parametrize("key, value", [
+    ("monitor", "val_acc"),
+    ("monitor", "train_loss"),
+    ("mode", "up"),
+    ("patience", 0),
+    ("patience", -1),
+    ("min_delta", -0.1),
+    ("min_delta", math.nan),
+])
+def test_early_stopping_config_rejects_a_bad_value_naming_key_and_value(key, value):
+    with pytest.raises(ConfigError) as error:
+        EarlyStoppingConfig(**{key: value})
+    assert_names_key_and_value(error.value, f"early_stopping.{key}", repr(value))
+
+
+@pytest.mark.parametrize("monitor, mode, direction", [
+    ("val_accuracy", None, "max"),
+    ("val_r2", None, "max"),
+    ("val_loss", None, "min"),
+    ("val_mse", None, "min"),
+    ("val_rmse", None, "min"),
+    ("val_loss", "max", "max"),
+    ("val_accuracy", "min", "min"),
+])
+def test_early_stopping_direction_follows_the_metric_unless_mode_is_given(monitor, mode, direction):
+    assert EarlyStoppingConfig(monitor=monitor, mode=mode).direction == direction
+
+
+def test_a_filled_in_direction_does_not_leak_into_the_default_mode():
+    assert EarlyStoppingConfig(monitor="val_accuracy").direction == "max"
+    assert EarlyStoppingConfig().mode is None
+    assert validate(compose_config("data=regression", "trainer.early_stopping.monitor=val_r2")
+                    ).early_stopping.direction == "max"
+    assert validate(compose_config()).early_stopping.direction == "min"
+

@@ -35,13 +35,13 @@ from trainer.training.losses import num_outputs
 from trainer.training.nonfinite import NonFinitePolicy
 from trainer.training.observers import Observer, ProgressBar
 from trainer.training.precision import Precision
-from trainer.training.progress import StopReason
 from trainer.training.resume import start_from_checkpoints
 from trainer.training.schedules import build_scheduler
 from trainer.training.seeding import seed_everything
 from trainer.training.step import TrainingStep
 from trainer.training.stop_agreement import StopAgreement
 from trainer.training.threads import use_fitting_threads
+from trainer.vocabulary import StopReason
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
 """The words the parts of trainer share, in one place and without torch: the tasks a data set can be for, the
 validation metrics each task measures and which way each is better, and the losses of configs/loss/ with the
-tasks they can train. config checks settings against them, metrics computes the metrics, the engine's early
-stopping and train-report rank by their directions."""
+tasks they can train, and why a run ends. config checks settings against them, metrics computes the metrics, the
+engine's early stopping and train-report rank by their directions, summary.json says the reason."""
 
 from __future__ import annotations
+
+import enum
 
 TASKS = ("multiclass", "binary", "regression")
 
@@ -36,3 +38,13 @@ is not checked.)"""
 USUAL_LOSS = {"multiclass": "torch.nn.CrossEntropyLoss", "binary": "torch.nn.BCEWithLogitsLoss",
               "regression": "torch.nn.MSELoss"}
 """loss=auto: the usual loss of each task, for sets whose task is known only once read (data=csv)."""
+
+
+class StopReason(str, enum.Enum):
+    """Why a run ended."""
+
+    MAX_EPOCHS = "max_epochs"
+    EARLY_STOPPING = "early_stopping"
+    DIVERGED = "diverged"
+    INTERRUPTED = "interrupted"
+    """A stop signal (SIGTERM, SIGUSR1, SIGUSR2, Ctrl-C): last.pt holds where training was."""

@@ -22,7 +22,7 @@ from trainer.cli.mistakes import describe_mistake
 from trainer.cli.usage import exit_with_usage_error
 from trainer.config import ConfigError
 from trainer.observe.run_records import UnreadableFile, read_summary
-from trainer.training.progress import StopReason
+from trainer.vocabulary import StopReason
 
 if typing.TYPE_CHECKING:
     from trainer.run_directory import RunDirectoryLock

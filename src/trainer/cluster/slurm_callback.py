@@ -32,3 +32,7 @@ class ResumeAfterRequeue(Callback):
         if all(override.key_or_group != RESUME_KEY for override in given):
             with read_write(overrides):
                 overrides.insert(0, f"{RESUME_KEY}=auto")
+
+
+# hydra/launcher=slurm's callback of 0.1.0 (trainer.moved_modules): Hydra's errors and `trust` name it by that path.
+ResumeAfterRequeue.__module__ = "trainer.slurm"

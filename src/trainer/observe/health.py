@@ -13,7 +13,7 @@ import math
 import typing
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import torch
 from torch import nn
@@ -69,6 +69,8 @@ class GradientHealth(Observer):
         self.warned: set[tuple[str, str]] = set()
         self._before: Optional[tuple[list[torch.Tensor], float]] = None
         """The weights before the step being checked, and the float16 loss scale then."""
+        self._kept: Optional[list[list[str]]] = None
+        """health.csv's rows up to a checkpoint being resumed from, read by load_state_dict, written by on_resume."""
 
     def on_step_start(self, engine: Engine) -> None:
         if self.due(engine.global_step + 1):
@@ -84,8 +86,15 @@ class GradientHealth(Observer):
         if self.report_to is not None:
             self.report_to.log_health(report)
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # health.csv is read here, with every other part of the checkpoint and before any file is rewritten: a
+        # file that cannot be read back fails the resume with the run directory as it was.
+        self._kept = self._rows_up_to(state["engine"]["global_step"])
+
     def on_resume(self, engine: Engine) -> None:
-        self.forget_after(engine.global_step)
+        if self._kept is not None:
+            self._write(self._kept)
+        self._kept = None
 
     def due(self, step: int) -> bool:
         """Whether optimiser step `step` (counting from 1) is checked."""
@@ -146,13 +155,21 @@ class GradientHealth(Observer):
         """A run resumed at `step`: drop the rows of the steps after it, which the resumed run takes again. A run
         killed inside a write, or stopped by a full disk, leaves the file empty or its last row torn: the header
         is written again and only whole rows are kept."""
+        kept = self._rows_up_to(step)
+        if kept is not None:
+            self._write(kept)
+
+    def _rows_up_to(self, step: int) -> Optional[list[list[str]]]:
+        """health.csv's header and its whole rows of the steps up to `step`; None when there is no file."""
         if self.path is None or not self.path.exists():
-            return
+            return None
         with self.path.open(newline="") as file:
             rows = list(csv.reader(file))
         header = [f.name for f in fields(TensorHealth)]
-        kept = [header] + [row for row in rows[1:] if len(row) == len(header) and row[0].isdigit()
+        return [header] + [row for row in rows[1:] if len(row) == len(header) and row[0].isdigit()
                            and int(row[0]) <= step]
+
+    def _write(self, rows: list[list[str]]) -> None:
         with writing(self.path), self.path.open("w", newline="") as file:
-            csv.writer(file).writerows(kept)
+            csv.writer(file).writerows(rows)
 

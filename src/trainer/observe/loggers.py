@@ -54,6 +54,8 @@ class TensorBoardLogger(Observer):
                 self.writer.add_scalar(f"epoch/{name}", value, step)
 
     def log_health(self, report: list[TensorHealth]) -> None:
+        if self.writer is None:  # a step outside any fit (trainer.inspect): no event file is open
+            return
         for tensor in report:
             self.writer.add_scalar(f"grad_norm/{tensor.name}", tensor.grad_norm, tensor.step)
             self.writer.add_scalar(f"update_ratio/{tensor.name}", tensor.update_ratio, tensor.step)
@@ -66,7 +68,8 @@ class TensorBoardLogger(Observer):
         self.start(engine.global_step)
 
     def on_step_end(self, engine: Engine, loss: Optional[torch.Tensor]) -> None:
-        if loss is not None and self.due(engine.global_step):
+        # trainer.inspect's step is taken outside any fit, with no event file open: it is not logged.
+        if loss is not None and self.writer is not None and self.due(engine.global_step):
             self.log_step(engine.global_step, loss, engine.lr, engine.model)
 
     def on_epoch_end(self, engine: Engine, row: dict[str, float]) -> None:
@@ -74,6 +77,10 @@ class TensorBoardLogger(Observer):
 
     def on_fit_end(self, engine: Engine) -> None:
         self.close()
+
+
+# logger=tensorboard's _target_ of 0.1.0 (trainer.moved_modules): Hydra's errors and `trust` name it by that path.
+TensorBoardLogger.__module__ = "trainer.loggers"
 
 
 def build_logger(logger_cfg: Optional[dict], run_dir: Path) -> Optional[TensorBoardLogger]:

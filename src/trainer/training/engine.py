@@ -24,11 +24,12 @@ from trainer.training.early_stopping import EarlyStopping
 from trainer.training.metrics import split_metrics
 from trainer.training.observers import Observer
 from trainer.training.outputs import outputs_and_targets
-from trainer.training.progress import EpochProgress, FitResult, StopReason
+from trainer.training.progress import EpochProgress, FitResult
 from trainer.training.schedules import step_epoch_scheduler
 from trainer.training.seeding import rng_states, set_rng_states
 from trainer.training.step import Batch, TrainingStep
 from trainer.training.stop_agreement import StopAgreement
+from trainer.vocabulary import StopReason
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +172,12 @@ class Engine:
                 if self.nonfinite.diverged(self.global_step, self.epoch + 1, self.lr, check_weights=True):
                     break  # (the epoch's end has its own save, after validation)
                 self._save_checkpoints(best=False, last=True)
+        for observer in self.observers:
+            observer.on_epoch_steps_end(self)
         self.nonfinite.diverged(self.global_step, self.epoch + 1, self.lr)
         progress = self.progress
         # Every process has trained on its share of the samples: the epoch's loss is over all of them.
-        totals = distributed.sum_over_ranks(torch.stack([progress.loss_sum, progress.loss_sum.new_tensor(
-            progress.seen)])).tolist()
+        totals = distributed.sum_over_ranks(progress.totals()).tolist()
         return totals[0] / max(totals[1], 1)
 
     def train_step(self, micro_batches: list[Batch], step_samples: Optional[int] = None) -> Optional[torch.Tensor]:
@@ -222,9 +224,18 @@ class Engine:
 
     def _save_checkpoints(self, best: bool, last: bool) -> None:
         """best.pt when the monitored metric improved, last.pt (keeping the one it replaces as a fallback): one
-        state for both. Only rank 0 writes: every process holds the same weights."""
-        if (best or last) and self.processes.is_main:
+        state for both. Only rank 0 writes: every process holds the same weights, but each has summed the loss of
+        its own share of the epoch's samples, so a distributed run's checkpoints also keep every process's sum
+        ("epoch_progress_by_rank", gathered here: all processes save at the same steps)."""
+        if not (best or last):
+            return
+        by_rank = None  # (world_size, 2): each process's loss sum and samples seen
+        if self.processes.distributed and self.progress is not None:
+            by_rank = distributed.gathered(self.progress.totals()[None]).cpu()
+        if self.processes.is_main:
             state = self.state_dict()
+            if by_rank is not None:
+                state["epoch_progress_by_rank"] = by_rank
             if best:
                 save_checkpoint(state, self.checkpoint_dir / "best.pt")
             if last:
@@ -276,6 +287,9 @@ class Engine:
             if not isinstance(self.progress.loss_sum, torch.Tensor):
                 raise TypeError("its epoch in progress has no loss sum tensor")
             self.progress.loss_sum = self.progress.loss_sum.to(self.device)
+            by_rank = state.get("epoch_progress_by_rank")  # a distributed run's, per process (_save_checkpoints)
+            if by_rank is not None:
+                self.progress.take_share(by_rank, self.processes.rank, self.processes.world_size)
         set_rng_states(state["rng"], self.device)
         if train is not None and state["batcher"] is not None:
             train.load_state_dict(state["batcher"])

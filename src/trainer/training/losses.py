@@ -16,6 +16,10 @@ def for_task(task: str) -> nn.Module:
     return get_class(USUAL_LOSS[task])()
 
 
+# loss=auto's _target_ of 0.1.0 (trainer.moved_modules): Hydra's errors and `trust` name it by that path.
+for_task.__module__ = "trainer.losses"
+
+
 def num_outputs(criterion: nn.Module, data: DataDescription) -> int:
     """Logits per class for cross-entropy, one logit for binary cross-entropy, one value per target otherwise."""
     if isinstance(criterion, nn.CrossEntropyLoss):

@@ -32,6 +32,10 @@ class Observer:
     def on_step_end(self, engine: Engine, loss: Optional[torch.Tensor]) -> None:
         """After step engine.global_step; `loss` (on the device, not read) is None for a step left out."""
 
+    def on_epoch_steps_end(self, engine: Engine) -> None:
+        """After the epoch's last step, or the step it stopped after (a signal, divergence): before it is validated,
+        saved or reported."""
+
     def on_epoch_end(self, engine: Engine, row: dict[str, float]) -> None:
         """After the epoch was validated: its metrics.csv row (epoch, step, lr, train_loss, val_*, seconds)."""
 
@@ -78,8 +82,8 @@ class ProgressBar(Observer):
         self.bar.set_postfix(loss=f"{(progress.loss_sum / max(progress.seen, 1)).item():.4f}",
                              lr=f"{engine.optimizer.param_groups[0]['lr']:.3g}", samples_per_s=f"{rate:.0f}")
 
-    def on_epoch_end(self, engine: Engine, row: dict[str, float]) -> None:
-        self.on_fit_end(engine)
+    def on_epoch_steps_end(self, engine: Engine) -> None:
+        self.on_fit_end(engine)  # gone before validation, and before a line about the epoch is logged under it
 
     def on_fit_end(self, engine: Engine) -> None:
         if self.bar is not None:

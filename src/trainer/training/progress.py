@@ -1,24 +1,13 @@
-"""How far training went: the epoch in progress (kept in mid-epoch checkpoints), and how a fit ended and why."""
+"""How far training went: the epoch in progress (kept in mid-epoch checkpoints), and how a fit ended."""
 
 from __future__ import annotations
 
-import enum
-import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
-if typing.TYPE_CHECKING:
-    import torch
+import torch
 
-
-class StopReason(str, enum.Enum):
-    """Why a run ended."""
-
-    MAX_EPOCHS = "max_epochs"
-    EARLY_STOPPING = "early_stopping"
-    DIVERGED = "diverged"
-    INTERRUPTED = "interrupted"
-    """A stop signal (SIGTERM, SIGUSR1, SIGUSR2, Ctrl-C): last.pt holds where training was."""
+from trainer.vocabulary import StopReason
 
 
 @dataclass
@@ -48,3 +37,17 @@ class EpochProgress:
 
     def state_dict(self) -> dict[str, Any]:
         return {"loss_sum": self.loss_sum, "seen": self.seen, "lr": self.lr}
+
+    def totals(self) -> torch.Tensor:
+        """(2,): the loss sum and the samples seen, on the device."""
+        return torch.stack([self.loss_sum, self.loss_sum.new_tensor(self.seen)])
+
+    def take_share(self, by_rank: Any, rank: int, world_size: int) -> None:
+        """Carry on this process's own part of a distributed run's epoch: `by_rank` (world_size, 2) holds each
+        process's totals as the checkpoint was saved. With another number of processes, rank 0 carries on the sum
+        of them all and the others start from nothing, so that the epoch's loss, summed over them, is the same."""
+        if not (isinstance(by_rank, torch.Tensor) and by_rank.dim() == 2 and by_rank.shape[1] == 2):
+            raise TypeError("its epoch in progress per process is not a table of loss sums and samples")
+        own = (by_rank[rank] if len(by_rank) == world_size
+               else by_rank.sum(dim=0) if rank == 0 else by_rank.new_zeros(2))
+        self.loss_sum, self.seen = own[0].to(self.loss_sum.device, copy=True), int(own[1])

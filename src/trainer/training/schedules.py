@@ -27,6 +27,10 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
     return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
 
+# scheduler=cosine's _target_ of 0.1.0 (trainer.moved_modules): Hydra's errors and `trust` name it by that path.
+warmup_cosine.__module__ = "trainer.schedules"
+
+
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, total_steps: int,
                     mode: str) -> tuple[Optional[LRScheduler], Optional[str]]:
     """The scheduler and its interval ('step' or 'epoch'); (None, None) for `scheduler=none`."""

@@ -10,7 +10,7 @@ import torch
 from trainer.training import distributed
 from trainer.training.distributed import Processes
 from trainer.training.interrupts import StopRequests
-from trainer.training.progress import StopReason
+from trainer.vocabulary import StopReason
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from helpers.cuda import DIVERGING, ON_CUDA, SMALL_MLP, assert_same_weights
 from helpers.signals import signal_during_step
 from trainer.training.checkpoint import load_checkpoint
 from trainer.data import Batcher
-from trainer.training.progress import StopReason
+from trainer.vocabulary import StopReason
 from trainer.training.outputs import outputs_and_targets
 from trainer.training.losses import targets_for
 from trainer.run import Run, build

@@ -20,7 +20,7 @@ from trainer.training import distributed
 from trainer.training.checkpoint import load_checkpoint
 from trainer.config import COMPILE_MODES, ConfigError
 from trainer.data import Batcher
-from trainer.training.progress import StopReason
+from trainer.vocabulary import StopReason
 from trainer.training.stop_agreement import StopAgreement
 from trainer.training.interrupts import StopRequests
 from trainer.models import MLP

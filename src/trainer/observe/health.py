@@ -62,7 +62,7 @@ class GradientHealth(Observer):
                  report_to: Optional[HealthReportSink] = None):
         self.settings = settings
         self.named_parameters = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-        self.path = path
+        self.records = HealthCsv(path) if path is not None else None
         """health.csv; None keeps nothing (only warns)."""
         self.report_to = report_to
         """A logger that shows each check too (logger=tensorboard)."""
@@ -89,11 +89,12 @@ class GradientHealth(Observer):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # health.csv is read here, with every other part of the checkpoint and before any file is rewritten: a
         # file that cannot be read back fails the resume with the run directory as it was.
-        self._kept = self._rows_up_to(state["engine"]["global_step"])
+        if self.records is not None:
+            self._kept = self.records.rows_up_to(state["engine"]["global_step"])
 
     def on_resume(self, engine: Engine) -> None:
         if self._kept is not None:
-            self._write(self._kept)
+            self.records.write(self._kept)
         self._kept = None
 
     def due(self, step: int) -> bool:
@@ -120,8 +121,8 @@ class GradientHealth(Observer):
         report = [TensorHealth(step, name, g, w, u / w if w > 0 else math.inf)
                   for name, g, w, u in zip(names, grad_norm, weight_norm, update_norm)]
         self.warn_about(report)
-        if self.path is not None:
-            self._append(report)
+        if self.records is not None:
+            self.records.append(report)
         return report
 
     def kind_of(self, grad_norm: float) -> Optional[str]:
@@ -143,7 +144,14 @@ class GradientHealth(Observer):
             log.warning("step %d: %s gradients (norm %s) in %s: %s (trainer.health sets the bounds; health.csv "
                         "has every check)", report[0].step, kind, bound, named, hint)
 
-    def _append(self, report: list[TensorHealth]) -> None:
+
+class HealthCsv:
+    """health.csv: a row per parameter tensor per check, kept in line with the run's checkpoints."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def append(self, report: list[TensorHealth]) -> None:
         new_file = not self.path.exists()
         with writing(self.path), self.path.open("a", newline="") as file:
             writer = csv.writer(file)
@@ -151,17 +159,11 @@ class GradientHealth(Observer):
                 writer.writerow([f.name for f in fields(TensorHealth)])
             writer.writerows(astuple(tensor) for tensor in report)
 
-    def forget_after(self, step: int) -> None:
-        """A run resumed at `step`: drop the rows of the steps after it, which the resumed run takes again. A run
-        killed inside a write, or stopped by a full disk, leaves the file empty or its last row torn: the header
-        is written again and only whole rows are kept."""
-        kept = self._rows_up_to(step)
-        if kept is not None:
-            self._write(kept)
-
-    def _rows_up_to(self, step: int) -> Optional[list[list[str]]]:
-        """health.csv's header and its whole rows of the steps up to `step`; None when there is no file."""
-        if self.path is None or not self.path.exists():
+    def rows_up_to(self, step: int) -> Optional[list[list[str]]]:
+        """The header and the whole rows of the steps up to `step`, for a run resumed there (it takes the later
+        steps again); None when there is no file. A run killed inside a write, or stopped by a full disk, leaves the
+        file empty or its last row torn: the header is written again and only whole rows are kept."""
+        if not self.path.exists():
             return None
         with self.path.open(newline="") as file:
             rows = list(csv.reader(file))
@@ -169,7 +171,6 @@ class GradientHealth(Observer):
         return [header] + [row for row in rows[1:] if len(row) == len(header) and row[0].isdigit()
                            and int(row[0]) <= step]
 
-    def _write(self, rows: list[list[str]]) -> None:
+    def write(self, rows: list[list[str]]) -> None:
         with writing(self.path), self.path.open("w", newline="") as file:
             csv.writer(file).writerows(rows)
-

@@ -6,7 +6,8 @@ of epoch e depends only on (seed, e), and the augmentation of a batch only on (s
 remembers how far into the epoch it is, so a resumed run sees exactly the batches it would have.
 
 `LoaderBatcher` serves the same batches from host memory through a `DataLoader` (worker processes, pinned
-memory), for sets too large for the device.
+memory), for sets too large for the device, and from a memory-mapped file (`RowsOf` a `np.memmap`) for sets too
+large for host memory.
 
 With several processes (torchrun), every process makes the same permutation and takes every world_size-th sample
 of each batch: a step over all of them trains on exactly the batch one process would have, so data.batch_size is
@@ -15,8 +16,13 @@ the global batch. Evaluation batches are shared out the same way.
 
 from __future__ import annotations
 
+import atexit
+import mmap
+import os
+import weakref
 from typing import Callable, Iterable, Iterator, Optional
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -96,53 +102,191 @@ class Batcher:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
 
+    def close(self) -> None:
+        """Let go of what serving batches holds besides the data: nothing here (LoaderBatcher's workers)."""
+
 
 class LoaderBatcher(Batcher):
     """The same batches as Batcher, gathered in host memory by `num_workers` DataLoader processes, copied to the
-    device (from pinned memory, without blocking, with `pin_memory`), then augmented and normalised there."""
+    device (from pinned memory, without blocking, with `pin_memory`), then augmented and normalised there.
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, device: torch.device,
-                 num_workers: int = 2, pin_memory: bool = True,
+    One DataLoader serves every pass, and its workers live from the first pass to `close` (or the end of the
+    process): an epoch, or an evaluation, starts without starting processes. Its batch sampler hands out the index
+    batches of the pass in progress, slices of the epoch's order on the host, so each epoch keeps its own seeded
+    order and a resumed epoch its remaining batches. `x` may be a numpy array or `RowsOf` one, typically a
+    `np.memmap` of a set larger than memory: it is never copied whole, and each worker reads the rows of its
+    batches from the file."""
+
+    def __init__(self, x: torch.Tensor | np.ndarray | RowsOf, y: torch.Tensor, batch_size: int, *,
+                 device: torch.device, num_workers: int = 2, pin_memory: bool = True,
                  worker_init_fn: Optional[Callable[[int], None]] = None, **options):
-        super().__init__(x.cpu(), y.cpu(), batch_size, device=device, **options)
+        x = x.cpu() if isinstance(x, torch.Tensor) else x if isinstance(x, RowsOf) else RowsOf(x)
+        super().__init__(x, y.cpu(), batch_size, device=device, **options)
         self.num_workers = num_workers
         self.pin_memory = pin_memory and device.type == "cuda"
         self.worker_init_fn = worker_init_fn
         """Run in each worker as it starts: `train` makes its workers ignore the stop signals, which are the main
         process's to answer (it saves, then shuts the workers down), also when they reach the whole process group,
         as Slurm's and a terminal's do."""
+        self._pass = _PassBatches()
+        self._loader: Optional[DataLoader] = None
+        self._workers: Optional[weakref.finalize] = None
+        """Ends the loader's workers, once."""
 
-    def _gather(self, indices: Iterable[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        # The DataLoader draws its workers' base seed from `generator`, by default torch's global one, which
-        # dropout also draws from: a generator of its own keeps a resumed run's random numbers where they were.
-        loader = DataLoader(_Rows(self.x, self.y), batch_sampler=[index.tolist() for index in indices],
-                            collate_fn=_as_is, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)),
-                            worker_init_fn=self.worker_init_fn)
-        for x, y in loader:
+    def order(self, epoch: int) -> np.ndarray:
+        """Batcher's order of the epoch, as a numpy array on the host: the index batches are numpy slices of it,
+        read by the host once per pass rather than once per batch, and sent to the workers as they are."""
+        return super().order(epoch).numpy()
+
+    def _gather(self, indices: Iterable[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self._pass.batches = indices  # read by the loader's sampler, in this process, as workers take batches
+        for x, y in self._data_loader():  # a pass left part-way is drained here, when the next one starts
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
+    def _data_loader(self) -> DataLoader:
+        if self._loader is None:
+            # The DataLoader draws its workers' base seed from `generator`, by default torch's global one, which
+            # dropout also draws from: a generator of its own keeps a resumed run's random numbers where they
+            # were. (With persistent workers the seed is drawn once; the workers draw no random numbers.)
+            self._loader = DataLoader(_Samples(self.x, self.y), batch_sampler=self._pass, collate_fn=_as_is,
+                                      num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                      persistent_workers=self.num_workers > 0, worker_init_fn=self.worker_init_fn,
+                                      generator=torch.Generator().manual_seed(_mix(self.seed)))
+            if self.num_workers > 0:
+                # Ends the workers on close, when this batcher is collected, or at exit. The finalizer holds the
+                # loader, so that the loader is never garbage along with the batcher: collected in one cycle with
+                # it, the loader's queues could close before it told its workers to end, and workers that ignore
+                # SIGTERM would stay on (and the exit would wait for them).
+                self._workers = weakref.finalize(self, _end_workers, self._loader, os.getpid())
+                self._workers.atexit = False  # _close_all ends them at exit, before torch's exit hooks run
+                _WITH_WORKERS.add(self)
+        return self._loader
 
-class _Rows(torch.utils.data.Dataset):
+    def close(self) -> None:
+        """End the worker processes now; a later pass starts new ones."""
+        if self._workers is not None:
+            self._workers()
+        self._loader = self._workers = None
+
+
+def _end_workers(loader: DataLoader, owner: int) -> None:
+    """Shut down the workers a DataLoader keeps between passes (persistent_workers), if it has started them; only
+    in the process that started them (a process forked from it holds a copy of the loader, and no workers)."""
+    if os.getpid() != owner:
+        return
+    workers, loader._iterator = loader._iterator, None
+    if workers is not None:
+        workers._shutdown_workers()
+
+
+class RowsOf:
+    """Rows of a numpy array, read only when a batch asks for them: all of them, or `rows` (a split of a
+    `np.memmap` holding a whole set, which indexing would copy into memory). In a worker process started by
+    spawning rather than forking (macOS, Windows, Python 3.14's forkserver), a memory-mapped array is opened
+    again from its file instead of being copied into the worker."""
+
+    def __init__(self, array: np.ndarray, rows: Optional[np.ndarray] = None):
+        self.array = array
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+
+    device = torch.device("cpu")
+    """Where the rows are: host memory (Batcher makes the epoch's order there)."""
+
+    def __len__(self) -> int:
+        return len(self.array) if self.rows is None else len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.array.shape[1:])
+
+    def read(self, index: np.ndarray) -> torch.Tensor:
+        """The rows at `index` (positions among these rows), as a tensor of their own."""
+        batch = np.take(self.array, index if self.rows is None else self.rows[index], axis=0)
+        mapping = _file_mapping(self.array)
+        if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+            # The file's pages stay in the page cache, but this process stops mapping them: its resident memory
+            # stays that of a batch however much of the file it has read, rather than growing to the file's size.
+            mapping.madvise(mmap.MADV_DONTNEED)
+        return torch.from_numpy(batch)
+
+    def __reduce__(self):
+        return RowsOf, (_reopened(self.array), self.rows)
+
+
+def _file_mapping(array: np.ndarray) -> Optional[mmap.mmap]:
+    """The shared mapping of a file that a np.memmap (or a view of one) reads; None for any other array, and for a
+    copy-on-write one (mode "c"), whose pages may hold changes that its file does not."""
+    mapping = getattr(array, "_mmap", None)
+    return mapping if mapping is not None and getattr(array, "mode", None) in ("r", "r+", "w+") else None
+
+
+class _Reopened:
+    """A memory-mapped array as pickle sends it: its file, and where in the file it lies."""
+
+    def __init__(self, filename: str, dtype: np.dtype, offset: int, shape: tuple[int, ...]):
+        self.filename, self.dtype, self.offset, self.shape = filename, dtype, offset, shape
+
+    def __reduce__(self):
+        return np.memmap, (self.filename, self.dtype, "r", self.offset, self.shape)
+
+
+def _reopened(array: np.ndarray) -> np.ndarray | _Reopened:
+    """A C-contiguous view of a file's shared mapping (np.memmap) as that file and its place in it; any other
+    array as it is (pickle copies it)."""
+    mapping = _file_mapping(array)
+    if mapping is None or array.filename is None or not array.flags.c_contiguous:
+        return array
+    start = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY  # where np.memmap began its mapping
+    offset = start + array.ctypes.data - np.frombuffer(mapping, dtype=np.uint8).ctypes.data
+    return _Reopened(array.filename, array.dtype, offset, array.shape)
+
+
+class _PassBatches:
+    """The DataLoader's batch sampler: the index batches of the pass in progress, set before the pass. It stays in
+    the main process (the workers get each batch's indices), so setting it needs no word to the workers."""
+
+    def __init__(self):
+        self.batches: Iterable[np.ndarray] = ()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.batches)
+
+
+class _Samples(torch.utils.data.Dataset):
     """Samples by index; `__getitems__` takes a whole batch of indices in one tensor op."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+    def __init__(self, x: torch.Tensor | RowsOf, y: torch.Tensor):
         self.x, self.y = x, y
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[index], self.y[index]
+        x, y = self.__getitems__(np.array([index]))
+        return x[0], y[0]
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.tensor(indices)
-        return self.x.index_select(0, index), self.y.index_select(0, index)
+    def __getitems__(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.from_numpy(indices)
+        x = self.x.read(indices) if isinstance(self.x, RowsOf) else self.x.index_select(0, index)
+        return x, self.y.index_select(0, index)
 
 
 def _as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The collate function: `__getitems__` already made the batch (module level, so workers can pickle it)."""
     return batch
+
+
+_WITH_WORKERS: weakref.WeakSet[LoaderBatcher] = weakref.WeakSet()
+"""The LoaderBatchers of this process whose DataLoader has (or will have) workers: closed at exit."""
+
+
+@atexit.register
+def _close_all() -> None:
+    """At exit torch's DataLoader no longer ends its workers itself: it leaves them to multiprocessing, which sends
+    them SIGTERM (which `train`'s workers ignore) and waits for them. atexit runs the handler registered last
+    first, and `import torch`, above, registered both of theirs."""
+    for batcher in list(_WITH_WORKERS):
+        batcher.close()
 
 
 def _mix(*numbers: int) -> int:

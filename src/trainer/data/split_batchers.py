@@ -1,4 +1,7 @@
-"""A run's train, val and test batchers, from its data splits: on the device, or through DataLoader workers."""
+"""A run's train, val and test batchers, from its data splits: on the device, or through DataLoader workers.
+
+A split's samples are a tensor, or `RowsOf` a memory-mapped array (a set too large to copy into memory, which the
+dataloader pipeline reads batch by batch; the device pipeline reads it whole, once)."""
 
 from __future__ import annotations
 
@@ -6,10 +9,11 @@ import functools
 import logging
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from trainer.data.batcher import Batcher, LoaderBatcher
+from trainer.data.batcher import Batcher, LoaderBatcher, RowsOf
 from trainer.data.build import DataSplits
 
 log = logging.getLogger(__name__)
@@ -28,14 +32,19 @@ def batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, dev
         make = functools.partial(LoaderBatcher, device=device, num_workers=data_cfg.num_workers,
                                  pin_memory=data_cfg.pin_memory, worker_init_fn=worker_init_fn, **share)
     else:
-        def make(x: torch.Tensor, y: torch.Tensor, batch_size: int, **options) -> Batcher:
-            return Batcher(x.to(device), y.to(device), batch_size, **share, **options)
+        def make(x: torch.Tensor | RowsOf, y: torch.Tensor, batch_size: int, **options) -> Batcher:
+            return Batcher(_whole(x).to(device), y.to(device), batch_size, **share, **options)
     batch_size = data_cfg.batch_size
     drop_last = data_cfg.drop_last or _lone_last_sample_breaks_batchnorm(model, len(data.train[0]), batch_size)
     return (make(*data.train, batch_size, drop_last=drop_last, seed=seed, normalize=data.description.pixels,
                  augment=data.augment),
             make(*data.val, eval_batch_size, shuffle=False, normalize=data.description.pixels),
             make(*data.test, eval_batch_size, shuffle=False, normalize=data.description.pixels))
+
+
+def _whole(x: torch.Tensor | RowsOf) -> torch.Tensor:
+    """The samples as one tensor: memory-mapped rows read into memory (for the device, which must hold them)."""
+    return x.read(np.arange(len(x))) if isinstance(x, RowsOf) else x
 
 
 def _lone_last_sample_breaks_batchnorm(model: torch.nn.Module, num_samples: int, batch_size: int) -> bool:

@@ -29,7 +29,8 @@ from omegaconf import DictConfig
 
 from trainer.config import POSITIVE_INT, ConfigError, is_finite_number
 from trainer.data import DataDescription, build_data
-from trainer.data.table import FLOAT32_MAX, feature_matrix, read_columns
+from trainer.data.columns import FLOAT32_MAX, Wanted
+from trainer.data.table import csv_columns
 from trainer.inference.trained_model import Trained, load, required
 from trainer.observe.text_table import aligned
 from trainer.training.metrics import predicted_classes
@@ -146,12 +147,15 @@ def _csv_rows(source: Path, description: DataDescription) -> np.ndarray:
     """float32 (N, F): the feature columns, found by name, of a CSV file with a header row (other columns are
     left alone, the target's too)."""
     names = description.feature_names
-    columns = read_columns(str(source), key="input")
-    missing = [name for name in names if name not in columns]
-    if missing:
-        raise ConfigError("input", str(source), f"a CSV file with the feature columns {_listed(names)} (it has no "
-                                                f"column {missing[0]!r})")
-    return feature_matrix(str(source), columns, names, key="input")
+
+    def features_of(header: list[str]) -> Wanted:
+        missing = [name for name in names if name not in header]
+        if missing:
+            raise ConfigError("input", str(source), f"a CSV file with the feature columns {_listed(names)} (it has "
+                                                    f"no column {missing[0]!r})")
+        return Wanted(features=names)
+
+    return csv_columns(str(source), "input", features_of).x
 
 
 def _json_rows(source: Path, description: DataDescription) -> np.ndarray:

@@ -1,7 +1,12 @@
-"""Your own CSV table: reading it, what its target makes of the task (data.task=auto), and its mistakes.
-(tests/e2e/test_train_data.py trains on tables.)"""
+"""Your own CSV table: reading it (pyarrow, and Python's csv module line by line where pyarrow refuses the file),
+what its target makes of the task (data.task=auto), and its mistakes. (tests/e2e/test_train_data.py trains on
+tables; tests/unit/data/test_parquet.py reads Parquet.)"""
 
 from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,8 +14,9 @@ import pytest
 from conftest import compose_config
 from helpers.files import table, write
 from trainer.config import ConfigError, validate
-from trainer.data import build_data
+from trainer.data import build_data, csv_arrow
 from trainer.data.build import infer_task
+from trainer.data.columns import Wanted
 from trainer.data.table import read_csv
 
 
@@ -37,6 +43,64 @@ def test_read_csv_takes_the_features_in_the_order_given(tmp_path):
 def test_read_csv_keeps_text_labels_as_text(tmp_path):
     path = write(tmp_path / "t.csv", "a,y\n1, red\n2,blue\n3,red\n")
     assert read_csv(path, "y").y.tolist() == ["red", "blue", "red"]
+
+
+def test_a_gzip_compressed_csv_reads_as_the_csv_itself(tmp_path):
+    text = "b,y,a\n1.5,red,-2\n0.25,blue,7\n"
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(text.encode()))
+    plain, compressed = read_csv(write(tmp_path / "t.csv", text), "y"), read_csv(str(tmp_path / "t.csv.gz"), "y")
+    np.testing.assert_array_equal(compressed.x, plain.x)
+    assert compressed.y.tolist() == plain.y.tolist() == ["red", "blue"]
+
+
+def test_a_damaged_gzip_file_is_a_data_path_error(tmp_path):
+    path = tmp_path / "t.csv.gz"
+    path.write_bytes(gzip.compress(b"a,y\n1,2\n3,4\n")[:-12])  # cut short
+    with pytest.raises(ConfigError, match=r"^data.path: got .*, expected a CSV file that can be read \("):
+        read_csv(str(path), "y")
+
+
+def test_pyarrow_reads_a_clean_table_with_many_blocks(tmp_path):
+    """The fast path: numbers parsed once, as float32, as Python's float() then float32 reads them."""
+    rng = np.random.default_rng(0)
+    rows = [(f"{a:.7g}", f"{b:.17g}", int(c)) for a, b, c in zip(rng.normal(size=40_000), rng.normal(size=40_000),
+                                                                rng.integers(0, 3, 40_000))]
+    path = table(tmp_path / "t.csv", "a,b,y", rows)
+    columns = csv_arrow.read(path, "data.path", lambda header: Wanted(features=["a", "b"], target="y"))
+    expected = np.asarray([[float(a), float(b)] for a, b, _ in rows]).astype(np.float32)
+    np.testing.assert_array_equal(columns.x, expected)
+    np.testing.assert_array_equal(columns.y, [c for _, _, c in rows])
+
+
+def test_rows_of_empty_values_are_skipped_as_blank_lines_are(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b,y\n1,2,red\n,,\n3,4,blue\n"
+                                     "\"\",\"\",\"\"\n5,6,red\n")
+    arrays = read_csv(path, "y")
+    np.testing.assert_array_equal(arrays.x, [[1, 2], [3, 4], [5, 6]])
+    assert arrays.y.tolist() == ["red", "blue", "red"]
+
+
+@pytest.mark.parametrize("text", ["a,b,y\n1,2,red\n   \n3,4,blue\n , ,\n", "a,b,y\n1,2,red\n1_0,4,blue\n"],
+                         ids=["lines-of-spaces", "a-number-float-reads"])
+def test_a_table_pyarrow_refuses_but_the_rules_allow_is_read_line_by_line(tmp_path, text):
+    path = write(tmp_path / "t.csv", text)
+    with pytest.raises(csv_arrow.Declined):
+        csv_arrow.read(path, "data.path", lambda header: Wanted(features=["a", "b"], target="y"))
+    arrays = read_csv(path, "y")
+    assert arrays.x.dtype == np.float32
+    assert arrays.x[:, 1].tolist() == [2, 4]
+    assert arrays.y.tolist() == ["red", "blue"]
+
+
+def test_reading_a_table_imports_no_pandas():
+    """pyarrow's to_numpy, and any Python value handed to pyarrow, import pandas where it is installed: longer than
+    the table takes to read."""
+    from conftest import STAND_IN_ROOT
+
+    script = ("import sys\nfrom trainer.data.table import read_csv\n"
+              f"read_csv({str(STAND_IN_ROOT / 'table.csv')!r}, 'colour')\nprint('pandas' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 # --- data.task=auto -------------------------------------------------------------------------------------------------
@@ -154,6 +218,25 @@ def test_a_path_too_long_for_the_os_is_a_data_path_error(tmp_path):
     with pytest.raises(ConfigError) as error:
         validate(compose_config("data=csv", f"data.path={path}", "data.target=y"))
     assert str(error.value) == f"data.path: got {path!r}, expected the path of a file that exists"
+
+
+@pytest.mark.parametrize("text, features, others", [("a,y\n1,2\n3,4\n", [], "a"), ("y\n1\n2\n", None, "it has none")],
+                         ids=["none-given", "only-the-target"])
+def test_a_table_without_a_feature_is_a_data_features_error(tmp_path, text, features, others):
+    path = write(tmp_path / "t.csv", text)
+    assert error_of(path, features=features) == (f"data.features: got [], expected at least one column of {path} "
+                                                 f"other than the target 'y': {others}")
+
+
+def test_a_bad_value_deep_in_a_large_file_names_its_line_as_the_file_counts_them(tmp_path):
+    """Past pyarrow's first blocks, and after a blank line: the line in the file, counted from the header's."""
+    rows = [(i, 2 * i, i % 2) for i in range(60_000)]
+    rows[50_000] = (50_000, "oops", 0)
+    lines = ["a,b,y", *(",".join(map(str, row)) for row in rows)]
+    lines.insert(10, "")
+    path = write(tmp_path / "t.csv", "\n".join(lines) + "\n")
+    assert error_of(path) == (f"data.path: got {path!r}, expected a finite number in every row of column 'b' "
+                              f"(line 50003 has 'oops')")
 
 
 def test_a_ragged_row_names_its_line(tmp_path):

@@ -180,8 +180,13 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
 
 
 def execute(run: Run, run_dir: Path) -> float:
-    """What the config asks of a built run: fit and test it, or with trainer.inspect show one step."""
-    return inspect(run, run_dir) if run.engine.settings.inspect else fit_and_test(run, run_dir)
+    """What the config asks of a built run: fit and test it, or with trainer.inspect show one step. The batchers'
+    DataLoader workers end with it: a sweep runs many jobs in one process, and each would otherwise keep its own."""
+    try:
+        return inspect(run, run_dir) if run.engine.settings.inspect else fit_and_test(run, run_dir)
+    finally:
+        for batches in (run.train, run.val, run.test):
+            batches.close()
 
 
 def inspect(run: Run, run_dir: Path) -> float:

@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import math
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from conftest import compose_config
 from trainer.training.checkpoint import load_checkpoint
-from trainer.run import build, train
+from trainer.run import build, execute, train
 
 SMALL_MLP = "model.hidden_sizes=[32]"
 
@@ -149,3 +150,13 @@ def test_adam_runs_fused_on_the_cpu_unless_told_otherwise(run_dir, overrides, fu
     run = build(compose_config("trainer.device=cpu", *overrides), run_dir)
     assert run.engine.optimizer.defaults.get("fused") is fused
 
+
+
+def test_a_finished_run_leaves_no_dataloader_workers_behind(tmp_path):
+    """A sweep runs job after job in one process, and Hydra keeps a failed job's exception, whose traceback holds
+    the run: each job's workers end with its run, not when the run is collected."""
+    cfg = compose_config("trainer.device=cpu", SMALL_MLP, "trainer.max_epochs=1", "data.pipeline=dataloader",
+                         "data.num_workers=1")
+    run = build(cfg, tmp_path)
+    execute(run, tmp_path)
+    assert multiprocessing.active_children() == []

@@ -1,8 +1,8 @@
 """Data sets as tensors: `build_data(cfg.data)` loads, splits and fits statistics; batchers serve the batches."""
 
-from trainer.data.batcher import Batcher, LoaderBatcher
+from trainer.data.batcher import Batcher, LoaderBatcher, RowsOf
 from trainer.data.build import Arrays, DataSplits, build_data
 from trainer.data.preprocessing import DataDescription
 from trainer.data.split_batchers import batchers
 
-__all__ = ["Arrays", "Batcher", "DataDescription", "DataSplits", "LoaderBatcher", "batchers", "build_data"]
+__all__ = ["Arrays", "Batcher", "DataDescription", "DataSplits", "LoaderBatcher", "RowsOf", "batchers", "build_data"]

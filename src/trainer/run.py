@@ -26,6 +26,7 @@ from trainer.observe.summary import result_table, summary_of, value_for_sweepers
 from trainer.training import distributed
 from trainer.training.backends import memory_format_for, use_backend_settings
 from trainer.training.compilation import compiled
+from trainer.training.deferred_calls import deferred_call
 from trainer.training.device import resolve_device
 from trainer.training.distributed import Processes
 from trainer.training.early_stopping import EarlyStopping
@@ -170,7 +171,7 @@ def _optimizer(optimizer_cfg: DictConfig, model: torch.nn.Module, device: torch.
     options = {}
     if optimizer_cfg.get("fused", False) is None:
         options["fused"] = device.type in ("cpu", "cuda")
-    return instantiate(optimizer_cfg, **options)(model.parameters())
+    return deferred_call(optimizer_cfg, "optimizer", **options)(model.parameters())
 
 
 def train(cfg: DictConfig, run_dir: Path) -> float:

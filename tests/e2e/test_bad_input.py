@@ -95,6 +95,9 @@ TABLE = [
     (["trainer.checkpoint.every_n_steps=0"], "trainer.checkpoint.every_n_steps", "0", "an integer >= 1, or null"),
     (["trainer.num_threads=0"], "trainer.num_threads", "0", "an integer >= 1, or null"),
     (["trainer.foo=1"], "trainer.foo", None, None),  # the key itself is the mistake
+    (["+optimizer.bogus=1"], "optimizer.bogus", "1", "no such key: torch.optim.Adam takes params, lr, betas, eps"),
+    (["scheduler=cosine", "+scheduler.bogus=1"], "scheduler.bogus", "1",
+     "no such key: trainer.schedules.warmup_cosine takes optimizer, total_steps, warmup_steps, eta_min"),
     # settings that contradict each other
     (["scheduler=plateau", "scheduler.interval=step"], "scheduler.interval", "'step'",
      "epoch (reduce-on-plateau compares the monitored metric, measured once per epoch)"),

@@ -12,9 +12,10 @@ import inspect
 from typing import Optional
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, ReduceLROnPlateau, SequentialLR
+
+from trainer.training.deferred_calls import deferred_call
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
@@ -36,7 +37,7 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, total_ste
     """The scheduler and its interval ('step' or 'epoch'); (None, None) for `scheduler=none`."""
     if "_target_" not in cfg:
         return None, None
-    factory = instantiate(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "interval"]))
+    factory = deferred_call(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "interval"]), "scheduler")
     accepted = inspect.signature(factory).parameters
     runtime = {k: v for k, v in {"total_steps": total_steps, "mode": mode}.items() if k in accepted and k not in cfg}
     return factory(optimizer, **runtime), cfg.interval

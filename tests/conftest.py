@@ -42,10 +42,12 @@ CSV_CLASSES = ("blue", "green", "red")
 
 
 def compose_config(*overrides: str, shrink: bool = True) -> DictConfig:
-    """The config `train OVERRIDES...` would run, composed from the real YAML; `data=csv` reads the stand-in
-    table unless the overrides name another."""
+    """The config `train OVERRIDES...` would run, composed from the real YAML; `data=csv` and `data=parquet` read
+    the stand-in table unless the overrides name another."""
     if "data=csv" in overrides and not any(o.startswith("data.path=") for o in overrides):
         overrides = (*overrides, f"data.path={STAND_IN_ROOT / 'table.csv'}", "data.target=colour")
+    if "data=parquet" in overrides and not any(o.startswith("data.path=") for o in overrides):
+        overrides = (*overrides, f"data.path={STAND_IN_ROOT / 'table.parquet'}", "data.target=colour")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("train", overrides=[*(SHRINK if shrink else ()), *overrides])
 
@@ -67,10 +69,20 @@ def write_csv_table(path: Path, num_rows: int = 300, seed: int = 0) -> Path:
     return path
 
 
+def write_parquet_table(path: Path, csv_path: Path) -> Path:
+    """The CSV table as Parquet, the same rows and columns (pyarrow imported here: the suite's other tests check
+    that `train` itself does not import it before a table is read)."""
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    pyarrow.parquet.write_table(pyarrow.csv.read_csv(csv_path), path)
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def offline_data_sets(tmp_path_factory):
     """MNIST, Fashion-MNIST and CIFAR-10 stand-ins that torchvision's own classes read from DATA_DIR (the image
-    configs' default root), and a CSV table for data=csv."""
+    configs' default root), and a table for data=csv and data=parquet."""
     from torchvision.datasets import CIFAR10
 
     global STAND_IN_ROOT
@@ -79,6 +91,7 @@ def offline_data_sets(tmp_path_factory):
     write_mnist(STAND_IN_ROOT, name="FashionMNIST", seed=1)
     write_cifar10(STAND_IN_ROOT)
     write_csv_table(STAND_IN_ROOT / "table.csv")
+    write_parquet_table(STAND_IN_ROOT / "table.parquet", STAND_IN_ROOT / "table.csv")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DATA_DIR", str(STAND_IN_ROOT))
         # torchvision checks the real CIFAR-10 files' MD5 sums; a stand-in passes only its existence check.

@@ -90,7 +90,7 @@ try:
     code = 0
 except SystemExit as exit:
     code = exit.code
-print(json.dumps({"exit": code, "torch imported": "torch" in sys.modules}))
+print(json.dumps({"exit": code, **{f"{name} imported": name in sys.modules for name in ("torch", "pyarrow")}}))
 """
 
 
@@ -98,11 +98,13 @@ print(json.dumps({"exit": code, "torch imported": "torch" in sys.modules}))
     (["--help"], 0),
     (["model=foo"], 2),
     (["optimizer.lr=-1"], 2),
-], ids=["help", "unknown-option", "bad-value"])
-def test_help_and_config_errors_do_not_import_torch(tmp_path, elsewhere, args, exit_code):
+    (["data=parquet", "data.path=t.parquet", "data.target=y", "optimizer.lr=-1"], 2),  # the table is not read yet
+], ids=["help", "unknown-option", "bad-value", "table-bad-value"])
+def test_help_and_config_errors_do_not_import_torch_or_pyarrow(tmp_path, elsewhere, args, exit_code):
     result = run_command([sys.executable, "-c", LIGHT_IMPORT, json.dumps([*args, f"hydra.run.dir={tmp_path / 'run'}"])],
                          elsewhere)
-    assert json.loads(result.stdout.splitlines()[-1]) == {"exit": exit_code, "torch imported": False}
+    assert json.loads(result.stdout.splitlines()[-1]) == {"exit": exit_code, "torch imported": False,
+                                                          "pyarrow imported": False}
 
 
 WITHOUT_PLUGIN = """

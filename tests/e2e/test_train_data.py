@@ -93,21 +93,23 @@ def test_train_on_a_csv_with_text_labels_classifies(tmp_path, elsewhere, train_i
 
 # --- the libraries a data set needs -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("option, imported", [("mnist", ["torchvision"]), ("csv", []), ("digits", ["sklearn"])])
+@pytest.mark.parametrize("option, imported", [("mnist", ["torchvision"]), ("csv", ["pyarrow"]),
+                                             ("parquet", ["pyarrow"]),
+                                             ("digits", ["pandas", "pyarrow", "sklearn"])])  # sklearn.datasets' own
 def test_only_the_chosen_data_set_s_libraries_are_imported(tmp_path, option, imported):
-    """A fresh interpreter trains one epoch; scikit-learn and torchvision are imported only by the sets that use
-    them (this session's interpreter has both loaded already, hence the subprocess)."""
+    """A fresh interpreter trains one epoch; pyarrow, scikit-learn and torchvision are imported only by the sets that
+    use them, and pandas by none but scikit-learn (this session's interpreter has them loaded already, hence the subprocess)."""
     import subprocess
     import sys
 
     from conftest import STAND_IN_ROOT
 
     overrides = [f"data={option}", "trainer.max_epochs=1", "trainer.curves=false", f"hydra.run.dir={tmp_path / 'run'}"]
-    if option == "csv":
-        overrides += [f"data.path={STAND_IN_ROOT / 'table.csv'}", "data.target=colour"]
+    if option in ("csv", "parquet"):
+        overrides += [f"data.path={STAND_IN_ROOT / ('table.' + option)}", "data.target=colour"]
     script = ("import sys; from trainer.cli import train; sys.argv = ['train', *sys.argv[1:]]\n"
               "try:\n    train()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
-              "print(sorted(name for name in ('sklearn', 'torchvision') if name in sys.modules))")
+              "print(sorted(name for name in ('pandas', 'pyarrow', 'sklearn', 'torchvision') if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script, *overrides], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(imported)

@@ -23,6 +23,7 @@ EXPECTED = {
     "spiral": ("binary", (2,), 2),
     "xor": ("binary", (2,), 2),
     "csv": ("multiclass", (4,), 3),
+    "parquet": ("multiclass", (4,), 3),
     "mnist": ("multiclass", (1, 28, 28), 10),
     "fashion_mnist": ("multiclass", (1, 28, 28), 10),
     "cifar10": ("multiclass", (3, 32, 32), 10),

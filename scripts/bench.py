@@ -3,6 +3,7 @@
     python scripts/bench.py                  # full-size MNIST stand-in (60,000 + 10,000); 3 rounds of 2 epochs
     python scripts/bench.py --rounds 1 --data-dir ./data   # real MNIST files, if ./data/MNIST/raw has them
     python scripts/bench.py --device cuda --out bench-gpu  # on the GPU: the cases of scripts/bench_cuda.py
+    python scripts/bench.py --only tables    # the table readers alone (scripts/bench_tables.py), 1M rows x 21
 
 Three cases, each in its own child process (so that each has its own peak RSS and start-up), taken in turn
 for a few rounds, one table:
@@ -20,6 +21,9 @@ rounds, (b) runs once more while another process spins on one core (a shared nod
 programs): its training pass against the quiet one says whether `train`'s CPU threads fit a busy machine.
 Targets (2-core CPU): (b)/(c) <= 1.15, (a)/(b) >= 5, (b) busy / (b) quiet <= 1.5, peak RSS of (b) <= 1.5 GB,
 `train --help` < 1 s.
+Then the table readers (scripts/bench_tables.py): data=csv's read of a 1,000,000 x 21 CSV file (and .csv.gz, and
+data=parquet's) beside pandas.read_csv, each in a child process of its own. Targets: read_csv's load (import +
+read) <= 1.5x pandas.read_csv's, the memory its read takes <= 3x the float32 table.
 Without --data-dir the MNIST files are generated in the real IDX format (trainer.data.formats), offline.
 --out DIR keeps every round's figures there (bench.json) and the tables (bench.md).
 """
@@ -292,6 +296,8 @@ def main() -> None:
                                       "(bench.md)")
     parser.add_argument("--case-timeout", type=float, default=300,
                         help="cuda: seconds a case may run before it is stopped and recorded as failed")
+    parser.add_argument("--only", choices=["mnist", "tables"], help="cpu: only the MNIST cases, or only the table readers")
+    parser.add_argument("--table-rows", type=int, default=1_000_000, help="rows of the table readers' table (21 columns)")
     parser.add_argument("--child", choices=["tutorial", "train", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--samples", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -302,7 +308,25 @@ def main() -> None:
         import bench_cuda  # (next to this file, which Python puts first on sys.path)
 
         return bench_cuda.main(args)
+    figures, parts, checks = {}, [], []
+    if args.only != "tables":
+        figures = mnist(args)
+        lines, checks = table(figures["results"], figures["help_s"], args.epochs, args.rounds)
+        parts.append("\n".join(lines))
+    if args.only != "mnist":
+        import bench_tables  # (next to this file)
 
+        figures["tables"] = bench_tables.measure(args.table_rows, 21, args.rounds)
+        lines, table_checks = bench_tables.table(figures["tables"])
+        parts.append("\n".join(lines))
+        checks += table_checks
+    tables = "\n\n".join([*parts, checks_table(checks)])
+    print(tables)
+    write_outputs(args.out, figures, tables)
+
+
+def mnist(args: argparse.Namespace) -> dict:
+    """The MNIST cases (a), (b), (c) over the rounds, (b) once more with a core held, and `train --help`."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.data_dir) if args.data_dir else Path(scratch)
         if not args.data_dir:
@@ -318,10 +342,7 @@ def main() -> None:
         busy = measure_with_one_core_held("train", root, args.epochs)
     results = {name: combined([r[name] for r in rounds]) for name in rounds[0]}
     results[BUSY] = combined([busy])
-    help_s = help_seconds()
-    tables = table(results, help_s, args.epochs, args.rounds)
-    print(tables)
-    write_outputs(args.out, {"rounds": rounds, BUSY: busy, "help_s": help_s, "results": results}, tables)
+    return {"rounds": rounds, BUSY: busy, "help_s": help_seconds(), "results": results}
 
 
 def combined(runs: list[dict]) -> dict:
@@ -335,7 +356,8 @@ def combined(runs: list[dict]) -> dict:
             "first_step": statistics.median(run["first_step"] for run in runs)}
 
 
-def table(results: dict, help_s: float, epochs: int, rounds: int) -> str:
+def table(results: dict, help_s: float, epochs: int, rounds: int) -> tuple[list[str], list[tuple]]:
+    """The MNIST cases' table, and their checks against TARGETS: (measure, value, target, met)."""
     import torch
 
     lines = [f"MNIST MLP 784-128-64-10, Adam, batch {BATCH_SIZE}, median of {rounds} x {epochs} epochs; "
@@ -360,7 +382,12 @@ def table(results: dict, help_s: float, epochs: int, rounds: int) -> str:
          results["(b) train"]["rss_gb"] <= TARGETS["rss_gb"]),
         ("`train --help`", f"{help_s:.2f} s", f"< {TARGETS['help_s']} s", help_s < TARGETS["help_s"]),
     ]
-    lines += ["", "| measure | value | target | met |", "|---|---:|---:|---|"]
+    return lines, checks
+
+
+def checks_table(checks: list[tuple]) -> str:
+    """Each measure against its target: met (yes), not met (NO), or no target."""
+    lines = ["| measure | value | target | met |", "|---|---:|---:|---|"]
     lines += [f"| {name} | {value} | {target} | {'' if met is None else 'yes' if met else 'NO'} |"
               for name, value, target, met in checks]
     return "\n".join(lines)

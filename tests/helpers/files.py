@@ -1,5 +1,5 @@
 """The files a run writes, as the tests make and read them: metrics.csv rows, PNGs (and the size of their panels),
-whole folders; and the CSV tables a user brings."""
+whole folders; and the CSV and Parquet tables a user brings."""
 
 from __future__ import annotations
 
@@ -64,3 +64,14 @@ def write(path: Path, text: str) -> str:
 def table(path: Path, header: str, rows: list) -> str:
     """A CSV of `header` and one line per row (a sequence of values)."""
     return write(path, "\n".join([header, *(",".join(map(str, row)) for row in rows)]) + "\n")
+
+
+def parquet_bytes(**columns) -> bytes:
+    """A Parquet file of `columns` (name: values or a pyarrow array), with a checksum of each page (Spark's writer
+    keeps them, pyarrow's may)."""
+    import pyarrow as pa  # imported by the tests that write Parquet only
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns), sink, write_page_checksum=True)
+    return sink.getvalue().to_pybytes()

@@ -61,12 +61,21 @@ def _read(path: str, key: str, lines: _Lines) -> _Lines:
     return lines
 
 
+NOT_TEXT = {b"\x1f\x8b": "gzip-compressed: a name ending in .gz has it decompressed",
+            b"PAR1": "a Parquet file, not CSV text", b"PK\x03\x04": "a zip archive (an Excel workbook?), not CSV text"}
+"""What a file whose name says CSV may be instead, by its first bytes: said rather than its first byte."""
+
+
 def _check_utf8(path: str, key: str, file: BinaryIO) -> None:
     """Text in another encoding is named by the line of the first byte UTF-8 cannot read (latin-1's accented
     letters, UTF-16's byte order mark), or else of the first NUL character (UTF-16 without a byte order mark reads
-    as UTF-8 with a NUL beside each ASCII letter). Excel's byte order mark is UTF-8."""
+    as UTF-8 with a NUL beside each ASCII letter). Excel's byte order mark is UTF-8. A file that is not text at all
+    (NOT_TEXT) is named for what it is."""
     nul_line = None
     for number, line in enumerate(file, start=1):
+        kind = next((kind for start, kind in NOT_TEXT.items() if line.startswith(start)), None)
+        if number == 1 and kind is not None:
+            raise ConfigError(key, path, f"a CSV file of UTF-8 text (it is {kind})")
         try:
             text = (line.removeprefix(codecs.BOM_UTF8) if number == 1 else line).decode("utf-8")
         except UnicodeDecodeError as error:

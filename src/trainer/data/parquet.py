@@ -5,12 +5,14 @@ pyarrow reads one column at a time, so that a table costs little more memory tha
 numbers (integers, floats, decimals, booleans) are read as they are; a column of text is read as a CSV file's is:
 numbers when every value is one (a feature must be), else text labels (a target may be). A missing column, a
 column of another type, a null, or a value that is not a finite number within float32's range is a ConfigError
-naming the column and the row (counted from 1)."""
+naming the column and the row (counted from 1); so is a page whose checksum (where the writer kept one) says it is
+damaged."""
 
 from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from typing import Optional, Sequence
 
 import numpy as np
@@ -21,30 +23,40 @@ import pyarrow.parquet as pq
 from trainer.config import ConfigError
 from trainer.data.arrow_arrays import as_numpy
 from trainer.data.build import Arrays
-from trainer.data.columns import FLOAT32_MAX, check_named_once, check_target_varies, parses, run_columns
+from trainer.data.columns import (FLOAT32_MAX, Choice, Columns, check_named_once, check_target_varies, parses,
+                                  run_columns)
 
 
 def read_parquet(path: str, target: str, features: Optional[Sequence[str]] = None) -> Arrays:
     """Features from the `features` columns (all but the target when null), as float32; the target column as
     numbers, or as text labels (classes) when it holds text that is not all numbers."""
+    columns = parquet_columns(path, "data.path", partial(run_columns, path, target, features), keep=target)
+    check_target_varies(path, target, columns.y, columns.first)
+    return Arrays(x=columns.x, y=columns.y, feature_names=columns.wanted.features)
+
+
+def parquet_columns(path: str, key: str, choose: Choice, keep: Optional[str] = None) -> Columns:
+    """The columns `choose` takes from the file's column names (less the index pandas stored, but for `keep`): a
+    problem with the file or with a value taken is a ConfigError for `key` naming the column and the row."""
     if not os.path.isfile(path):  # False for a name too long for the OS, where Path.is_file raises
-        raise ConfigError("data.path", path, "a Parquet file that exists")
+        raise ConfigError(key, path, "a Parquet file that exists")
     try:
-        file = pq.ParquetFile(path)
+        file = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer kept them
     except (pa.ArrowException, OSError) as error:
-        raise ConfigError("data.path", path, f"a Parquet file ({_first_line(error)})") from None
+        raise ConfigError(key, path, f"a Parquet file ({_first_line(error)})") from None
     header = file.schema_arrow.names
-    check_named_once("data.path", path, header, "a Parquet file")
+    check_named_once(key, path, header, "a Parquet file")
     index = _pandas_index(file.schema_arrow)
-    wanted = run_columns(path, target, features, [name for name in header if name not in index or name == target])
+    wanted = choose([name for name in header if name not in index or name == keep])
     if file.metadata.num_rows == 0:
-        raise ConfigError("data.path", path, "a Parquet file with at least one row")
+        raise ConfigError(key, path, "a Parquet file with at least one row")
     x = np.empty((file.metadata.num_rows, len(wanted.features)), np.float32)
     for j, name in enumerate(wanted.features):
-        x[:, j] = _numbers(path, name, _column(path, file, name))
-    y, first = _target(path, target, _column(path, file, target))
-    check_target_varies(path, target, y, first)
-    return Arrays(x=x, y=y, feature_names=wanted.features)
+        x[:, j] = _numbers(path, key, name, _column(path, key, file, name))
+    if wanted.target is None:
+        return Columns(wanted, x)
+    y, first = _target(path, key, wanted.target, _column(path, key, file, wanted.target))
+    return Columns(wanted, x, y, first)
 
 
 def _pandas_index(schema: pa.Schema) -> set[str]:
@@ -55,35 +67,38 @@ def _pandas_index(schema: pa.Schema) -> set[str]:
     return {name for name in json.loads(metadata).get("index_columns", []) if isinstance(name, str)}
 
 
-def _column(path: str, file: pq.ParquetFile, name: str) -> pa.ChunkedArray:
-    """One column, read on its own; text kept in a dictionary (pandas' categories) as plain text."""
+def _column(path: str, key: str, file: pq.ParquetFile, name: str) -> pa.ChunkedArray:
+    """One column, read on its own; text kept in a dictionary (pandas' categories), or as string views (which
+    pyarrow's text functions do not take), as plain text."""
     try:
         column = file.read(columns=[name]).column(0)
     except (pa.ArrowException, OSError) as error:  # a damaged file
-        raise ConfigError("data.path", path, f"a Parquet file whose column {name!r} can be read "
+        raise ConfigError(key, path, f"a Parquet file whose column {name!r} can be read "
                                              f"({_first_line(error)})") from None
-    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    return column.cast(pa.string()) if pa.types.is_string_view(column.type) else column
 
 
 def _is_text(column: pa.ChunkedArray) -> bool:
     return pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
 
 
-def _numbers(path: str, name: str, column: pa.ChunkedArray) -> np.ndarray:
+def _numbers(path: str, key: str, name: str, column: pa.ChunkedArray) -> np.ndarray:
     """The column as float64; the first row that is null, not a finite number, or beyond float32's range is
     named."""
     expected = f"a finite number in every row of column {name!r}"
     read = _values(column)
     if read is None:
-        raise ConfigError("data.path", path, f"{expected} (it holds {column.type})")
+        raise ConfigError(key, path, f"{expected} (it holds {column.type})")
     values, null = read
     bad = np.flatnonzero(null | ~np.isfinite(values))
     if len(bad):
-        raise ConfigError("data.path", path, f"{expected} ({_row_holding(column, bad[0])})")
+        raise ConfigError(key, path, f"{expected} ({_row_holding(column, bad[0])})")
     beyond = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
     if len(beyond):
-        raise ConfigError("data.path", path, f"a number within float32's range of ±{FLOAT32_MAX:.3g} in every row of "
-                                             f"column {name!r} ({_row_holding(column, beyond[0])})")
+        raise ConfigError(key, path, f"a number within float32's range of ±{FLOAT32_MAX:.3g} in every row of column "
+                                     f"{name!r} ({_row_holding(column, beyond[0])})")
     return values
 
 
@@ -100,11 +115,11 @@ def _values(column: pa.ChunkedArray) -> Optional[tuple[np.ndarray, np.ndarray]]:
     elif not any(is_type(column.type) for is_type in (pa.types.is_integer, pa.types.is_floating,
                                                       pa.types.is_decimal, pa.types.is_boolean)):
         return None
-    numbers = pc.cast(column, pa.float64())
+    numbers = pc.cast(column, pa.float64(), safe=False)  # an integer beyond 2**53 as the float nearest it
     return as_numpy(numbers, np.float64), as_numpy(pc.cast(pc.is_null(numbers), pa.int8()), np.int8).astype(bool)
 
 
-def _target(path: str, name: str, column: pa.ChunkedArray) -> tuple[np.ndarray, str]:
+def _target(path: str, key: str, name: str, column: pa.ChunkedArray) -> tuple[np.ndarray, str]:
     """Numbers, or text labels when the column holds text that is not all numbers (as for CSV, stripped); and its
     first value, as text."""
     if _is_text(column):
@@ -113,10 +128,9 @@ def _target(path: str, name: str, column: pa.ChunkedArray) -> tuple[np.ndarray, 
         if not all(label is not None and parses(label) for label in labels):
             empty = next((row for row, label in enumerate(labels) if not label), None)  # null or ""
             if empty is not None:
-                raise ConfigError("data.path", path, f"a value in every row of column {name!r} "
-                                                     f"({_row_holding(column, empty)})")
+                raise ConfigError(key, path, f"a value in every row of column {name!r} ({_row_holding(column, empty)})")
             return np.asarray(labels), labels[0]
-    return _numbers(path, name, column), str(column[0].as_py())
+    return _numbers(path, key, name, column), str(column[0].as_py())
 
 
 def _row_holding(column: pa.ChunkedArray, index: int) -> str:

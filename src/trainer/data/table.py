@@ -4,7 +4,7 @@ column. A `.csv.gz` file is read as it is, decompressed on the way.
 pyarrow reads the table (csv_arrow), the features straight into float32. A file it refuses, or whose values break
 a rule, is read again line by line with Python's csv module (csv_lines), only then, to name the first problem with
 its column and line (or, for the rare file pyarrow refuses and the rules allow, to read it). (data=parquet:
-parquet.py.)"""
+parquet.py; `predict` reads either kind by its name, table_columns.)"""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from trainer.config import ConfigError
 from trainer.data.build import Arrays
 from trainer.data.columns import Choice, Columns, check_target_varies, run_columns
 from trainer.data.csv_lines import read_lines
+
+TABLE_FILES = (".csv", ".csv.gz", ".parquet")
+"""The names of the table files `predict` reads, as training reads them."""
 
 
 def read_csv(path: str, target: str, features: Optional[Sequence[str]] = None) -> Arrays:
@@ -39,3 +42,13 @@ def csv_columns(path: str, key: str, choose: Choice) -> Columns:
         return csv_arrow.read(path, key, choose)
     except csv_arrow.Declined:
         return read_lines(path, key, choose)
+
+
+def table_columns(path: str, key: str, choose: Choice) -> Columns:
+    """The columns `choose` takes from a table file, read as its name says: a `.parquet` file as Parquet (parquet.py),
+    any other as CSV text, decompressed if its name ends in `.gz`."""
+    if path.lower().endswith(".parquet"):
+        from trainer.data.parquet import parquet_columns  # pyarrow, imported once a table is read
+
+        return parquet_columns(path, key, choose)
+    return csv_columns(path, key, choose)

@@ -2,7 +2,8 @@
 
 The checkpoint's DataDescription says how: an image (PNG or JPEG), or a folder of them, becomes uint8 pixels of
 the training images' channels and size, normalised per channel with the train split's statistics; rows of a table
-(a CSV file with a header row, or a JSON object {feature: value} or a list of them) are standardised with the
+(a CSV file with a header row, as it is or as .csv.gz, a Parquet file, or a JSON object {feature: value} or a list
+of them: the files read as training reads them) are standardised with the
 train split's feature statistics. A classifier's output becomes the class and its probabilities, a regression
 model's the values in the data's units. Checkpoints from before checkpoints kept the description have the data
 set read again to fit it.
@@ -30,7 +31,7 @@ from omegaconf import DictConfig
 from trainer.config import POSITIVE_INT, ConfigError, is_finite_number
 from trainer.data import DataDescription, build_data
 from trainer.data.columns import FLOAT32_MAX, Wanted
-from trainer.data.table import csv_columns
+from trainer.data.table import TABLE_FILES, table_columns
 from trainer.inference.trained_model import Trained, load, required
 from trainer.observe.text_table import aligned
 from trainer.training.metrics import predicted_classes
@@ -38,7 +39,7 @@ from trainer.training.metrics import predicted_classes
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-TABLE_SUFFIXES = (".csv", ".json")
+TABLE_SUFFIXES = (*TABLE_FILES, ".json")
 IMAGE_MODES = {1: "L", 3: "RGB"}
 """PIL's mode for images of that many channels: grey, colour."""
 MAX_JSON_BYTES = 200 * 2**20
@@ -98,13 +99,13 @@ def read_samples(source: Path, description: DataDescription) -> tuple[torch.Tens
             return description.pixels(pixels), names
         raise ConfigError("input", str(source), f"a PNG or JPEG image, or a folder of them: this model was trained "
                                                 f"on images of shape {description.input_shape}")
-    if source.is_file() and suffix in TABLE_SUFFIXES:
-        x = _csv_rows(source, description) if suffix == ".csv" else _json_rows(source, description)
+    if source.is_file() and source.name.lower().endswith(TABLE_SUFFIXES):
+        x = _json_rows(source, description) if suffix == ".json" else _table_rows(source, description)
         x = x.reshape(len(x), *description.input_shape)
         if description.features is not None:
             x = description.features(x)
         return torch.from_numpy(x), [f"row {number}" for number in range(1, len(x) + 1)]
-    raise ConfigError("input", str(source), f"a .csv or .json file of rows of the features "
+    raise ConfigError("input", str(source), f"a .csv, .csv.gz, .parquet or .json file of rows of the features "
                                             f"{_listed(description.feature_names)}: this model was trained on a table")
 
 
@@ -143,19 +144,19 @@ def _pixels(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
         raise ConfigError("input", str(path), f"a PNG or JPEG image ({error})") from None
 
 
-def _csv_rows(source: Path, description: DataDescription) -> np.ndarray:
-    """float32 (N, F): the feature columns, found by name, of a CSV file with a header row (other columns are
-    left alone, the target's too)."""
+def _table_rows(source: Path, description: DataDescription) -> np.ndarray:
+    """float32 (N, F): the feature columns, found by name, of a CSV file with a header row or a Parquet file (other
+    columns are left alone, the target's too)."""
     names = description.feature_names
 
     def features_of(header: list[str]) -> Wanted:
         missing = [name for name in names if name not in header]
         if missing:
-            raise ConfigError("input", str(source), f"a CSV file with the feature columns {_listed(names)} (it has "
-                                                    f"no column {missing[0]!r})")
+            raise ConfigError("input", str(source), f"a table with the feature columns {_listed(names)} (it has no "
+                                                    f"column {missing[0]!r})")
         return Wanted(features=names)
 
-    return csv_columns(str(source), "input", features_of).x
+    return table_columns(str(source), "input", features_of).x
 
 
 def _json_rows(source: Path, description: DataDescription) -> np.ndarray:
@@ -240,7 +241,8 @@ def main(cfg: DictConfig) -> None:
     if not POSITIVE_INT.accepts(cfg.top_k):
         raise ConfigError("top_k", cfg.top_k, POSITIVE_INT.allowed)
     trained = load(cfg)
-    source = Path(required(cfg, "input", "an image, a folder of images, or a .csv or .json file of rows"))
+    source = Path(required(cfg, "input", "an image, a folder of images, or a .csv, .csv.gz, .parquet or .json file of "
+                                         "rows"))
     predictions = predict(trained, source)
     print("\n".join(prediction_lines(predictions, cfg.top_k)))
     if cfg.output is not None:

@@ -181,10 +181,10 @@ def first_half(content: bytes) -> bytes:
 # (the run, the input file's name and content (bytes, text, or None for no file), other overrides; the key, the
 # value as the message shows it with {input} for the file's path, a part of what is allowed)
 MISTAKES = [
-    ("classes", "digit.png", b"\x89PNG\r\n\x1a\n", [], "input", "'{input}'", "a .csv or .json file of rows of the "
-                                                                             "features a, b, c, d: this model was "
-                                                                             "trained on a table"),
-    ("classes", "rows.txt", "a,b,c,d\n1,2,3,4\n", [], "input", "'{input}'", "a .csv or .json file"),
+    ("classes", "digit.png", b"\x89PNG\r\n\x1a\n", [], "input", "'{input}'", "a .csv, .csv.gz, .parquet or .json "
+                                                                             "file of rows of the features a, b, c, "
+                                                                             "d: this model was trained on a table"),
+    ("classes", "rows.txt", "a,b,c,d\n1,2,3,4\n", [], "input", "'{input}'", "a .csv, .csv.gz, .parquet or .json file"),
     ("classes", "rows.csv", "a,b,d\n1,2,3\n", [], "input", "'{input}'", "(it has no column 'c')"),
     ("classes", "rows.csv", "a,b,c,d\n1,2,x,4\n", [], "input", "'{input}'", "column 'c' (line 2 has 'x')"),
     ("classes", "rows.json", '[{"a": 1, "b": 2, "d": 4}]', [], "input", "'{input}'", "(row 1 has no 'c')"),

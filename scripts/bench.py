@@ -296,8 +296,10 @@ def main() -> None:
                                       "(bench.md)")
     parser.add_argument("--case-timeout", type=float, default=300,
                         help="cuda: seconds a case may run before it is stopped and recorded as failed")
-    parser.add_argument("--only", choices=["mnist", "tables"], help="cpu: only the MNIST cases, or only the table readers")
-    parser.add_argument("--table-rows", type=int, default=1_000_000, help="rows of the table readers' table (21 columns)")
+    parser.add_argument("--only", choices=["mnist", "tables"],
+                        help="cpu: only the MNIST cases, or only the table readers")
+    parser.add_argument("--table-rows", type=int, default=1_000_000,
+                        help="rows of the table readers' table (21 columns)")
     parser.add_argument("--child", choices=["tutorial", "train", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--samples", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)

@@ -73,8 +73,8 @@ def _check_utf8(path: str, key: str, file: BinaryIO) -> None:
     (NOT_TEXT) is named for what it is."""
     nul_line = None
     for number, line in enumerate(file, start=1):
-        kind = next((kind for start, kind in NOT_TEXT.items() if line.startswith(start)), None)
-        if number == 1 and kind is not None:
+        if number == 1 and line.startswith(tuple(NOT_TEXT)):
+            kind = next(kind for start, kind in NOT_TEXT.items() if line.startswith(start))
             raise ConfigError(key, path, f"a CSV file of UTF-8 text (it is {kind})")
         try:
             text = (line.removeprefix(codecs.BOM_UTF8) if number == 1 else line).decode("utf-8")

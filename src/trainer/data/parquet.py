@@ -74,7 +74,7 @@ def _column(path: str, key: str, file: pq.ParquetFile, name: str) -> pa.ChunkedA
         column = file.read(columns=[name]).column(0)
     except (pa.ArrowException, OSError) as error:  # a damaged file
         raise ConfigError(key, path, f"a Parquet file whose column {name!r} can be read "
-                                             f"({_first_line(error)})") from None
+                                     f"({_first_line(error)})") from None
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     return column.cast(pa.string()) if pa.types.is_string_view(column.type) else column

@@ -18,7 +18,7 @@ from trainer.data.columns import Choice, Columns, check_target_varies, run_colum
 from trainer.data.csv_lines import read_lines
 
 TABLE_FILES = (".csv", ".csv.gz", ".parquet")
-"""The names of the table files `predict` reads, as training reads them."""
+"""How the names of the table files `predict` reads end (table_columns reads them as training does)."""
 
 
 def read_csv(path: str, target: str, features: Optional[Sequence[str]] = None) -> Arrays:

@@ -2,11 +2,10 @@
 
 The checkpoint's DataDescription says how: an image (PNG or JPEG), or a folder of them, becomes uint8 pixels of
 the training images' channels and size, normalised per channel with the train split's statistics; rows of a table
-(a CSV file with a header row, as it is or as .csv.gz, a Parquet file, or a JSON object {feature: value} or a list
-of them: the files read as training reads them) are standardised with the
-train split's feature statistics. A classifier's output becomes the class and its probabilities, a regression
-model's the values in the data's units. Checkpoints from before checkpoints kept the description have the data
-set read again to fit it.
+(a CSV file with a header row, as it is or as .csv.gz, or a Parquet file, each read as training reads it; or a JSON
+object {feature: value} or a list of them) are standardised with the train split's feature statistics. A
+classifier's output becomes the class and its probabilities, a regression model's the values in the data's units.
+Checkpoints from before checkpoints kept the description have the data set read again to fit it.
 
 A file is read as a stranger may have written it: an image of more pixels than PIL allows (a decompression bomb), a
 JSON file too large or nested too deeply to read, a key given twice, a number beyond float32's range are each

@@ -39,6 +39,8 @@ os.environ["OMP_NUM_THREADS"] = "1"
 STAND_IN_ROOT = Path()
 """Where `offline_data_sets` wrote the stand-ins; DATA_DIR points there for the whole session."""
 CSV_CLASSES = ("blue", "green", "red")
+IMAGE_CLASSES = {"blue": (30, 30, 220), "green": (30, 200, 30), "red": (220, 30, 30)}
+"""write_image_folder's classes and their colours (RGB); as grey images, their brightness differs too."""
 
 
 def compose_config(*overrides: str, shrink: bool = True) -> DictConfig:
@@ -48,6 +50,8 @@ def compose_config(*overrides: str, shrink: bool = True) -> DictConfig:
         overrides = (*overrides, f"data.path={STAND_IN_ROOT / 'table.csv'}", "data.target=colour")
     if "data=parquet" in overrides and not any(o.startswith("data.path=") for o in overrides):
         overrides = (*overrides, f"data.path={STAND_IN_ROOT / 'table.parquet'}", "data.target=colour")
+    if "data=image_folder" in overrides and not any(o.startswith("data.path=") for o in overrides):
+        overrides = (*overrides, f"data.path={STAND_IN_ROOT / 'image_folder'}")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("train", overrides=[*(SHRINK if shrink else ()), *overrides])
 
@@ -79,10 +83,29 @@ def write_parquet_table(path: Path, csv_path: Path) -> Path:
     return path
 
 
+def write_image_folder(root: Path, per_class: int = 40, size: tuple[int, int] = (8, 8), grey: bool = False,
+                       image_format: str = "PNG", seed: int = 0) -> Path:
+    """root/<class>/<n>.<format>: IMAGE_CLASSES, each a colour (or a brightness, grey) with noise, so that a small
+    model tells them apart; Pillow writes them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    suffix = {"PNG": "png", "JPEG": "jpg", "BMP": "bmp", "WEBP": "webp"}[image_format]
+    for name, colour in IMAGE_CLASSES.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            noise = rng.normal(0, 25, (*size, 3))  # (H, W, 3)
+            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            image = Image.fromarray(pixels.mean(axis=2).astype(np.uint8) if grey else pixels)
+            image.save(root / name / f"{n:03d}.{suffix}", image_format)
+    return root
+
+
 @pytest.fixture(scope="session", autouse=True)
 def offline_data_sets(tmp_path_factory):
     """MNIST, Fashion-MNIST and CIFAR-10 stand-ins that torchvision's own classes read from DATA_DIR (the image
-    configs' default root), and a table for data=csv and data=parquet."""
+    configs' default root), a table for data=csv and data=parquet, and a folder of PNGs for data=image_folder
+    (decoded into a cache under this session's XDG_CACHE_HOME, not the user's)."""
     from torchvision.datasets import CIFAR10
 
     global STAND_IN_ROOT
@@ -92,8 +115,10 @@ def offline_data_sets(tmp_path_factory):
     write_cifar10(STAND_IN_ROOT)
     write_csv_table(STAND_IN_ROOT / "table.csv")
     write_parquet_table(STAND_IN_ROOT / "table.parquet", STAND_IN_ROOT / "table.csv")
+    write_image_folder(STAND_IN_ROOT / "image_folder")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DATA_DIR", str(STAND_IN_ROOT))
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         # torchvision checks the real CIFAR-10 files' MD5 sums; a stand-in passes only its existence check.
         for split in ("train_list", "test_list"):
             patch.setattr(CIFAR10, split, [[name, None] for name, _ in getattr(CIFAR10, split)])

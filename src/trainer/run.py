@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -16,6 +17,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from trainer.config import TrainerConfig, check_task_fit, validate
 from trainer.data import Batcher, DataDescription, DataSplits, batchers, build_data
+from trainer.data.batcher import RowsOf
 from trainer.observe import inspection
 from trainer.observe.curves import draw_run_curves, run_title
 from trainer.observe.health import GradientHealth
@@ -153,7 +155,8 @@ def group_choices() -> Optional[dict[str, Optional[str]]]:
 
 def _sample_batch(data: DataSplits, device: torch.device) -> torch.Tensor:
     """Two validation samples as the model sees them: (2, *input_shape) floats, normalised like every batch."""
-    x = data.val[0][:2].to(device)
+    samples = data.val[0]
+    x = (samples.read(np.arange(min(2, len(samples)))) if isinstance(samples, RowsOf) else samples[:2]).to(device)
     pixels = data.description.pixels
     return pixels.to(device)(x) if pixels is not None else x
 

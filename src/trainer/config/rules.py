@@ -57,8 +57,18 @@ def _or_null(rule: Rule) -> Rule:
     return Rule(lambda v: v is None or rule.accepts(v), f"{rule.allowed}, or null")
 
 
+def _or_auto(rule: Rule) -> Rule:
+    return Rule(lambda v: v == "auto" or rule.accepts(v), f"auto, {rule.allowed}")
+
+
 TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 EXISTING_FILE = Rule(lambda v: isinstance(v, str) and os.path.isfile(v), "the path of a file that exists")
+EXISTING_FOLDER = Rule(lambda v: isinstance(v, str) and os.path.isdir(v), "the path of a folder that exists")
+IMAGE_SIZE = Rule(lambda v: v is None or (_integer(v) and v > 0) or (isinstance(v, (list, tuple)) and len(v) == 2
+                                                                     and all(_integer(n) and n > 0 for n in v)),
+                  "null (the images' own size), an integer >= 1, or [H,W], e.g. [32,32]")
+AUGMENT = Rule(lambda v: v == "auto" or isinstance(v, dict),
+               "auto, or {crop_padding: N, horizontal_flip: true|false}")
 TEXT_LIST = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(n, str) for n in v),
                  "a list of column names, e.g. [age,height]")
 
@@ -86,6 +96,11 @@ RULES: dict[str, Rule] = {
     "data.path": EXISTING_FILE,
     "data.target": TEXT,
     "data.features": _or_null(TEXT_LIST),
+    "data.image_size": IMAGE_SIZE,
+    "data.channels": Rule(lambda v: v == "auto" or (_integer(v) and v in (1, 3)), "auto, 1 or 3"),
+    "data.cache_dir": _or_null(TEXT),
+    "data.skip_damaged": BOOL,
+    "data.augment": _or_null(AUGMENT),
     "data.augment.crop_padding": NON_NEGATIVE_INT,
     "data.augment.horizontal_flip": BOOL,
     "model.hidden_sizes": INT_LIST,
@@ -123,3 +138,12 @@ RULES: dict[str, Rule] = {
     "logger.every_n_steps": POSITIVE_INT,
     "logger.histograms": BOOL,
 }
+
+IMAGE_FOLDER = "trainer.data.image_folder.image_folder"
+RULES_OF_DATA_OPTION: dict[str, dict[str, Rule]] = {
+    IMAGE_FOLDER: {"data.path": EXISTING_FOLDER,
+                   "data.val_fraction": _or_auto(_or_null(OPEN_FRACTION)),
+                   "data.test_fraction": _or_auto(_or_null(OPEN_FRACTION))},
+}
+"""Keys whose rule depends on the data option (its `_target_`), in place of RULES': an image folder's path is a
+folder, and its fractions may be auto (its own val/ and test/ folders where it has them)."""

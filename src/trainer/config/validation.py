@@ -9,7 +9,7 @@ import importlib.util
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.config.errors import ConfigError
-from trainer.config.rules import RULES
+from trainer.config.rules import RULES, RULES_OF_DATA_OPTION, is_finite_number
 from trainer.config.schema import TrainerConfig
 from trainer.vocabulary import LOSSES, TASKS, measured_metrics
 
@@ -21,7 +21,8 @@ def validate(cfg: DictConfig) -> TrainerConfig:
     """Check a composed config; return the engine's typed settings. Raises ConfigError naming the first bad key."""
     data, model = cfg.data, cfg.model
     our_model = str(model.get("_target_")).startswith("trainer.models.")
-    for key, rule in RULES.items():
+    rules = RULES | RULES_OF_DATA_OPTION.get(data.get("_target_"), {})
+    for key, rule in rules.items():
         if key.startswith("model.") and not our_model:
             continue
         parent, _, leaf = key.rpartition(".")
@@ -35,7 +36,8 @@ def validate(cfg: DictConfig) -> TrainerConfig:
             value = OmegaConf.to_container(value, resolve=True)
         if not rule.accepts(value):
             raise ConfigError(key, value, rule.allowed)
-    if data.test_fraction is not None and data.val_fraction + data.test_fraction >= 1:
+    fractions = (data.val_fraction, data.test_fraction)  # either may be null or auto (data=image_folder)
+    if all(is_finite_number(f) for f in fractions) and sum(fractions) >= 1:
         raise ConfigError("data.val_fraction", data.val_fraction,
                           f"a fraction that leaves samples to train: val_fraction + test_fraction < 1 "
                           f"(test_fraction={data.test_fraction})")

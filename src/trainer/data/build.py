@@ -1,7 +1,9 @@
 """From a loader's arrays to train/val/test tensors: seeded stratified splits, statistics fitted on train only.
 
 Tabular sets become float32 tensors standardised here, once. Image sets (uint8, (N, C, H, W)) stay uint8: their
-per-channel statistics go to a `Normalize` that the batcher applies per batch, on the device.
+per-channel statistics go to a `Normalize` that the batcher applies per batch, on the device. A memory-mapped set
+(np.memmap, an image folder's cache) is split into `RowsOf` it, which read their rows only when asked: whole, into
+tensors, for data.pipeline=device; batch by batch, by the DataLoader workers, for data.pipeline=dataloader.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.config import ConfigError
+from trainer.data.batcher import RowsOf
 from trainer.data.preprocessing import DataDescription, Standardize
 from trainer.data.transforms import Augment, Normalize
 
@@ -24,6 +27,9 @@ from trainer.data.transforms import Augment, Normalize
 PIPELINE_KEYS = ("task", "batch_size", "drop_last", "val_fraction", "test_fraction", "split_seed", "standardize",
                  "augment", "pipeline", "num_workers", "pin_memory")
 
+AUTO_FRACTIONS = {"val_fraction": 0.1, "test_fraction": 0.2}
+"""data.val_fraction=auto, data.test_fraction=auto (data=image_folder): a set's own val/ or test/ folder where it
+has one, else these fractions (train.yaml's) held out at random."""
 MAX_INFERRED_CLASSES = 20
 """data.task=auto: a target of at most this many distinct integers is a set of classes; more is regression."""
 
@@ -37,7 +43,11 @@ class Arrays:
     y: np.ndarray
     """Labels (numbers or text) for classification; values, shape (N,) or (N, T), for regression."""
     test: Optional[Arrays] = None
-    """The set's own test split, when it has one (torchvision's sets); otherwise data.test_fraction is held out."""
+    """The set's own test split, when it has one (torchvision's sets, an image folder's test/); otherwise
+    data.test_fraction is held out."""
+    val: Optional[Arrays] = None
+    """The set's own validation split, when it has one (an image folder's val/); otherwise data.val_fraction is
+    held out."""
     feature_names: Optional[list[str]] = None
     """Tables: a name per value of a flattened sample (a CSV file's columns); None: x0, x1, ..."""
     class_names: Optional[list[str]] = None
@@ -55,9 +65,10 @@ class DataSplits:
     """The three splits as tensors (float32 or uint8 features; int64 classes or float32 (N, T) targets), and what
     describes them."""
 
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor]
+    train: tuple[torch.Tensor | RowsOf, torch.Tensor]
+    val: tuple[torch.Tensor | RowsOf, torch.Tensor]
+    test: tuple[torch.Tensor | RowsOf, torch.Tensor]
+    """Features are RowsOf a memory-mapped set with data.pipeline=dataloader, which reads them batch by batch."""
     description: DataDescription
     """Task, sample shape, classes, names and the train split's statistics (already applied to tables): what every
     checkpoint keeps, so that `predict` prepares new samples as these were."""
@@ -69,12 +80,13 @@ def build_data(cfg: DictConfig) -> DataSplits:
     """Load the set named by `cfg._target_`, split it (stratified for classes) and fit its statistics on train."""
     arrays: Arrays = instantiate(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in PIPELINE_KEYS]))
     task = infer_task(arrays.y) if cfg.task == "auto" else cfg.task
-    parts = [arrays] if arrays.test is None else [arrays, arrays.test]
-    targets, classes = _encode_targets([part.y for part in parts], task)
+    parts = {name: part for name, part in (("train", arrays), ("val", arrays.val), ("test", arrays.test))
+             if part is not None}
+    targets, classes = _encode_targets([part.y for part in parts.values()], task)
     images = arrays.x.dtype == np.uint8 and arrays.x.ndim == 4
-    features = [part.x if images else part.x.astype(np.float32) for part in parts]
+    features = [part.x if images else part.x.astype(np.float32) for part in parts.values()]
 
-    train, val, test = _split(features, targets, cfg, stratify=task != "regression")
+    train, val, test = _split(dict(zip(parts, zip(features, targets))), cfg, stratify=task != "regression")
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = train, val, test
     for key, part in (("val_fraction", x_val), ("test_fraction", x_test), ("val_fraction", x_train)):
         if len(part) == 0:
@@ -83,7 +95,8 @@ def build_data(cfg: DictConfig) -> DataSplits:
     normalize = feature_scaling = target_scaling = None
     if images:
         channels = x_train.shape[1]
-        normalize = Normalize.fitted(torch.from_numpy(x_train)) if cfg.standardize else Normalize.unit_range(channels)
+        fit_on = x_train if isinstance(x_train, RowsOf) else torch.from_numpy(x_train)
+        normalize = Normalize.fitted(fit_on) if cfg.standardize else Normalize.unit_range(channels)
     elif cfg.standardize:
         feature_scaling = Standardize.fitted(x_train)
         x_train, x_val, x_test = map(feature_scaling, (x_train, x_val, x_test))
@@ -91,7 +104,7 @@ def build_data(cfg: DictConfig) -> DataSplits:
         target_scaling = Standardize.fitted(y_train)
         y_train, y_val, y_test = map(target_scaling, (y_train, y_val, y_test))
 
-    augment = Augment(**cfg.augment) if cfg.get("augment") is not None else None
+    augment = _augment(cfg.get("augment"), arrays.x.shape)
     if augment is not None and augment.enabled and arrays.x.ndim != 4:
         raise ConfigError("data.augment", OmegaConf.to_container(cfg.augment),
                           f"crop_padding 0 and horizontal_flip false: samples of shape {arrays.x.shape[1:]} "
@@ -100,8 +113,12 @@ def build_data(cfg: DictConfig) -> DataSplits:
     flat_size = math.prod(arrays.x.shape[1:])  # values per sample
     feature_names = None if images else arrays.feature_names or [f"x{i}" for i in range(flat_size)]
 
-    def tensors(x_part: np.ndarray, y_part: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(np.ascontiguousarray(x_part)), torch.from_numpy(np.ascontiguousarray(y_part))
+    def tensors(x_part: np.ndarray | RowsOf, y_part: np.ndarray) -> tuple[torch.Tensor | RowsOf, torch.Tensor]:
+        if isinstance(x_part, RowsOf):  # the device holds the whole set; DataLoader workers read rows as needed
+            x = x_part.read(np.arange(len(x_part))) if cfg.pipeline == "device" else x_part
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(x_part))
+        return x, torch.from_numpy(np.ascontiguousarray(y_part))
 
     description = DataDescription(
         task=task, input_shape=tuple(arrays.x.shape[1:]), num_classes=None if classes is None else len(classes),
@@ -144,22 +161,57 @@ def _class_names(classes: Optional[np.ndarray], names: Optional[list[str]]) -> O
     return [str(names[int(label)]) if names is not None else str(label) for label in classes]
 
 
-def _split(features: list[np.ndarray], targets: list[np.ndarray], cfg: DictConfig, stratify: bool):
-    """(train, val, test) pairs of (x, y). A set with its own test split keeps it, and val_fraction is of its
-    train part; otherwise test_fraction and then val_fraction, both of the whole set, are held out."""
+def _augment(setting, shape: tuple[int, ...]) -> Optional[Augment]:
+    """data.augment: Augment's settings, or auto (data=image_folder): CIFAR-10's random crop (padded by an eighth of
+    the shorter side: 4 pixels of 32) and horizontal flip for colour images, nothing for grey ones, which are
+    mostly digits, letters and scans, that a flip makes other shapes of."""
+    if setting != "auto":
+        return None if setting is None else Augment(**setting)
+    if len(shape) != 4 or shape[1] != 3:
+        return None
+    return Augment(crop_padding=max(1, round(min(shape[2:]) / 8)), horizontal_flip=True)
+
+
+def _split(parts: dict[str, tuple[np.ndarray, np.ndarray]], cfg: DictConfig, stratify: bool):
+    """(train, val, test) pairs of (x, y) from the set (`train`) and its own `val` and `test` splits if it has
+    them. Each split it lacks is held out of it: test_fraction of it first, then val_fraction of the whole set (of
+    its train part, when the test split is the set's own). A memory-mapped set's splits are RowsOf it."""
     rng = np.random.default_rng(cfg.split_seed)
-    x, y = features[0], targets[0]
-    if len(features) == 2:
-        if cfg.test_fraction is not None:
-            raise ConfigError("data.test_fraction", cfg.test_fraction,
-                              "null: this set has its own test split, and that is what the test uses")
-        rest, val = _held_out(y, np.arange(len(y)), cfg.val_fraction, rng, stratify)
-        return (x[rest], y[rest]), (x[val], y[val]), (features[1], targets[1])
-    if cfg.test_fraction is None:
-        raise ConfigError("data.test_fraction", None, "a number in (0, 1): this set has no test split of its own")
-    rest, test = _held_out(y, np.arange(len(y)), cfg.test_fraction, rng, stratify)
-    train, val = _held_out(y, rest, cfg.val_fraction / (1 - cfg.test_fraction), rng, stratify)
-    return (x[train], y[train]), (x[val], y[val]), (x[test], y[test])
+    x, y = parts["train"]
+    test_fraction = _fraction(cfg, "test_fraction", own="test" in parts)
+    val_fraction = _fraction(cfg, "val_fraction", own="val" in parts)
+    rest = np.arange(len(y))
+    split = {name: (_rows(part_x), part_y) for name, (part_x, part_y) in parts.items() if name != "train"}
+    if test_fraction is not None:
+        rest, test = _held_out(y, rest, test_fraction, rng, stratify)
+        split["test"] = _rows(x, test), y[test]
+    if val_fraction is not None:
+        share = val_fraction / (1 - test_fraction) if test_fraction is not None else val_fraction
+        rest, val = _held_out(y, rest, share, rng, stratify)
+        split["val"] = _rows(x, val), y[val]
+    return (_rows(x, rest), y[rest]), split["val"], split["test"]
+
+
+def _fraction(cfg: DictConfig, key: str, own: bool) -> Optional[float]:
+    """data.val_fraction or data.test_fraction: the fraction to hold out, or None where the set's own split is
+    used. auto (image folders) is the set's own split if it has one, else AUTO_FRACTIONS[key]."""
+    value, split = cfg.get(key), {"val_fraction": "validation", "test_fraction": "test"}[key]
+    if value == "auto":
+        return None if own else AUTO_FRACTIONS[key]
+    if own and value is not None:
+        raise ConfigError(f"data.{key}", value, f"null: this set has its own {split} split, and that is what the "
+                                                f"{split} uses")
+    if not own and value is None:
+        raise ConfigError(f"data.{key}", None, f"a number in (0, 1): this set has no {split} split of its own")
+    return value
+
+
+def _rows(x: np.ndarray, indices: Optional[np.ndarray] = None) -> np.ndarray | RowsOf:
+    """The samples at `indices` (all: None) of `x`: RowsOf a memory-mapped array, which indexing would copy into
+    memory; a copy of any other."""
+    if isinstance(x, np.memmap):
+        return RowsOf(x, indices)
+    return x if indices is None else x[indices]
 
 
 def _held_out(y: np.ndarray, among: np.ndarray, fraction: float, rng: np.random.Generator, stratify: bool):

@@ -8,9 +8,17 @@ seeds for that batch, so an augmented epoch repeats exactly (and resumes exactly
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # batcher imports this module
+    from trainer.data.batcher import RowsOf
+
+CHUNK_BYTES = 64 * 2**20
+"""Normalize.fitted reads a set this many bytes of images at a time: a memory-mapped one is never read whole."""
 
 
 @dataclass
@@ -23,18 +31,22 @@ class Normalize:
     """(C,) per channel."""
 
     @classmethod
-    def fitted(cls, images: torch.Tensor) -> Normalize:
+    def fitted(cls, images: torch.Tensor | RowsOf) -> Normalize:
         """Mean and standard deviation per channel of uint8 images (N, C, H, W), exact, from a histogram of the
-        256 pixel values per channel (no float copy of the whole set)."""
+        256 pixel values per channel, counted CHUNK_BYTES of images at a time: no float copy of the set, and of a
+        memory-mapped one (RowsOf) no copy at all."""
         values = torch.arange(256, dtype=torch.float64)
-        means, stds = [], []
-        for channel in images.unbind(dim=1):  # (N, H, W) each
-            counts = torch.bincount(channel.flatten(), minlength=256).double()
-            mean = (counts * values).sum() / counts.sum()
-            variance = (counts * (values - mean) ** 2).sum() / counts.sum()
-            means.append(mean)
-            stds.append(variance.sqrt().clamp(min=1e-6))
-        return cls(torch.stack(means).float(), torch.stack(stds).float())
+        channels = images.shape[1]
+        counts = torch.zeros(channels, 256, dtype=torch.float64)  # (C, 256): how many pixels have each value
+        rows = max(1, CHUNK_BYTES // max(1, int(np.prod(images.shape[1:]))))
+        for start in range(0, len(images), rows):
+            chunk = (images[start:start + rows] if isinstance(images, torch.Tensor)
+                     else images.read(np.arange(start, min(start + rows, len(images)))))  # (B, C, H, W)
+            for channel in range(channels):
+                counts[channel] += torch.bincount(chunk[:, channel].flatten(), minlength=256).double()
+        means = (counts * values).sum(dim=1) / counts.sum(dim=1)  # (C,)
+        variances = (counts * (values - means[:, None]) ** 2).sum(dim=1) / counts.sum(dim=1)  # (C,)
+        return cls(means.float(), variances.sqrt().clamp(min=1e-6).float())
 
     @classmethod
     def unit_range(cls, channels: int) -> Normalize:

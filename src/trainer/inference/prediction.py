@@ -1,7 +1,8 @@
 """The `predict` command: a trained model's predictions for new samples, each prepared as the training samples were.
 
-The checkpoint's DataDescription says how: an image (PNG or JPEG), or a folder of them, becomes uint8 pixels of
-the training images' channels and size, normalised per channel with the train split's statistics; rows of a table
+The checkpoint's DataDescription says how: an image (PNG, JPEG, BMP or WebP), or a folder of them, becomes uint8
+pixels of the training images' channels and size (converted and resized by data.image_files, as data=image_folder
+converts and resizes its training images), normalised per channel with the train split's statistics; rows of a table
 (a CSV file with a header row, as it is or as .csv.gz, or a Parquet file, each read as training reads it; or a JSON
 object {feature: value} or a list of them) are standardised with the train split's feature statistics. A
 classifier's output becomes the class and its probabilities, a regression model's the values in the data's units.
@@ -18,7 +19,6 @@ import csv
 import json
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from trainer.config import POSITIVE_INT, ConfigError, is_finite_number
 from trainer.data import DataDescription, build_data
 from trainer.data.columns import FLOAT32_MAX, Wanted
+from trainer.data.image_files import IMAGE_MODES, IMAGE_SUFFIXES, UnreadableImage, image_header, read_pixels
 from trainer.data.table import TABLE_FILES, table_columns
 from trainer.inference.trained_model import Trained, load, required
 from trainer.observe.text_table import aligned
@@ -37,10 +38,7 @@ from trainer.training.metrics import predicted_classes
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TABLE_SUFFIXES = (*TABLE_FILES, ".json")
-IMAGE_MODES = {1: "L", 3: "RGB"}
-"""PIL's mode for images of that many channels: grey, colour."""
 MAX_JSON_BYTES = 200 * 2**20
 """The largest JSON input read: its rows become Python objects many times the file's size, so a larger file is
 refused before it is read."""
@@ -96,8 +94,8 @@ def read_samples(source: Path, description: DataDescription) -> tuple[torch.Tens
         if source.is_dir() or suffix in IMAGE_SUFFIXES:
             pixels, names = _images(source, description)
             return description.pixels(pixels), names
-        raise ConfigError("input", str(source), f"a PNG or JPEG image, or a folder of them: this model was trained "
-                                                f"on images of shape {description.input_shape}")
+        raise ConfigError("input", str(source), f"a PNG, JPEG, BMP or WebP image, or a folder of them: this model "
+                                                f"was trained on images of shape {description.input_shape}")
     if source.is_file() and source.name.lower().endswith(TABLE_SUFFIXES):
         x = _json_rows(source, description) if suffix == ".json" else _table_rows(source, description)
         x = x.reshape(len(x), *description.input_shape)
@@ -114,33 +112,24 @@ def _images(source: Path, description: DataDescription) -> tuple[torch.Tensor, l
     if source.is_dir():
         files = sorted(path for path in source.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ConfigError("input", str(source), "a folder holding PNG or JPEG images (it holds none)")
+        raise ConfigError("input", str(source), "a folder holding PNG, JPEG, BMP or WebP images (it holds none)")
     channels, height, width = description.input_shape
     if channels not in IMAGE_MODES:
         raise ConfigError("input", str(source), f"images this model takes: it was trained on {channels} channels, "
-                                                f"and PNG or JPEG images have 1 or 3")
-    pixels = np.stack([_pixels(path, IMAGE_MODES[channels], (width, height)) for path in files])  # (N, H, W[, C])
-    x = torch.from_numpy(pixels).reshape(len(files), height, width, channels).permute(0, 3, 1, 2)
-    return x.contiguous(), [path.name for path in files]
+                                                f"and images have 1 or 3")
+    pixels = np.stack([_pixels(path, channels, height, width) for path in files])  # (N, C, H, W)
+    return torch.from_numpy(pixels), [path.name for path in files]
 
 
-def _pixels(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """One image in PIL's `mode`, resized (bilinear) to `size` (width, height) if it has another: uint8 (H, W) or
-    (H, W, 3). An image of more pixels than PIL's limit is refused, whether PIL itself would refuse it or only warn:
-    a small file that decodes to gigabytes (a decompression bomb) looks like that."""
-    from PIL import Image  # torchvision's dependency
-
+def _pixels(path: Path, channels: int, height: int, width: int) -> np.ndarray:
+    """One image as uint8 (C, H, W), converted and resized as the training images were. An image of more pixels
+    than PIL's limit is refused (image_header), whether PIL itself would refuse it or only warn: a small file that
+    decodes to gigabytes (a decompression bomb) looks like that."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image = image.convert(mode)
-                return np.asarray(image if image.size == size else image.resize(size, Image.Resampling.BILINEAR))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ConfigError("input", str(path), f"a PNG or JPEG image of at most {Image.MAX_IMAGE_PIXELS} pixels "
-                                              f"({error})") from None
-    except OSError as error:  # PIL.UnidentifiedImageError too: not an image; a truncated one
-        raise ConfigError("input", str(path), f"a PNG or JPEG image ({error})") from None
+        image_header(path)
+        return read_pixels(path, channels, height, width)
+    except UnreadableImage as error:
+        raise ConfigError("input", str(path), f"a PNG, JPEG, BMP or WebP image ({error.reason})") from None
 
 
 def _table_rows(source: Path, description: DataDescription) -> np.ndarray:

@@ -27,10 +27,13 @@ EXPECTED = {
     "mnist": ("multiclass", (1, 28, 28), 10),
     "fashion_mnist": ("multiclass", (1, 28, 28), 10),
     "cifar10": ("multiclass", (3, 32, 32), 10),
+    "image_folder": ("multiclass", (3, 8, 8), 3),
 }
 IMAGE_SETS = ["cifar10", "fashion_mnist", "mnist"]
 """uint8 images with their own test split (tests/unit/data/test_images.py covers what is special about them)."""
-TABULAR = [name for name in DATA if name not in IMAGE_SETS]
+IMAGE_FOLDERS = ["image_folder"]
+"""uint8 images held out at random as a table's rows are (tests/unit/data/test_image_folder.py: the rest)."""
+TABULAR = [name for name in DATA if name not in IMAGE_SETS + IMAGE_FOLDERS]
 CLASSIFICATION = [name for name in DATA if EXPECTED.get(name, ("unknown",))[0] != "regression"]
 REGRESSION = [name for name in DATA if EXPECTED.get(name, ("unknown",))[0] == "regression"]
 
@@ -71,7 +74,7 @@ def test_every_data_option_has_expectations():
     assert sorted(EXPECTED) == DATA
 
 
-@pytest.mark.parametrize("option", TABULAR)
+@pytest.mark.parametrize("option", TABULAR + IMAGE_FOLDERS)
 @pytest.mark.parametrize("val_fraction, test_fraction", [(0.1, 0.2), (0.25, 0.15)])
 def test_splits_are_disjoint_cover_all_samples_with_the_configured_fractions(option, val_fraction, test_fraction):
     default = (val_fraction, test_fraction) == (0.1, 0.2)  # train.yaml's: reuse the cached split
@@ -133,7 +136,7 @@ def test_classification_labels_are_int64_class_indices_untouched_by_standardisat
         labels = getattr(data, name)[1]
         assert labels.dtype == torch.int64 and labels.dim() == 1
         assert torch.equal(labels, getattr(raw, name)[1])
-        assert getattr(data, name)[0].dtype == (torch.uint8 if option in IMAGE_SETS else torch.float32)
+        assert getattr(data, name)[0].dtype == (torch.uint8 if option in IMAGE_SETS + IMAGE_FOLDERS else torch.float32)
 
 
 @pytest.mark.parametrize("option", REGRESSION)

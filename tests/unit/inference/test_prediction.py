@@ -193,14 +193,15 @@ MISTAKES = [
     ("classes", "missing.csv", None, [], "input", "'{input}'", "a file or folder that exists"),
     ("classes", "rows.csv", "a,b,c,d\n1,2,3,4\n", ["top_k=0"], "top_k", "0", "an integer >= 1"),
     ("classes", None, None, ["input=???"], "input", "'???'", "(a value is required)"),
-    ("images", "rows.csv", "a,b,c,d\n1,2,3,4\n", [], "input", "'{input}'", "a PNG or JPEG image, or a folder of "
-                                                                           "them: this model was trained on images "
-                                                                           "of shape (1, 28, 28)"),
-    ("images", "digit.png", "not an image", [], "input", "'{input}'", "a PNG or JPEG image (cannot identify"),
+    ("images", "rows.csv", "a,b,c,d\n1,2,3,4\n", [], "input", "'{input}'", "a PNG, JPEG, BMP or WebP image, or a "
+                                                                           "folder of them: this model was trained "
+                                                                           "on images of shape (1, 28, 28)"),
+    ("images", "digit.png", "not an image", [], "input", "'{input}'", "a PNG, JPEG, BMP or WebP image (cannot "
+                                                                      "identify"),
     ("images", "digit.png", first_half(image_file_bytes("PNG")), [], "input", "'{input}'",
-     "a PNG or JPEG image (image file is truncated)"),
+     "a PNG, JPEG, BMP or WebP image (image file is truncated)"),
     ("images", "digit.jpg", first_half(image_file_bytes("JPEG")), [], "input", "'{input}'",
-     "a PNG or JPEG image (image file is truncated"),
+     "a PNG, JPEG, BMP or WebP image (image file is truncated"),
     ("classes", "rows.json", "[" * 100_000 + "]" * 100_000, [], "input", "'{input}'",
      "(it nests lists or objects too deeply to read)"),
     ("classes", "rows.json", '{"a": 1, "b": 2, "c": 3, "d": 1' + "0" * 400 + "}", [], "input", "'{input}'",
@@ -255,8 +256,8 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(runs, tmp_path, si
     write_png_of_zeros(tmp_path / "bomb.png", side, side)
     message = mistake("predict", compose_command("predict", f"ckpt_path={best_checkpoint(runs['images'])}",
                                                  f"input={tmp_path / 'bomb.png'}", "device=cpu"))
-    assert message == (f"input: got '{tmp_path / 'bomb.png'}', expected a PNG or JPEG image of at most "
-                       f"{Image.MAX_IMAGE_PIXELS} pixels (Image size ({side * side} pixels) exceeds limit of {limit} "
+    assert message == (f"input: got '{tmp_path / 'bomb.png'}', expected a PNG, JPEG, BMP or WebP image (at most "
+                       f"{Image.MAX_IMAGE_PIXELS} pixels: Image size ({side * side} pixels) exceeds limit of {limit} "
                        f"pixels, could be decompression bomb DOS attack.)")
 
 

@@ -1,0 +1,90 @@
+"""One image file as a model's input: uint8 pixels (C, H, W) in the channels and size it was trained at.
+
+Training (image_cache, for data=image_folder) and `predict` read images with these same functions, so a picture
+given to `predict` is converted and resized exactly as the training pictures were: PIL's grey ("L", ITU-R 601-2
+luma) or "RGB" conversion, then PIL's bilinear resize (antialiased when it shrinks). An image is read as a stranger
+may have written it: one of more pixels than PIL allows (a decompression bomb), or one that fails to decode, is an
+UnreadableImage naming the file, before it costs memory.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_MODES = {1: "L", 3: "RGB"}
+"""PIL's mode for images of that many channels: grey, colour."""
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+"""PIL's modes of images without colour (1-bit, 8-bit, 16-bit, 32-bit grey, with or without alpha)."""
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
+"""What PIL raises for a file that is not an image (UnidentifiedImageError, an OSError), a truncated one, or a
+damaged one (its plugins raise each of these)."""
+
+
+class UnreadableImage(Exception):
+    """A file that is not an image PIL can decode, is truncated or damaged, or has more pixels than PIL allows."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, " ".join(reason.split())  # one line, whatever PIL said
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, without decoding its pixels."""
+
+    height: int
+    width: int
+    grey: bool
+    """No colour channels (PIL's GREY_MODES); a palette image counts as colour."""
+
+
+def image_header(path: Path) -> ImageHeader:
+    """The size and colour of the image in `path`, from its header alone. Not thread-safe (it catches PIL's
+    decompression bomb warning as an error): call it from one thread."""
+    from PIL import Image  # torchvision's dependency
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                return ImageHeader(height=height, width=width, grey=image.mode in GREY_MODES)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise _bomb(path, str(error)) from None
+    except DECODE_ERRORS as error:
+        raise UnreadableImage(path, str(error) or type(error).__name__) from None
+
+
+def read_pixels(path: Path, channels: int, height: int, width: int) -> np.ndarray:
+    """The image in `path` as uint8 (channels, height, width): converted to grey (1) or RGB (3), and resized
+    (bilinear) when it has another size. An image of more pixels than PIL's limit is refused, whether PIL itself
+    would refuse it or only warn (checked here from the size before decoding, so that threads may call this)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            pixels = image.size[0] * image.size[1]
+            if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
+                raise _bomb(path, f"Image size ({pixels} pixels) exceeds limit of {Image.MAX_IMAGE_PIXELS} pixels")
+            image = image.convert(IMAGE_MODES[channels])
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image)  # (H, W) grey or (H, W, 3) colour
+    except Image.DecompressionBombError as error:
+        raise _bomb(path, str(error)) from None
+    except DECODE_ERRORS as error:
+        raise UnreadableImage(path, str(error) or type(error).__name__) from None
+    return pixels.reshape(height, width, channels).transpose(2, 0, 1)
+
+
+def _bomb(path: Path, said: str) -> UnreadableImage:
+    """A decompression bomb, as PIL's `said` describes it: a small file that decodes to gigabytes looks like that."""
+    from PIL import Image
+
+    return UnreadableImage(path, f"at most {Image.MAX_IMAGE_PIXELS} pixels: {said}")

@@ -4,6 +4,7 @@
     python scripts/bench.py --rounds 1 --data-dir ./data   # real MNIST files, if ./data/MNIST/raw has them
     python scripts/bench.py --device cuda --out bench-gpu  # on the GPU: the cases of scripts/bench_cuda.py
     python scripts/bench.py --only tables    # the table readers alone (scripts/bench_tables.py), 1M rows x 21
+    python scripts/bench.py --only images    # an image folder of 20,000 PNGs (scripts/bench_images.py)
 
 Three cases, each in its own child process (so that each has its own peak RSS and start-up), taken in turn
 for a few rounds, one table:
@@ -24,6 +25,8 @@ Targets (2-core CPU): (b)/(c) <= 1.15, (a)/(b) >= 5, (b) busy / (b) quiet <= 1.5
 Then the table readers (scripts/bench_tables.py): data=csv's read of a 1,000,000 x 21 CSV file (and .csv.gz, and
 data=parquet's) beside pandas.read_csv, each in a child process of its own. Targets: read_csv's load (import +
 read) <= 1.5x pandas.read_csv's, the memory its read takes <= 3x the float32 table.
+The image folder (--only images; scripts/bench_images.py says how): `train data=image_folder` on 20,000 generated
+28x28 PNGs beside torchvision's ImageFolder loop; target: later epochs >= 5x faster per sample.
 Without --data-dir the MNIST files are generated in the real IDX format (trainer.data.formats), offline.
 --out DIR keeps every round's figures there (bench.json) and the tables (bench.md).
 """
@@ -296,8 +299,9 @@ def main() -> None:
                                       "(bench.md)")
     parser.add_argument("--case-timeout", type=float, default=300,
                         help="cuda: seconds a case may run before it is stopped and recorded as failed")
-    parser.add_argument("--only", choices=["mnist", "tables"],
-                        help="cpu: only the MNIST cases, or only the table readers")
+    parser.add_argument("--only", choices=["mnist", "tables", "images"],
+                        help="cpu: only the MNIST cases, only the table readers, or only the image folder "
+                             "(scripts/bench_images.py, which has more options of its own)")
     parser.add_argument("--table-rows", type=int, default=1_000_000,
                         help="rows of the table readers' table (21 columns)")
     parser.add_argument("--child", choices=["tutorial", "train", "floor"], help=argparse.SUPPRESS)
@@ -310,6 +314,10 @@ def main() -> None:
         import bench_cuda  # (next to this file, which Python puts first on sys.path)
 
         return bench_cuda.main(args)
+    if args.only == "images":
+        import bench_images  # (next to this file)
+
+        return bench_images.main(["--rounds", str(args.rounds), *(["--out", args.out] if args.out else [])])
     figures, parts, checks = {}, [], []
     if args.only != "tables":
         figures = mnist(args)

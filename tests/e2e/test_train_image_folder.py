@@ -17,6 +17,7 @@ from PIL import Image
 
 from conftest import IMAGE_CLASSES, metrics_rows, write_image_folder
 from helpers.commands import TRAIN, assert_succeeded, run_command
+from helpers.files import read_only
 from helpers.trained_runs import best_checkpoint
 
 PREDICT = shutil.which("predict", path=str(Path(sys.executable).parent))
@@ -115,17 +116,14 @@ def test_a_damaged_image_is_one_line_naming_it_and_skip_damaged_leaves_it_out_wi
 def test_a_read_only_data_folder_trains_with_the_cache_in_the_user_s_cache_directory(tmp_path, elsewhere,
                                                                                      cache_home):
     folder = write_image_folder(tmp_path / "images", per_class=10)
-    contents = sorted(folder.rglob("*"))
-    for path in [folder, *contents]:
-        path.chmod(0o555 if path.is_dir() else 0o444)
-    try:
-        result = train(cache_home, f"data.path={folder}", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}",
+    contents = sorted(path.relative_to(folder) for path in folder.rglob("*"))
+    with read_only(folder) as view:
+        with pytest.raises(OSError):  # it is read-only, for this process as for train
+            (view / "written").write_text("")
+        result = train(cache_home, f"data.path={view}", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}",
                        cwd=elsewhere)
-    finally:
-        for path in [folder, *contents]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
     assert_succeeded(result)
-    assert sorted(folder.rglob("*")) == contents
+    assert sorted(path.relative_to(folder) for path in folder.rglob("*")) == contents
     assert f"image cache {cache_home}/trainer/image_folder/" in (tmp_path / "run" / "train.log").read_text()
 
 

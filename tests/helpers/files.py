@@ -3,9 +3,15 @@ whole folders; and the CSV and Parquet tables a user brings."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
+import subprocess
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 from matplotlib.image import imread
 
@@ -75,3 +81,31 @@ def parquet_bytes(**columns) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table(columns), sink, write_page_checksum=True)
     return sink.getvalue().to_pybytes()
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """`folder` as a process sees a read-only data folder: the same files at a path where nothing can be written.
+    For root, whom file modes do not stop, a read-only bind mount of it (skipped where mounting is not allowed);
+    for anyone else, the folder and its contents without write permission."""
+    if os.geteuid() != 0:
+        contents = sorted(folder.rglob("*"))
+        for path in [folder, *contents]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield folder
+        finally:
+            for path in [folder, *contents]:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        return
+    view = folder.with_name(folder.name + "-read-only")
+    view.mkdir()
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(view)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        view.rmdir()
+        pytest.skip(f"root cannot be kept from writing without a read-only mount: {mounted.stderr.strip()}")
+    try:
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+        view.rmdir()

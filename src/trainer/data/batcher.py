@@ -17,7 +17,6 @@ the global batch. Evaluation batches are shared out the same way.
 from __future__ import annotations
 
 import atexit
-import mmap
 import os
 import weakref
 from typing import Callable, Iterable, Iterator, Optional
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from trainer.data.mapped_rows import RowsOf
 from trainer.data.transforms import Augment, Normalize
 
 
@@ -177,68 +177,6 @@ def _end_workers(loader: DataLoader, owner: int) -> None:
     workers, loader._iterator = loader._iterator, None
     if workers is not None:
         workers._shutdown_workers()
-
-
-class RowsOf:
-    """Rows of a numpy array, read only when a batch asks for them: all of them, or `rows` (a split of a
-    `np.memmap` holding a whole set, which indexing would copy into memory). In a worker process started by
-    spawning rather than forking (macOS, Windows, Python 3.14's forkserver), a memory-mapped array is opened
-    again from its file instead of being copied into the worker."""
-
-    def __init__(self, array: np.ndarray, rows: Optional[np.ndarray] = None):
-        self.array = array
-        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
-
-    device = torch.device("cpu")
-    """Where the rows are: host memory (Batcher makes the epoch's order there)."""
-
-    def __len__(self) -> int:
-        return len(self.array) if self.rows is None else len(self.rows)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self), *self.array.shape[1:])
-
-    def read(self, index: np.ndarray) -> torch.Tensor:
-        """The rows at `index` (positions among these rows), as a tensor of their own."""
-        batch = np.take(self.array, index if self.rows is None else self.rows[index], axis=0)
-        mapping = _file_mapping(self.array)
-        if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
-            # The file's pages stay in the page cache, but this process stops mapping them: its resident memory
-            # stays that of a batch however much of the file it has read, rather than growing to the file's size.
-            mapping.madvise(mmap.MADV_DONTNEED)
-        return torch.from_numpy(batch)
-
-    def __reduce__(self):
-        return RowsOf, (_reopened(self.array), self.rows)
-
-
-def _file_mapping(array: np.ndarray) -> Optional[mmap.mmap]:
-    """The shared mapping of a file that a np.memmap (or a view of one) reads; None for any other array, and for a
-    copy-on-write one (mode "c"), whose pages may hold changes that its file does not."""
-    mapping = getattr(array, "_mmap", None)
-    return mapping if mapping is not None and getattr(array, "mode", None) in ("r", "r+", "w+") else None
-
-
-class _Reopened:
-    """A memory-mapped array as pickle sends it: its file, and where in the file it lies."""
-
-    def __init__(self, filename: str, dtype: np.dtype, offset: int, shape: tuple[int, ...]):
-        self.filename, self.dtype, self.offset, self.shape = filename, dtype, offset, shape
-
-    def __reduce__(self):
-        return np.memmap, (self.filename, self.dtype, "r", self.offset, self.shape)
-
-
-def _reopened(array: np.ndarray) -> np.ndarray | _Reopened:
-    """A C-contiguous view of a file's shared mapping (np.memmap) as that file and its place in it; any other
-    array as it is (pickle copies it)."""
-    mapping = _file_mapping(array)
-    if mapping is None or array.filename is None or not array.flags.c_contiguous:
-        return array
-    start = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY  # where np.memmap began its mapping
-    offset = start + array.ctypes.data - np.frombuffer(mapping, dtype=np.uint8).ctypes.data
-    return _Reopened(array.filename, array.dtype, offset, array.shape)
 
 
 class _PassBatches:

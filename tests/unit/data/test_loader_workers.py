@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from conftest import compose_config, metrics_rows
 from trainer.data import Batcher, DataDescription, DataSplits, LoaderBatcher, batchers
 from trainer.data.batcher import RowsOf
+from trainer.data.mapped_rows import ReplacedFile
 from trainer.data.transforms import Augment, Normalize
 from trainer.run import Run, build
 from trainer.training.interrupts import ignore_stop_signals
@@ -172,6 +173,24 @@ def test_a_memory_mapped_split_travels_to_a_spawned_worker_as_its_file_not_its_b
 
     in_memory = RowsOf(np.array(view), np.array([1]))  # an array of no file goes as its bytes
     assert torch.equal(pickle.loads(pickle.dumps(in_memory)).read(np.array([0])), IMAGES[8:9])
+
+
+def test_a_spawned_worker_refuses_a_file_put_in_place_of_the_one_mapped(tmp_path):
+    """Another run that rebuilds a cache renames its new images.npy onto the path this run mapped: a spawned
+    worker, mapping the file again by its path, would read that file's rows at this run's offsets."""
+    images = mapped_images(tmp_path)
+    loaded = LoaderBatcher(RowsOf(images), torch.arange(len(images)), 40, device=CPU, num_workers=1, shuffle=False)
+    replacement = tmp_path / "rebuilt.u8"
+    replacement.write_bytes(b"h" * OFFSET + bytes(IMAGES.numel()))  # the same size: other images
+    os.replace(replacement, images.filename)
+    start_method = torch.multiprocessing.get_start_method(allow_none=True)
+    torch.multiprocessing.set_start_method("spawn", force=True)
+    try:
+        with pytest.raises(ReplacedFile, match="images.u8 changed while this run was using it"):
+            list(loaded)
+    finally:
+        loaded.close()
+        torch.multiprocessing.set_start_method(start_method, force=True)
 
 
 def test_a_run_s_batchers_serve_memory_mapped_splits_through_either_pipeline(tmp_path):

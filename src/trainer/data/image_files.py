@@ -1,10 +1,10 @@
 """One image file as a model's input: uint8 pixels (C, H, W) in the channels and size it was trained at.
 
 Training (image_cache, for data=image_folder) and `predict` read images with these same functions, so a picture
-given to `predict` is converted and resized exactly as the training pictures were: PIL's grey ("L", ITU-R 601-2
-luma) or "RGB" conversion, then PIL's bilinear resize (antialiased when it shrinks). An image is read as a stranger
-may have written it: one of more pixels than PIL allows (a decompression bomb), or one that fails to decode, is an
-UnreadableImage naming the file, before it costs memory.
+given to `predict` is converted and resized exactly as the training pictures were: 16-bit grey scaled to 8 bits,
+PIL's grey ("L", ITU-R 601-2 luma) or "RGB" conversion, then PIL's bilinear resize (antialiased when it shrinks).
+An image is read as a stranger may have written it: one of more pixels than PIL allows (a decompression bomb), or
+one that fails to decode, is an UnreadableImage naming the file, before it costs memory.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 IMAGE_MODES = {1: "L", 3: "RGB"}
 """PIL's mode for images of that many channels: grey, colour."""
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 """PIL's modes of images without colour (1-bit, 8-bit, 16-bit, 32-bit grey, with or without alpha)."""
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+"""PIL's modes of 16-bit grey images (a 16-bit grey PNG is I;16, or I, 32 bits, in older PILs)."""
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 """What PIL raises for a file that is not an image (UnidentifiedImageError, an OSError), a truncated one, or a
 damaged one (its plugins raise each of these)."""
@@ -72,7 +74,7 @@ def read_pixels(path: Path, channels: int, height: int, width: int) -> np.ndarra
             pixels = image.size[0] * image.size[1]
             if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
                 raise _bomb(path, f"Image size ({pixels} pixels) exceeds limit of {Image.MAX_IMAGE_PIXELS} pixels")
-            image = image.convert(IMAGE_MODES[channels])
+            image = _eight_bit(image, path).convert(IMAGE_MODES[channels])
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image)  # (H, W) grey or (H, W, 3) colour
@@ -81,6 +83,23 @@ def read_pixels(path: Path, channels: int, height: int, width: int) -> np.ndarra
     except DECODE_ERRORS as error:
         raise UnreadableImage(path, str(error) or type(error).__name__) from None
     return pixels.reshape(height, width, channels).transpose(2, 0, 1)
+
+
+def _eight_bit(image, path: Path):
+    """`image`, its 16-bit grey values scaled to 8 bits (value >> 8: 65535 is 255), where PIL's own conversion
+    clips them, leaving all but the darkest pictures (scans, microscopy, depth maps) white. A 32-bit image of
+    values beyond 16 bits, or a floating-point one, has no range to scale from: refused."""
+    from PIL import Image
+
+    if image.mode == "F":
+        raise UnreadableImage(path, "a floating-point grey image (PIL mode F), whose values have no 8-bit scale")
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    values = np.asarray(image)  # (H, W) uint16 or int32
+    if values.min() < 0 or values.max() > 65535:
+        raise UnreadableImage(path, f"a 32-bit grey image of values {values.min()} to {values.max()}, beyond 16 "
+                                    f"bits' 0 to 65535, which have no 8-bit scale")
+    return Image.fromarray((values >> 8).astype(np.uint8))
 
 
 def _bomb(path: Path, said: str) -> UnreadableImage:

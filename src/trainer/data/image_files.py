@@ -1,10 +1,11 @@
 """One image file as a model's input: uint8 pixels (C, H, W) in the channels and size it was trained at.
 
 Training (image_cache, for data=image_folder) and `predict` read images with these same functions, so a picture
-given to `predict` is converted and resized exactly as the training pictures were: 16-bit grey scaled to 8 bits,
-PIL's grey ("L", ITU-R 601-2 luma) or "RGB" conversion, then PIL's bilinear resize (antialiased when it shrinks).
-An image is read as a stranger may have written it: one of more pixels than PIL allows (a decompression bomb), or
-one that fails to decode, is an UnreadableImage naming the file, before it costs memory.
+given to `predict` is converted and resized exactly as the training pictures were: turned upright as its EXIF
+orientation says (a photo a phone took sideways), 16-bit grey scaled to 8 bits, PIL's grey ("L", ITU-R 601-2
+luma) or "RGB" conversion, then PIL's bilinear resize (antialiased when it shrinks). An image is read as a stranger
+may have written it: one of more pixels than PIL allows (a decompression bomb), or one that fails to decode, is an
+UnreadableImage naming the file, before it costs memory.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class ImageHeader:
 
 
 def image_header(path: Path) -> ImageHeader:
-    """The size and colour of the image in `path`, from its header alone. Not thread-safe (it catches PIL's
-    decompression bomb warning as an error): call it from one thread."""
+    """The size (upright) and colour of the image in `path`, from its header alone. Not thread-safe (it catches
+    PIL's decompression bomb warning as an error): call it from one thread."""
     from PIL import Image  # torchvision's dependency
 
     try:
@@ -56,6 +57,8 @@ def image_header(path: Path) -> ImageHeader:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
+                if _orientation(image) in (5, 6, 7, 8):  # turned a quarter: upright, its width is its stored height
+                    width, height = height, width
                 return ImageHeader(height=height, width=width, grey=image.mode in GREY_MODES)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise _bomb(path, str(error)) from None
@@ -64,9 +67,10 @@ def image_header(path: Path) -> ImageHeader:
 
 
 def read_pixels(path: Path, channels: int, height: int, width: int) -> np.ndarray:
-    """The image in `path` as uint8 (channels, height, width): converted to grey (1) or RGB (3), and resized
-    (bilinear) when it has another size. An image of more pixels than PIL's limit is refused, whether PIL itself
-    would refuse it or only warn (checked here from the size before decoding, so that threads may call this)."""
+    """The image in `path` as uint8 (channels, height, width): upright, converted to grey (1) or RGB (3), and
+    resized (bilinear) when it has another size. An image of more pixels than PIL's limit is refused, whether PIL
+    itself would refuse it or only warn (checked here from the size before decoding, so that threads may call
+    this)."""
     from PIL import Image
 
     try:
@@ -74,7 +78,9 @@ def read_pixels(path: Path, channels: int, height: int, width: int) -> np.ndarra
             pixels = image.size[0] * image.size[1]
             if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
                 raise _bomb(path, f"Image size ({pixels} pixels) exceeds limit of {Image.MAX_IMAGE_PIXELS} pixels")
+            orientation = _orientation(image)
             image = _eight_bit(image, path).convert(IMAGE_MODES[channels])
+            image = _upright(image, orientation)
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image)  # (H, W) grey or (H, W, 3) colour
@@ -83,6 +89,30 @@ def read_pixels(path: Path, channels: int, height: int, width: int) -> np.ndarra
     except DECODE_ERRORS as error:
         raise UnreadableImage(path, str(error) or type(error).__name__) from None
     return pixels.reshape(height, width, channels).transpose(2, 0, 1)
+
+
+def _orientation(image) -> int:
+    """The EXIF orientation of `image` (1: stored upright; 2 to 8: flipped or turned, as a phone's camera stores a
+    photo taken sideways; 5 to 8 turned a quarter), read from its header: a PNG's eXIf chunk only where it comes
+    before the pixels, as PIL would decode the whole image to look for one after them. The header pass and the
+    decoding read it alike, so that both see the same size. EXIF that cannot be read counts as upright."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    try:
+        return image.getexif().get(0x0112, 1)  # the Orientation tag
+    except DECODE_ERRORS:
+        return 1
+
+
+def _upright(image, orientation: int):
+    """`image` turned or flipped upright from its EXIF `orientation`, as PIL.ImageOps.exif_transpose turns it
+    (which reads the orientation itself, and of a PNG after decoding it: see _orientation)."""
+    from PIL import Image
+
+    method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}.get(orientation)
+    return image if method is None else image.transpose(method)
 
 
 def _eight_bit(image, path: Path):

@@ -50,8 +50,8 @@ class Listing:
 def list_images(root: Path) -> Listing:
     """The image files under `root` (its class folders, or those of its split folders). Hidden files and folders
     and files of other suffixes are left alone. A folder with no images, with fewer than 2 classes, or with a
-    split folder holding none, or beside train/ a folder that is not val/ or test/, is a ConfigError for
-    data.path."""
+    split folder holding none, or beside train/ a folder that is not val/ or test/, or a class folder in val/ or
+    test/ that train/ lacks, is a ConfigError for data.path."""
     root = root.resolve()
     folders = {"train": root}
     if (root / "train").is_dir():
@@ -64,7 +64,13 @@ def list_images(root: Path) -> Listing:
         if not files:
             raise ConfigError("data.path", str(root), f"{EXPECTED_LAYOUT} ({_shown(folders[split], root)} holds "
                                                       f"no images)")
-    class_names = sorted({class_name for files in found.values() for class_name, _ in files})
+    classes = {split: {class_name for class_name, _ in files} for split, files in found.items()}
+    class_names = sorted(set().union(*classes.values()))
+    untrained = [name for name in class_names if name not in classes["train"]]
+    if untrained:  # a class the model never sees a training image of, which validation and test would count
+        where = " and ".join(f"{split}/" for split in folders if untrained[0] in classes[split])
+        raise ConfigError("data.path", str(root), f"{EXPECTED_LAYOUT} (the class {untrained[0]!r}, in {where}, is "
+                                                  f"not in train/: each class needs training images)")
     if len(class_names) < 2:
         raise ConfigError("data.path", str(root), f"{EXPECTED_LAYOUT}, in at least 2 class folders (its images "
                                                   f"are all of the class {class_names[0]!r})")

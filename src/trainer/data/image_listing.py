@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from trainer.config import ConfigError
 from trainer.data.image_files import IMAGE_SUFFIXES
@@ -80,22 +81,29 @@ def list_images(root: Path) -> Listing:
     return Listing(root=root, files=files, class_names=class_names)
 
 
+def image_paths(folder: Path) -> Iterator[Path]:
+    """The image files in `folder` and its subfolders, by path. Hidden files and folders (.DS_Store, the ._NAME
+    AppleDouble files a Mac leaves beside each file it copies to another disk, .git) and files of other suffixes
+    are left alone. Training lists each class folder with it, and `predict` a folder of images, so that both take
+    the same files."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
+                yield Path(dirpath) / name
+
+
 def _class_files(root: Path, folder: Path, split: str):
     """(class name, ImageFile with label 0) for each image under each class folder of `folder`, by path; the files
     of a class folder's own subfolders count as that class's."""
     for class_name in _visible_folders(folder):
-        for dirpath, dirnames, filenames in os.walk(folder / class_name):
-            dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
-                    continue
-                path = Path(dirpath) / name
-                try:
-                    status = path.stat()  # a link: the file it leads to
-                except OSError as error:  # a link that leads nowhere
-                    raise ConfigError("data.path", str(path), f"an image file that can be read ({error.strerror})")
-                yield class_name, ImageFile(path.relative_to(root).as_posix(), status.st_size, status.st_mtime_ns,
-                                            0, split)
+        for path in image_paths(folder / class_name):
+            try:
+                status = path.stat()  # a link: the file it leads to
+            except OSError as error:  # a link that leads nowhere
+                raise ConfigError("data.path", str(path), f"an image file that can be read ({error.strerror})")
+            yield class_name, ImageFile(path.relative_to(root).as_posix(), status.st_size, status.st_mtime_ns, 0,
+                                        split)
 
 
 def _visible_folders(folder: Path) -> list[str]:

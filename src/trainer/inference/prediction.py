@@ -1,11 +1,12 @@
 """The `predict` command: a trained model's predictions for new samples, each prepared as the training samples were.
 
-The checkpoint's DataDescription says how: an image (PNG, JPEG, BMP or WebP), or a folder of them, becomes uint8
-pixels of the training images' channels and size (converted and resized by data.image_files, as data=image_folder
-converts and resizes its training images), normalised per channel with the train split's statistics; rows of a table
-(a CSV file with a header row, as it is or as .csv.gz, or a Parquet file, each read as training reads it; or a JSON
-object {feature: value} or a list of them) are standardised with the train split's feature statistics. A
-classifier's output becomes the class and its probabilities, a regression model's the values in the data's units.
+The checkpoint's DataDescription says how: an image (PNG, JPEG, BMP or WebP), or a folder of them (listed as
+training lists a class folder, by data.image_listing), becomes uint8 pixels of the training images' channels and
+size (converted and resized by data.image_files, as data=image_folder converts and resizes its training images),
+normalised per channel with the train split's statistics; rows of a table (a CSV file with a header row, as it is
+or as .csv.gz, or a Parquet file, each read as training reads it; or a JSON object {feature: value} or a list of
+them) are standardised with the train split's feature statistics. A classifier's output becomes the class and its
+probabilities, a regression model's the values in the data's units.
 Checkpoints from before checkpoints kept the description have the data set read again to fit it.
 
 A file is read as a stranger may have written it: an image of more pixels than PIL allows (a decompression bomb), a
@@ -31,6 +32,7 @@ from trainer.config import POSITIVE_INT, ConfigError, is_finite_number
 from trainer.data import DataDescription, build_data
 from trainer.data.columns import FLOAT32_MAX, Wanted
 from trainer.data.image_files import IMAGE_MODES, IMAGE_SUFFIXES, UnreadableImage, image_header, read_pixels
+from trainer.data.image_listing import image_paths
 from trainer.data.table import TABLE_FILES, table_columns
 from trainer.inference.trained_model import Trained, load, required
 from trainer.observe.text_table import aligned
@@ -107,10 +109,11 @@ def read_samples(source: Path, description: DataDescription) -> tuple[torch.Tens
 
 
 def _images(source: Path, description: DataDescription) -> tuple[torch.Tensor, list[str]]:
-    """uint8 (N, C, H, W): each image converted to the model's channels and resized to its height and width."""
-    files = [source]
-    if source.is_dir():
-        files = sorted(path for path in source.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    """uint8 (N, C, H, W): each image converted to the model's channels and resized to its height and width, and
+    its name (of a folder's, its path in the folder). A folder is listed as training lists a class folder (its
+    subfolders' images too; hidden files, such as a Mac's ._NAME files, left alone)."""
+    files = list(image_paths(source)) if source.is_dir() else [source]
+    names = [path.relative_to(source).as_posix() for path in files] if source.is_dir() else [source.name]
     if not files:
         raise ConfigError("input", str(source), "a folder holding PNG, JPEG, BMP or WebP images (it holds none)")
     channels, height, width = description.input_shape
@@ -118,7 +121,7 @@ def _images(source: Path, description: DataDescription) -> tuple[torch.Tensor, l
         raise ConfigError("input", str(source), f"images this model takes: it was trained on {channels} channels, "
                                                 f"and images have 1 or 3")
     pixels = np.stack([_pixels(path, channels, height, width) for path in files])  # (N, C, H, W)
-    return torch.from_numpy(pixels), [path.name for path in files]
+    return torch.from_numpy(pixels), names
 
 
 def _pixels(path: Path, channels: int, height: int, width: int) -> np.ndarray:

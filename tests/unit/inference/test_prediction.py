@@ -104,6 +104,19 @@ def test_an_image_of_another_size_is_resized_to_the_training_images(runs, tmp_pa
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_folder_is_listed_as_training_lists_a_class_folder(runs, tmp_path):
+    """Hidden files left alone (a Mac leaves a ._NAME AppleDouble file beside each file it copies to another disk,
+    which is no image), and the images of its subfolders named by their path in it."""
+    image = build_data(run_config(runs["images"]).data).test[0][0, 0].numpy()  # (28, 28)
+    folder = tmp_path / "images"
+    for path in (folder / "a.png", folder / "more" / "b.png", folder / ".thumbnails" / "c.png"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="L").save(path)
+    (folder / "._a.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    assert [p.sample for p in predictions_for(runs["images"], folder)] == ["a.png", "more/b.png"]
+
+
 # --- tables ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("suffix", [".csv", ".json"])

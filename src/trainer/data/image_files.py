@@ -63,7 +63,7 @@ def image_header(path: Path) -> ImageHeader:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise _bomb(path, str(error)) from None
     except DECODE_ERRORS as error:
-        raise UnreadableImage(path, str(error) or type(error).__name__) from None
+        raise UnreadableImage(path, _said(error)) from None
 
 
 def read_pixels(path: Path, channels: int, height: int, width: int) -> np.ndarray:
@@ -87,7 +87,7 @@ def read_pixels(path: Path, channels: int, height: int, width: int) -> np.ndarra
     except Image.DecompressionBombError as error:
         raise _bomb(path, str(error)) from None
     except DECODE_ERRORS as error:
-        raise UnreadableImage(path, str(error) or type(error).__name__) from None
+        raise UnreadableImage(path, _said(error)) from None
     return pixels.reshape(height, width, channels).transpose(2, 0, 1)
 
 
@@ -130,6 +130,14 @@ def _eight_bit(image, path: Path):
         raise UnreadableImage(path, f"a 32-bit grey image of values {values.min()} to {values.max()}, beyond 16 "
                                     f"bits' 0 to 65535, which have no 8-bit scale")
     return Image.fromarray((values >> 8).astype(np.uint8))
+
+
+def _said(error: Exception) -> str:
+    """Why a file could not be read: the OS's words for an error of the OS (a link that leads nowhere: "No such file
+    or directory"), without the path that UnreadableImage names already; PIL's own message otherwise."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
 
 
 def _bomb(path: Path, said: str) -> UnreadableImage:

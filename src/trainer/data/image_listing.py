@@ -100,8 +100,8 @@ def _class_files(root: Path, folder: Path, split: str):
         for path in image_paths(folder / class_name):
             try:
                 status = path.stat()  # a link: the file it leads to
-            except OSError as error:  # a link that leads nowhere
-                raise ConfigError("data.path", str(path), f"an image file that can be read ({error.strerror})")
+            except OSError:  # a link that leads nowhere, or round in a loop: an image that cannot be read, which
+                status = path.lstat()  # decoding names, or leaves out with data.skip_damaged, as it does a damaged one
             yield class_name, ImageFile(path.relative_to(root).as_posix(), status.st_size, status.st_mtime_ns, 0,
                                         split)
 

@@ -9,6 +9,8 @@ import re
 import sys
 from typing import Iterator, Optional
 
+from hydra.errors import InstantiationException
+
 FILE_SYSTEM_REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.EFBIG)
 """The OS errors of a file system that refuses a write: the command ends in one line, not a traceback."""
 
@@ -19,13 +21,21 @@ def refused_writes_in_one_line(command: str, advice: str = "") -> Iterator[None]
     the OS error, and exit code 1. Inside a job, this also keeps Hydra from adding its own report."""
     try:
         yield
-    except OSError as error:
-        if error.errno not in FILE_SYSTEM_REFUSALS:
+    except Exception as caught:
+        error = refused_write(caught)
+        if error is None:
             raise
         name = errno.errorcode.get(error.errno, str(error.errno))
         where = f" {error.filename}" if error.filename else ""
         print(f"{command}: error: could not write{where}: {error.strerror} ({name}){advice}", file=sys.stderr)
         sys.exit(1)
+
+
+def refused_write(error: Exception) -> Optional[OSError]:
+    """The OSError of a file system refusing a write that `error` is, or that Hydra's instantiate wrapped (a data
+    loader writing its cache to a full disk); None for any other error."""
+    cause = error.__cause__ if isinstance(error, InstantiationException) else error
+    return cause if isinstance(cause, OSError) and cause.errno in FILE_SYSTEM_REFUSALS else None
 
 
 SUBMITIT_TRACE_RULE = "-" * 22

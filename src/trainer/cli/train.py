@@ -103,7 +103,8 @@ def _train_app(cfg: DictConfig) -> float:
         finished = finished_before(composed, run_dir)  # a sweep started again: this job is done
         if finished is not None:
             return finished
-        with run_dir_left_as_found_on_a_mistake(run_dir, clean_up=rank == 0, lock=lock):
+        with run_dir_left_as_found_on_a_mistake(run_dir, clean_up=rank == 0, lock=lock), \
+                refused_writes_in_one_line("train", RESUME_ADVICE):  # (wrapped by instantiate: a loader's cache)
             run = build(cfg, run_dir)
         if rank == 0:
             save_run_config(composed, run_dir / ".hydra")

@@ -12,9 +12,12 @@ into the mapped array, start at once, and fork no process holding torch's thread
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -28,6 +31,8 @@ ROWS_PER_TASK = 64
 """Images a thread decodes per task: enough to make the pool's bookkeeping negligible, few enough to stop soon."""
 COPY_ROWS = 1024
 """Rows copied at a time when rows of files that failed to decode are taken out of the array."""
+ZEROS = 1 << 20
+"""Bytes of zeros written at a time to reserve an array's disk space where posix_fallocate cannot."""
 
 
 def decode_folder(listing: Listing, settings: CacheSettings, skip_damaged: bool, array_path: Path) -> Manifest:
@@ -49,8 +54,7 @@ def decode_folder(listing: Listing, settings: CacheSettings, skip_damaged: bool,
     height, width = settings.image_size or _common_size(listing.root, readable, headers)
     grey = all(headers[file.path].grey for file in readable)
     channels = settings.channels if settings.channels != "auto" else 1 if grey else 3
-    images = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8,
-                                       shape=(len(readable), channels, height, width))
+    images = _new_array(array_path, (len(readable), channels, height, width))
     failed = _decode(listing.root, readable, images, skip_damaged)
     if failed and not skip_damaged:
         row, reason = failed[0]
@@ -64,6 +68,30 @@ def decode_folder(listing: Listing, settings: CacheSettings, skip_damaged: bool,
     order = {file.path: position for position, file in enumerate(listing.files)}
     return Manifest(settings, images.shape, listing.class_names, readable,
                     sorted(skipped, key=lambda item: order[item[0].path]))
+
+
+def _new_array(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A new uint8 .npy file at `path`, memory-mapped for writing, its disk space reserved before a row is written.
+    Left sparse, its pages would take their blocks only as the threads write them, and a disk or quota that fills
+    up meanwhile kills the process with SIGBUS (no message, its temporary folder left behind); reserved, a full
+    disk is an OSError naming the file, here."""
+    with naming(path):
+        images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+        with open(path, "rb+") as file:
+            _reserve(file.fileno(), images.offset, images.nbytes)
+    return images
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError while writing `path` names it: a write's own says only, say, 'No space left on device', and a
+    refused write ends the command in one line naming its file (cli.failures)."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from None
 
 
 def unreadable_image_error(root: Path, file: ImageFile, reason: str) -> ConfigError:
@@ -109,6 +137,20 @@ def _decode(root: Path, files: list[ImageFile], images: np.ndarray, skip_damaged
     return sorted(failed)
 
 
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate `length` bytes of the file from `offset`: posix_fallocate, or zeros written where it is missing
+    (macOS) or the file system cannot (EOPNOTSUPP, EINVAL)."""
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, offset, length)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+    for start in range(offset, offset + length, ZEROS):
+        os.pwrite(fd, bytes(min(ZEROS, offset + length - start)), start)
+
+
 def _common_size(root: Path, files: list[ImageFile], headers: dict[str, ImageHeader]) -> tuple[int, int]:
     """(H, W) that every image has; a ConfigError for data.image_size naming two that differ otherwise."""
     first = headers[files[0].path]
@@ -133,7 +175,7 @@ def _without_rows(images: np.memmap, rows: list[int], array_path: Path) -> np.me
     """`images` without `rows` (images that failed to decode), written in its place at `array_path`."""
     kept = np.setdiff1d(np.arange(len(images)), rows)
     compact_path = array_path.with_name(f"compact-{array_path.name}")
-    compact = np.lib.format.open_memmap(compact_path, mode="w+", dtype=np.uint8, shape=(len(kept), *images.shape[1:]))
+    compact = _new_array(compact_path, (len(kept), *images.shape[1:]))
     for start in range(0, len(kept), COPY_ROWS):
         compact[start:start + COPY_ROWS] = images[kept[start:start + COPY_ROWS]]
     compact.flush()

@@ -14,8 +14,9 @@ from typing import Any, Optional
 
 from trainer.data.image_listing import SPLITS, ImageFile, Listing
 
-FORMAT = 1
-"""The manifest's format version; a cache of another version is decoded again."""
+FORMAT = 2
+"""The manifest's format version; a cache of another version is decoded again. (2: 16-bit images scaled to 8 bits
+and photos turned upright by their EXIF orientation, which format 1's caches hold clipped and sideways.)"""
 KEYS = {"format", "settings", "shape", "class_names", "files", "skipped"}
 
 

@@ -138,7 +138,7 @@ DAMAGE = {
     "array-removed": (lambda cache: (cache / ARRAY).unlink(), "No such file or directory"),
     "garbage-json": (lambda cache: (cache / MANIFEST).write_text("{not json"), "its manifest is not JSON"),
     "not-utf8": (lambda cache: (cache / MANIFEST).write_bytes(b"\xff\xfe"), "codec can't decode"),
-    "other-format": (edit_the_manifest("format", 2), "its manifest has format 2, not 1"),
+    "other-format": (edit_the_manifest("format", 1), "its manifest has format 1, not 2"),
     "other-shape": (edit_the_manifest("shape", [12, 3, 8, 9]), "images.npy holds uint8 (12, 3, 8, 8), not uint8"),
     "shape-of-text": (edit_the_manifest("shape", "12x3x8x8"), "its manifest's shape '12x3x8x8' is not"),
     "files-dropped": (edit_the_manifest("files", []), "its manifest lists 0 files for 12 images"),

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
+from typing import Callable
 from subprocess import CompletedProcess
 
 import pytest
 from PIL import Image
 
 from conftest import IMAGE_CLASSES, metrics_rows, write_image_folder
-from helpers.commands import TRAIN, assert_succeeded, run_command
+from helpers.commands import assert_succeeded
 from helpers.files import read_only
 from helpers.trained_runs import best_checkpoint
-
-PREDICT = shutil.which("predict", path=str(Path(sys.executable).parent))
 
 
 @pytest.fixture
@@ -29,9 +27,14 @@ def cache_home(tmp_path) -> Path:
     return tmp_path / "xdg-cache"
 
 
-def train(cache_home: Path, *args: str, cwd: Path) -> CompletedProcess:
-    return run_command([TRAIN, "data=image_folder", "model.hidden_sizes=[32]", *args], cwd,
-                       {"XDG_CACHE_HOME": str(cache_home)})
+@pytest.fixture
+def train(train_in_this_process, monkeypatch) -> Callable[..., CompletedProcess]:
+    """`train data=image_folder ARGS` with XDG_CACHE_HOME=cache_home, run in this process (the seconds of a new
+    process's start-up are not what these tests are about; tests/e2e/test_image_cache_processes.py runs several)."""
+    def run(cache_home: Path, *args: str, cwd: Path) -> CompletedProcess:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+        return train_in_this_process("data=image_folder", "model.hidden_sizes=[32]", *args, cwd=cwd)
+    return run
 
 
 def one_line_error(result: CompletedProcess) -> str:
@@ -41,7 +44,7 @@ def one_line_error(result: CompletedProcess) -> str:
     return result.stderr.strip()
 
 
-def test_a_run_learns_the_colours_and_a_second_run_reuses_the_decoded_images(tmp_path, elsewhere, cache_home):
+def test_a_run_learns_the_colours_and_a_second_run_reuses_the_decoded_images(tmp_path, elsewhere, cache_home, train):
     folder = write_image_folder(tmp_path / "images", per_class=30)
     first = train(cache_home, f"data.path={folder}", "trainer.max_epochs=5", f"hydra.run.dir={tmp_path / 'run1'}",
                   cwd=elsewhere)
@@ -58,7 +61,7 @@ def test_a_run_learns_the_colours_and_a_second_run_reuses_the_decoded_images(tmp
     assert "reused: 90 images" in (tmp_path / "run2" / "train.log").read_text()
 
 
-def test_train_val_and_test_folders_are_the_run_s_splits(tmp_path, elsewhere, cache_home):
+def test_train_val_and_test_folders_are_the_run_s_splits(tmp_path, elsewhere, cache_home, train):
     for number, (split, per_class) in enumerate([("train", 20), ("val", 4), ("test", 6)]):
         write_image_folder(tmp_path / "images" / split, per_class=per_class, seed=number)
     result = train(cache_home, f"data.path={tmp_path / 'images'}", "trainer.max_epochs=1",
@@ -68,7 +71,7 @@ def test_train_val_and_test_folders_are_the_run_s_splits(tmp_path, elsewhere, ca
 
 
 def test_mixed_sizes_are_one_line_then_resized_with_image_size_and_predict_resizes_as_training_did(
-        tmp_path, elsewhere, cache_home):
+        tmp_path, elsewhere, cache_home, train, train_in_this_process):
     folder = write_image_folder(tmp_path / "images", per_class=30, size=(12, 10))
     write_image_folder(tmp_path / "small", per_class=1, size=(8, 8))
     shutil.copy(tmp_path / "small" / "red" / "000.png", folder / "red" / "zzz.png")
@@ -87,8 +90,8 @@ def test_mixed_sizes_are_one_line_then_resized_with_image_size_and_predict_resiz
         Image.new("RGB", (31, 17), colour).save(inputs / f"{name}.{suffix}")  # another size, resized to 8x8
     Image.new("L", (9, 9), 120).convert("L").save(inputs / "grey.jpg")  # grey, converted to the run's 3 channels
     for source in (inputs, inputs / "red.png"):
-        result = run_command([PREDICT, f"ckpt_path={best_checkpoint(run_dir)}", f"input={source}", "device=cpu"],
-                             elsewhere)
+        result = train_in_this_process(f"ckpt_path={best_checkpoint(run_dir)}", f"input={source}", "device=cpu",
+                                       cwd=elsewhere, command="predict")
         assert_succeeded(result)
         predicted = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if "(" in line}
         assert predicted["red.png"] == "red", result.stdout
@@ -98,7 +101,7 @@ def test_mixed_sizes_are_one_line_then_resized_with_image_size_and_predict_resiz
 
 
 def test_a_damaged_image_is_one_line_naming_it_and_skip_damaged_leaves_it_out_with_a_warning(tmp_path, elsewhere,
-                                                                                            cache_home):
+                                                                                            cache_home, train):
     folder = write_image_folder(tmp_path / "images", per_class=10)
     (folder / "green" / "003.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     refused = one_line_error(train(cache_home, f"data.path={folder}", f"hydra.run.dir={tmp_path / 'run'}",
@@ -114,7 +117,7 @@ def test_a_damaged_image_is_one_line_naming_it_and_skip_damaged_leaves_it_out_wi
 
 
 def test_a_read_only_data_folder_trains_with_the_cache_in_the_user_s_cache_directory(tmp_path, elsewhere,
-                                                                                     cache_home):
+                                                                                     cache_home, train):
     folder = write_image_folder(tmp_path / "images", per_class=10)
     contents = sorted(path.relative_to(folder) for path in folder.rglob("*"))
     with read_only(folder) as view:
@@ -127,7 +130,7 @@ def test_a_read_only_data_folder_trains_with_the_cache_in_the_user_s_cache_direc
     assert f"image cache {cache_home}/trainer/image_folder/" in (tmp_path / "run" / "train.log").read_text()
 
 
-def test_an_unwritable_cache_dir_is_one_line_naming_data_cache_dir(tmp_path, elsewhere, cache_home):
+def test_an_unwritable_cache_dir_is_one_line_naming_data_cache_dir(tmp_path, elsewhere, cache_home, train):
     folder = write_image_folder(tmp_path / "images", per_class=5)
     (tmp_path / "a-file").write_text("")
     refused = one_line_error(train(cache_home, f"data.path={folder}", f"data.cache_dir={tmp_path / 'a-file'}",
@@ -137,7 +140,8 @@ def test_an_unwritable_cache_dir_is_one_line_naming_data_cache_dir(tmp_path, els
     assert not (tmp_path / "run").exists()
 
 
-def test_the_dataloader_pipeline_over_the_memory_map_trains_as_the_device_pipeline(tmp_path, elsewhere, cache_home):
+def test_the_dataloader_pipeline_over_the_memory_map_trains_as_the_device_pipeline(tmp_path, elsewhere, cache_home,
+                                                                                   train):
     folder = write_image_folder(tmp_path / "images", per_class=20)
     for pipeline in ("device", "dataloader"):
         assert_succeeded(train(cache_home, f"data.path={folder}", f"data.pipeline={pipeline}", "data.num_workers=1",

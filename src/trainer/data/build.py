@@ -113,6 +113,9 @@ def build_data(cfg: DictConfig) -> DataSplits:
     flat_size = math.prod(arrays.x.shape[1:])  # values per sample
     feature_names = None if images else arrays.feature_names or [f"x{i}" for i in range(flat_size)]
 
+    if isinstance(x_train, RowsOf) and cfg.pipeline == "device":
+        _check_it_fits_in_memory(arrays.x.nbytes)
+
     def tensors(x_part: np.ndarray | RowsOf, y_part: np.ndarray) -> tuple[torch.Tensor | RowsOf, torch.Tensor]:
         if isinstance(x_part, RowsOf):  # the device holds the whole set; DataLoader workers read rows as needed
             x = x_part.read(np.arange(len(x_part))) if cfg.pipeline == "device" else x_part
@@ -204,6 +207,30 @@ def _fraction(cfg: DictConfig, key: str, own: bool) -> Optional[float]:
     if not own and value is None:
         raise ConfigError(f"data.{key}", None, f"a number in (0, 1): this set has no {split} split of its own")
     return value
+
+
+def _check_it_fits_in_memory(size: int) -> None:
+    """data.pipeline=device reads a memory-mapped set (an image folder's cache) into memory whole: refused in one
+    line, before it is read, when it would take more than half the memory the system has available, where the
+    system would otherwise swap or kill the run part-way."""
+    available = available_memory()
+    if available is not None and size > available / 2:
+        raise ConfigError("data.pipeline", "device", f"dataloader: the set's {size / 2**30:.1f} GB are more than half "
+                                                     f"of the {available / 2**30:.1f} GB of memory available; "
+                                                     f"data.pipeline=dataloader reads them from the cache batch by "
+                                                     f"batch")
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory the system can give without swapping (Linux's MemAvailable); None where it does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _rows(x: np.ndarray, indices: Optional[np.ndarray] = None) -> np.ndarray | RowsOf:

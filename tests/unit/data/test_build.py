@@ -1,4 +1,5 @@
 import functools
+import sys
 
 import numpy as np
 import pytest
@@ -6,9 +7,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import compose_config, options
+from conftest import compose_config, options, write_image_folder
 from trainer.config import ConfigError
-from trainer.data import Arrays, build_data
+from trainer.data import Arrays, RowsOf, build, build_data
 from trainer.data.build import PIPELINE_KEYS
 
 DATA = options("data")
@@ -212,3 +213,23 @@ def test_arrays_rejects_features_and_targets_of_different_lengths():
     with pytest.raises(ValueError, match=r"x has 3 samples but y has 2"):
         Arrays(x=np.zeros((3, 2)), y=np.zeros(2))
 
+
+
+def test_a_memory_mapped_set_of_more_than_half_the_available_memory_is_refused_for_the_device_pipeline(tmp_path,
+                                                                                                      monkeypatch):
+    folder = write_image_folder(tmp_path / "images", per_class=10)  # 30 images of 3x8x8: 5,760 bytes
+    monkeypatch.setattr(build, "available_memory", lambda: 10_000)
+    settings = ("data=image_folder", f"data.path={folder}", f"data.cache_dir={tmp_path / 'cache'}")
+    with pytest.raises(ConfigError) as refused:
+        build_data(compose_config(*settings).data)
+    assert str(refused.value).startswith("data.pipeline: got 'device', expected dataloader: the set's 0.0 GB are "
+                                         "more than half of the 0.0 GB of memory available")
+    served_from_the_cache = build_data(compose_config(*settings, "data.pipeline=dataloader").data)
+    assert isinstance(served_from_the_cache.train[0], RowsOf)
+    monkeypatch.setattr(build, "available_memory", lambda: 20_000)
+    assert isinstance(build_data(compose_config(*settings).data).train[0], torch.Tensor)
+
+
+def test_the_available_memory_is_a_number_of_bytes_on_linux():
+    available = build.available_memory()
+    assert available is None if not sys.platform.startswith("linux") else 0 < available < 2**50

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.batches import assert_same_batches, batches
 from trainer.data import Batcher, LoaderBatcher
 from trainer.data.transforms import Augment, Normalize
 
@@ -138,16 +139,6 @@ def image_batcher(cls=Batcher, n=20, batch_size=6, augment=Augment(crop_padding=
     if cls is LoaderBatcher:
         options.setdefault("device", CPU)
     return cls(x, torch.arange(n), batch_size, normalize=Normalize.fitted(x), augment=augment, **options)
-
-
-def batches(batcher, count=None):
-    return [(x.clone(), y.clone()) for x, y in islice(iter(batcher), count)]
-
-
-def assert_same_batches(one, other):
-    assert len(one) == len(other)
-    for (x1, y1), (x2, y2) in zip(one, other):
-        assert torch.equal(y1, y2) and torch.equal(x1, x2)
 
 
 LOADERS = [pytest.param({"num_workers": 0}, id="workers-0"), pytest.param({"num_workers": 2}, id="workers-2")]

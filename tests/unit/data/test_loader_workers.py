@@ -10,7 +10,6 @@ import functools
 import gc
 import os
 import pickle
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_config, metrics_rows
+from helpers.batches import assert_same_batches, batches
 from trainer.data import Batcher, DataDescription, DataSplits, LoaderBatcher, batchers
 from trainer.data.batcher import RowsOf
 from trainer.data.mapped_rows import ReplacedFile
@@ -62,16 +62,6 @@ def pair(folder: Path, x=IMAGES, y=None, num_workers: int = 2, **options) -> tup
     loaded = LoaderBatcher(x, y, 6, device=CPU, num_workers=num_workers,
                            worker_init_fn=functools.partial(note_start, folder), **options)
     return loaded, reference
-
-
-def batches(batcher, count=None):
-    return [(x.clone(), y.clone()) for x, y in islice(iter(batcher), count)]
-
-
-def assert_same_batches(one, other):
-    assert len(one) == len(other)
-    for (x1, y1), (x2, y2) in zip(one, other):
-        assert torch.equal(y1, y2) and torch.equal(x1, x2)
 
 
 def test_the_workers_serve_every_epoch_and_evaluation_until_closed(tmp_path):

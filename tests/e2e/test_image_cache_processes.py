@@ -124,7 +124,7 @@ def test_train_on_a_full_cache_disk_is_one_line_naming_the_array_not_a_bus_error
     assert result.returncode != 128 + signal.SIGBUS and result.returncode != -signal.SIGBUS, result.stderr
     line = one_line_refusal(result)
     assert line.startswith(f"train: error: could not write {cache}/.building-"), line
-    assert "/images.npy: No space left on device (ENOSPC)" in line
+    assert "/images.npy: No space left on device (ENOSPC); nothing was trained yet: make room there" in line
     assert left == []
 
 

@@ -29,6 +29,8 @@ from trainer.config import config_dir
 
 RESUME_ADVICE = ("; the checkpoints written before it are whole: once it can write, trainer.resume=auto carries the "
                  "run on")
+BUILD_ADVICE = ("; nothing was trained yet: make room there (an image folder's cache: or set data.cache_dir to a "
+                "place that has it) and run the command again")
 
 
 def train() -> None:
@@ -104,7 +106,7 @@ def _train_app(cfg: DictConfig) -> float:
         if finished is not None:
             return finished
         with run_dir_left_as_found_on_a_mistake(run_dir, clean_up=rank == 0, lock=lock), \
-                refused_writes_in_one_line("train", RESUME_ADVICE):  # (wrapped by instantiate: a loader's cache)
+                refused_writes_in_one_line("train", BUILD_ADVICE):  # (wrapped by instantiate: a loader's cache)
             run = build(cfg, run_dir)
         if rank == 0:
             save_run_config(composed, run_dir / ".hydra")

@@ -61,9 +61,10 @@ def decode_folder(listing: Listing, settings: CacheSettings, skip_damaged: bool,
         raise unreadable_image_error(listing.root, readable[row], reason)
     if failed:
         skipped += [(readable[row], reason) for row, reason in failed]
-        readable = [file for row, file in enumerate(readable) if row not in dict(failed)]
+        failed_rows = {row for row, _ in failed}
+        readable = [file for row, file in enumerate(readable) if row not in failed_rows]
         _require_some(listing, readable, skipped)
-        images = _without_rows(images, [row for row, _ in failed], array_path)
+        images = _without_rows(images, sorted(failed_rows), array_path)
     images.flush()
     order = {file.path: position for position, file in enumerate(listing.files)}
     return Manifest(settings, images.shape, listing.class_names, readable,
@@ -100,8 +101,10 @@ def unreadable_image_error(root: Path, file: ImageFile, reason: str) -> ConfigEr
                        f"data.skip_damaged=true to leave out the images that cannot be read")
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity: a Slurm job's share, taskset), not the machine's."""
+def decoding_threads() -> int:
+    """A thread per CPU this process may run on (its affinity: a Slurm job's binding, taskset), not the machine's.
+    (training.threads.usable_cpus, a layer above data, also shares the CPUs among torchrun's processes: here one
+    process decodes while the others wait for its cache.)"""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -123,7 +126,7 @@ def _decode(root: Path, files: list[ImageFile], images: np.ndarray, skip_damaged
 
     tasks = [range(start, min(start + ROWS_PER_TASK, len(files))) for start in range(0, len(files), ROWS_PER_TASK)]
     failed: list[tuple[int, str]] = []
-    pool = ThreadPoolExecutor(usable_cpus(), thread_name_prefix="decode")
+    pool = ThreadPoolExecutor(decoding_threads(), thread_name_prefix="decode")
     try:
         with tqdm(total=len(files), desc="decoding images", unit="image", leave=False, disable=None) as bar:
             futures = {pool.submit(decode_rows, rows): len(rows) for rows in tasks}

@@ -44,9 +44,6 @@ class Listing:
     """Train's files, then val's, then test's; by path within each."""
     class_names: list[str]
 
-    def of_split(self, split: str) -> list[ImageFile]:
-        return [file for file in self.files if file.split == split]
-
 
 def list_images(root: Path) -> Listing:
     """The image files under `root` (its class folders, or those of its split folders). Hidden files and folders

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
 from trainer.config import TrainerConfig, check_task_fit, validate
-from trainer.data import Batcher, DataDescription, DataSplits, batchers, build_data
+from trainer.data import Batcher, DataDescription, DataSplits, batchers, build_data, limit_batches
 from trainer.data.batcher import RowsOf
 from trainer.observe import inspection
 from trainer.observe.curves import draw_run_curves, run_title
@@ -66,6 +67,8 @@ class Run:
 def build(cfg: DictConfig, run_dir: Path) -> Run:
     """Data first, since the model's input and output sizes come from it."""
     settings = validate(cfg)
+    if settings.fast_dev_run:  # one epoch of a few batches (TrainerConfig.fast_dev_run)
+        settings = dataclasses.replace(settings, max_epochs=1)
     processes = distributed.from_environment()
     distributed.start(processes)
     device = resolve_device(settings.device)
@@ -87,7 +90,10 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     optimizer = _optimizer(cfg.optimizer, model, device)
     train_batches, val_batches, test_batches = batchers(
         cfg.data, data, model, device, cfg.seed, settings.eval_batch_size, processes.rank, processes.world_size,
-        memory_format, worker_init_fn=ignore_stop_signals)  # the stop signals are the main process's to answer
+        memory_format, worker_init_fn=ignore_stop_signals,  # the stop signals are the main process's to answer
+        overfit_batches=settings.overfit_batches)
+    for batches, limit in zip((train_batches, val_batches, test_batches), settings.batch_limits):
+        limit_batches(batches, limit)
     steps_per_epoch = -(-len(train_batches) // settings.accumulate_grad_batches)
     scheduler = build_scheduler(cfg.scheduler, optimizer, total_steps=steps_per_epoch * settings.max_epochs,
                                 mode=settings.early_stopping.direction)

@@ -89,6 +89,25 @@ def run_dir_left_as_found_on_a_mistake(run_dir: Path, clean_up: bool = True,
         exit_with_usage_error("train", describe_mistake(error))
 
 
+@contextlib.contextmanager
+def work_folder(run_dir: Path, fast_dev_run: bool | int, rank: int) -> Iterator[Path]:
+    """Where the run writes its checkpoints and records: the run directory, or for trainer.fast_dev_run the folder
+    fast_dev_run/ in it, which rank 0 removes when the run ends, however it ends: a dev run writes and reads back
+    what a run would, then keeps none of it (train.log and .hydra/ stay, in the run directory)."""
+    if not fast_dev_run:
+        yield run_dir
+        return
+    scratch = run_dir / "fast_dev_run"
+    scratch.mkdir(exist_ok=True)
+    try:
+        yield scratch
+    finally:
+        if rank == 0:
+            shutil.rmtree(scratch, ignore_errors=True)
+    log.info("trainer.fast_dev_run: the config ran end to end on %d batch(es) of train, val and test, and nothing "
+             "the run wrote was kept; leave trainer.fast_dev_run out to train", int(fast_dev_run))
+
+
 def _remove_folders_made_for(run_dir: Path) -> None:
     """Remove the run directory and the folders above it that this command made, deepest first, while empty."""
     kept = ValidateBeforeRun.existing_folder

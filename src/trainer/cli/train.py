@@ -21,7 +21,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from trainer.cli.during_run import finished_before, run_dir_left_as_found_on_a_mistake, save_run_config, sole_owner_of
+from trainer.cli.during_run import (finished_before, run_dir_left_as_found_on_a_mistake, save_run_config, sole_owner_of,
+                                    work_folder)
 from trainer.cli.failures import describe_uncompleted_job, refused_writes_in_one_line
 from trainer.cli.mistakes import describe_config_error
 from trainer.cli.usage import exit_with_usage_error
@@ -105,16 +106,17 @@ def _train_app(cfg: DictConfig) -> float:
         finished = finished_before(composed, run_dir)  # a sweep started again: this job is done
         if finished is not None:
             return finished
-        with run_dir_left_as_found_on_a_mistake(run_dir, clean_up=rank == 0, lock=lock), \
-                refused_writes_in_one_line("train", BUILD_ADVICE):  # (wrapped by instantiate: a loader's cache)
-            run = build(cfg, run_dir)
-        if rank == 0:
-            save_run_config(composed, run_dir / ".hydra")
-        try:
-            value = execute(run, run_dir)
-        except Interrupted as stop:  # last.pt and the summary are written; the exit code says which signal
-            sys.exit(stop.exit_code)
-        wait_for_every_rank()  # the processes leave together
+        with work_folder(run_dir, cfg.trainer.fast_dev_run, rank) as work_dir:
+            with run_dir_left_as_found_on_a_mistake(run_dir, clean_up=rank == 0, lock=lock), \
+                    refused_writes_in_one_line("train", BUILD_ADVICE):  # (wrapped by instantiate: a loader's cache)
+                run = build(cfg, work_dir)
+            if rank == 0:
+                save_run_config(composed, run_dir / ".hydra")
+            try:
+                value = execute(run, work_dir)
+            except Interrupted as stop:  # last.pt and the summary are written; the exit code says which signal
+                sys.exit(stop.exit_code)
+            wait_for_every_rank()  # the processes leave together
         return value
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 
@@ -18,6 +18,7 @@ from trainer.vocabulary import METRICS, better
 PRECISIONS = ("32", "bf16", "16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -159,6 +160,23 @@ class TrainerConfig:
     inspect: bool = False
     """Instead of training: one optimisation step on one training batch, printing every parameter tensor before
     the step, its gradient and after it, and the model's output and loss before and after; saved as inspect.json."""
+    fast_dev_run: Union[bool, int] = False
+    """A quick check of a config before a long run: true (1) or N trains one epoch of N batches, validates on N
+    and tests on N, then deletes everything the run wrote but its log and .hydra/ (checkpoints, metrics.csv,
+    health.csv, curves.png, a logger's files, summary.json are written, in a scratch folder of the run directory,
+    so that their code runs too); false (or 0): off."""
+    overfit_batches: int = 0
+    """N >= 1: train every epoch on the same first N batches of the train split (in order, unaugmented) and
+    validate on those same batches: a model that cannot drive their loss towards zero has a bug. The test split is
+    scored as usual. 0: off."""
+    limit_train_batches: Union[int, float] = 1.0
+    """Training batches per epoch: an integer N >= 1 (the first N of each epoch's order), or a fraction in (0, 1]
+    of them (rounded down, at least 1); 1.0 is all of them, 1 is one batch. The learning-rate schedule's length
+    follows."""
+    limit_val_batches: Union[int, float] = 1.0
+    """Validation batches per epoch (of trainer.eval_batch_size samples): a count N >= 1 or a fraction in (0, 1]."""
+    limit_test_batches: Union[int, float] = 1.0
+    """Test batches (of trainer.eval_batch_size samples): a count N >= 1 or a fraction in (0, 1]."""
     curves: bool = True
     """Draw curves.png (train and val loss, the val metric and the learning rate against epoch) when the run ends."""
     health: HealthConfig = field(default_factory=HealthConfig)
@@ -204,6 +222,41 @@ class TrainerConfig:
                 raise ConfigError(name, getattr(self, name), "an integer >= 1")
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError("num_threads", self.num_threads, "an integer >= 1, or null")
+        self._check_debug_modes()
+
+    def _check_debug_modes(self) -> None:
+        """fast_dev_run, overfit_batches and limit_*_batches: each alone, as each sets how many batches run."""
+        limits = {name: getattr(self, name) for name in LIMITS}
+        for name, limit in limits.items():
+            if not (type(limit) is int and limit >= 1 or type(limit) is float and 0 < limit <= 1):
+                raise ConfigError(name, limit, "an integer >= 1 (batches) or a fraction in (0, 1] (1.0: all)")
+        if self.fast_dev_run < 0:
+            raise ConfigError("fast_dev_run", self.fast_dev_run, "false, true or an integer >= 1 (batches)")
+        if self.overfit_batches < 0:
+            raise ConfigError("overfit_batches", self.overfit_batches, "0 (off) or an integer >= 1 (batches)")
+        limited = [f"{name}={limit}" for name, limit in limits.items() if limit != 1.0 or type(limit) is int]
+        if self.overfit_batches and limited:
+            raise ConfigError("overfit_batches", self.overfit_batches,
+                              f"0 when {limited[0]} is set (overfit_batches sets the train and val batches)")
+        if not self.fast_dev_run:
+            return
+        others = {"resume": (self.resume, "a dev run saves nothing to continue"),
+                  "inspect": (self.inspect, "inspect is a one-step check of its own"),
+                  "overfit_batches": (self.overfit_batches, "a dev run sets the batches")}
+        for name, (value, why) in others.items():
+            if value:
+                raise ConfigError("fast_dev_run", self.fast_dev_run, f"false when {name}={value} ({why})")
+        if limited:
+            raise ConfigError("fast_dev_run", self.fast_dev_run,
+                              f"false when {limited[0]} is set (a dev run sets the batches)")
+
+    @property
+    def batch_limits(self) -> tuple[int | float, int | float, int | float]:
+        """The train, val and test batches per epoch, each a count or a fraction: fast_dev_run's N for every split,
+        or limit_*_batches. (overfit_batches limits its batchers itself: data.batchers.)"""
+        if self.fast_dev_run:
+            return (int(self.fast_dev_run),) * 3
+        return self.limit_train_batches, self.limit_val_batches, self.limit_test_batches
 
 
 # The `trainer` group's one option is the dataclass itself: Hydra type-checks overrides against it while composing,

@@ -49,12 +49,17 @@ class Batcher:
         self.epoch = 0
         self.position = 0
         """Batches of the current epoch already served."""
+        self.limit: Optional[int] = None
+        """At most this many batches per epoch, the first of each epoch's order (trainer.limit_*_batches,
+        fast_dev_run, overfit_batches: see split_batchers.limit_batches); None: all of them. An epoch ends after
+        them, so the next begins with a new order, and a resumed run goes on at its position as usual."""
 
     def __len__(self) -> int:
         """Batches per epoch. A last training batch too small to give every process a sample is left out: each
         process must take each step."""
         full, rest = divmod(len(self.x), self.batch_size)
-        return full if rest and (self.drop_last or (self.shuffle and rest < self.world_size)) else full + (rest > 0)
+        every = full if rest and (self.drop_last or (self.shuffle and rest < self.world_size)) else full + (rest > 0)
+        return every if self.limit is None else min(every, self.limit)
 
     def samples_in(self, first: int, stop: int) -> int:
         """The samples of batches first..stop-1 of an epoch, over all processes."""

@@ -22,11 +22,13 @@ log = logging.getLogger(__name__)
 def batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, device: torch.device, seed: int,
              eval_batch_size: int, rank: int = 0, world_size: int = 1,
              memory_format: torch.memory_format = torch.contiguous_format,
-             worker_init_fn: Optional[Callable[[int], None]] = None) -> tuple[Batcher, Batcher, Batcher]:
+             worker_init_fn: Optional[Callable[[int], None]] = None,
+             overfit_batches: int = 0) -> tuple[Batcher, Batcher, Batcher]:
     """Train, val and test batches: from tensors moved to the device once (data.pipeline=device), or gathered
     in host memory by DataLoader workers (each started with `worker_init_fn`) and copied per batch
     (data.pipeline=dataloader). Process `rank` of `world_size` serves its share of every batch, in the model's
-    memory format."""
+    memory format. `overfit_batches` N >= 1 (trainer.overfit_batches): training and validation both serve the
+    first N batches of the train split, in the same order every epoch and unaugmented, the same batches."""
     share = {"rank": rank, "world_size": world_size, "memory_format": memory_format}
     if data_cfg.pipeline == "dataloader":
         make = functools.partial(LoaderBatcher, device=device, num_workers=data_cfg.num_workers,
@@ -36,10 +38,30 @@ def batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, dev
             return Batcher(_whole(x).to(device), y.to(device), batch_size, **share, **options)
     batch_size = data_cfg.batch_size
     drop_last = data_cfg.drop_last or _lone_last_sample_breaks_batchnorm(model, len(data.train[0]), batch_size)
+    test = make(*data.test, eval_batch_size, shuffle=False, normalize=data.description.pixels)
+    if overfit_batches:  # two batchers of the same batches: each keeps its own place in its epoch
+        train, val = (make(*data.train, batch_size, drop_last=drop_last, shuffle=False,
+                           normalize=data.description.pixels) for _ in range(2))
+        train.limit = val.limit = overfit_batches
+        return train, val, test
     return (make(*data.train, batch_size, drop_last=drop_last, seed=seed, normalize=data.description.pixels,
                  augment=data.augment),
             make(*data.val, eval_batch_size, shuffle=False, normalize=data.description.pixels),
-            make(*data.test, eval_batch_size, shuffle=False, normalize=data.description.pixels))
+            test)
+
+
+def limit_batches(batches: Batcher, limit: int | float) -> None:
+    """Serve at most `limit` batches of each epoch (trainer.limit_*_batches; fast_dev_run): a count (an int) or a
+    fraction (a float) of the batches the batcher serves now; 1.0 leaves them all."""
+    batches.limit = batches_allowed(limit, len(batches))
+
+
+def batches_allowed(limit: int | float, batches: int) -> int:
+    """How many of `batches` a limit allows: an int is a count (at most all of them), a float a fraction of them,
+    rounded down but at least one, as one batch is what a limit of a few batches per epoch is after."""
+    if isinstance(limit, float):
+        return max(1, int(batches * limit))
+    return min(limit, batches)
 
 
 def _whole(x: torch.Tensor | RowsOf) -> torch.Tensor:

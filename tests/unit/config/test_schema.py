@@ -81,3 +81,60 @@ def test_a_filled_in_direction_does_not_leak_into_the_default_mode():
                     ).early_stopping.direction == "max"
     assert validate(compose_config()).early_stopping.direction == "min"
 
+
+
+# --- debug modes: fast_dev_run, overfit_batches, limit_*_batches ------------------------------------------------
+
+@pytest.mark.parametrize("settings", [
+    {"fast_dev_run": True},
+    {"fast_dev_run": 5},
+    {"fast_dev_run": 0},
+    {"overfit_batches": 2},
+    {"limit_train_batches": 1, "limit_val_batches": 0.25, "limit_test_batches": 1.0},
+    {"limit_train_batches": 1e-9},
+    {"fast_dev_run": True, "init_from": None, "max_epochs": 7},
+])
+def test_debug_modes_accept_good_values(settings):
+    config = TrainerConfig(**settings)
+    assert all(getattr(config, key) == value for key, value in settings.items())
+
+
+@pytest.mark.parametrize("settings, key, value", [
+    ({"limit_train_batches": 0}, "limit_train_batches", "0"),
+    ({"limit_val_batches": 0.0}, "limit_val_batches", "0.0"),
+    ({"limit_test_batches": 1.5}, "limit_test_batches", "1.5"),
+    ({"limit_train_batches": -2}, "limit_train_batches", "-2"),
+    ({"limit_val_batches": math.nan}, "limit_val_batches", "nan"),
+    ({"limit_train_batches": True}, "limit_train_batches", "True"),
+    ({"fast_dev_run": -1}, "fast_dev_run", "-1"),
+    ({"overfit_batches": -1}, "overfit_batches", "-1"),
+    ({"fast_dev_run": True, "resume": "auto"}, "fast_dev_run", "True"),
+    ({"fast_dev_run": 2, "inspect": True}, "fast_dev_run", "2"),
+    ({"fast_dev_run": True, "overfit_batches": 1}, "fast_dev_run", "True"),
+    ({"fast_dev_run": True, "limit_train_batches": 0.5}, "fast_dev_run", "True"),
+    ({"overfit_batches": 1, "limit_val_batches": 3}, "overfit_batches", "1"),
+    ({"overfit_batches": 1, "limit_train_batches": 1}, "overfit_batches", "1"),
+])
+def test_debug_modes_refuse_a_bad_value_or_combination_naming_the_key(settings, key, value):
+    with pytest.raises(ConfigError) as error:
+        TrainerConfig(**settings)
+    assert_names_key_and_value(error.value, key, value)
+
+
+@pytest.mark.parametrize("settings, limits", [
+    ({}, (1.0, 1.0, 1.0)),
+    ({"limit_train_batches": 3, "limit_test_batches": 0.5}, (3, 1.0, 0.5)),
+    ({"fast_dev_run": True}, (1, 1, 1)),
+    ({"fast_dev_run": 4}, (4, 4, 4)),
+])
+def test_batch_limits_are_fast_dev_run_s_or_the_limits(settings, limits):
+    assert TrainerConfig(**settings).batch_limits == limits
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.fast_dev_run=true trainer.resume=auto", "trainer.fast_dev_run: got True, expected false when resume"),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches: got 0, expected an integer >= 1"),
+])
+def test_a_debug_mode_mistake_in_a_composed_config_names_the_trainer_key(override, message):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        validate(compose_config(*override.split()))

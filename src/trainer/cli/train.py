@@ -21,8 +21,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from trainer.cli.during_run import (finished_before, run_dir_left_as_found_on_a_mistake, save_run_config, sole_owner_of,
-                                    work_folder)
+from trainer.cli.during_run import (
+    finished_before,
+    run_dir_left_as_found_on_a_mistake,
+    save_run_config,
+    sole_owner_of,
+    work_folder,
+)
 from trainer.cli.failures import describe_uncompleted_job, refused_writes_in_one_line
 from trainer.cli.mistakes import describe_config_error
 from trainer.cli.usage import exit_with_usage_error

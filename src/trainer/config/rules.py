@@ -144,6 +144,8 @@ RULES_OF_DATA_OPTION: dict[str, dict[str, Rule]] = {
     IMAGE_FOLDER: {"data.path": EXISTING_FOLDER,
                    "data.val_fraction": _or_auto(_or_null(OPEN_FRACTION)),
                    "data.test_fraction": _or_auto(_or_null(OPEN_FRACTION))},
+    "trainer.data.synthetic.sine": {"data.val_fraction": _or_null(OPEN_FRACTION)},
 }
 """Keys whose rule depends on the data option (its `_target_`), in place of RULES': an image folder's path is a
-folder, and its fractions may be auto (its own val/ and test/ folders where it has them)."""
+folder, and its fractions may be auto (its own val/ and test/ folders where it has them); data=sine has its own
+validation points."""

@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from trainer.config.errors import ConfigError
 from trainer.vocabulary import METRICS, better
 
-PRECISIONS = ("32", "bf16", "16")
+PRECISIONS = ("32", "bf16", "16", "auto")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches")
@@ -101,7 +101,8 @@ class TrainerConfig:
     device: str = "auto"
     """auto (cuda, then mps, then cpu), cpu, cuda or mps."""
     precision: str = "32"
-    """32 (float32), bf16 or 16: autocast of the forward pass to that float type."""
+    """32 (float32), bf16 or 16: autocast of the forward pass to that float type; auto: bf16 on a CUDA GPU that has
+    it, 32 anywhere else (a recipe's bf16 that still runs on a CPU)."""
     grad_clip: Optional[float] = None
     """Clip the gradients to this value before each step (see grad_clip_algorithm); null does not clip."""
     grad_clip_algorithm: str = "norm"
@@ -154,6 +155,10 @@ class TrainerConfig:
     init_from: Optional[str] = None
     """A checkpoint whose model weights start this run (fine-tuning), or a file of torch.save(model.state_dict())
     (weights of your own, e.g. a textbook example's); nothing else is taken from it."""
+    init_weights: dict[str, Any] = field(default_factory=dict)
+    """The model's starting weights as plain values, {parameter name: nested lists of numbers} for every parameter
+    (state_dict names: `train trainer.inspect=true` shows them), e.g. a textbook example's in a recipe
+    (experiment=textbook_one_step); {}: the model's own initialisation."""
     requeue: bool = False
     """In a Slurm job, on SIGUSR1 or SIGUSR2 (`sbatch --signal`, before the time limit): save last.pt, then
     `scontrol requeue` the job, which carries on with resume=auto in the same run directory."""
@@ -210,6 +215,8 @@ class TrainerConfig:
                               "last.pt), or the path of a checkpoint file")
         if self.init_from is not None and self.resume is not None:
             raise ConfigError("init_from", self.init_from, "null when resume is set (a resumed run has its weights)")
+        if self.init_weights and (self.resume is not None or self.init_from is not None):
+            raise ConfigError("init_weights", "{...}", "{} when resume or init_from is set (they give the weights)")
         if self.max_skipped < 0:
             raise ConfigError("max_skipped", self.max_skipped, "an integer >= 0")
         if self.grad_clip is not None and not self.grad_clip > 0:

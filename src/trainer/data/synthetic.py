@@ -1,4 +1,4 @@
-"""Generated sets: a known regression function and the 2-D classification sets of the TensorFlow Playground."""
+"""Generated sets: known regression functions and the 2-D classification sets of the TensorFlow Playground."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ def regression(n_samples: int = 5000, noise: float = 0.1, seed: int = 0) -> Arra
     x = rng.standard_normal((n_samples, 3))
     y = x[:, 0] ** 2 + 2 * x[:, 1] - 0.5 * x[:, 2] + noise * rng.standard_normal(n_samples)
     return Arrays(x=x, y=y)
+
+
+def sine(train_at: list[float], val_at: list[float], test_at: list[float]) -> Arrays:
+    """y = 1 + sin(pi/4 * x) at the given points, one split each: the function the backpropagation example of
+    Hagan et al., Neural Network Design (ch. 11), approximates, no noise."""
+    def at(points: list[float]) -> Arrays:
+        x = np.asarray(points, dtype=np.float64)[:, None]
+        return Arrays(x=x, y=1 + np.sin(np.pi / 4 * x[:, 0]))
+    return Arrays(**vars(at(train_at)) | {"val": at(val_at), "test": at(test_at)})
 
 
 def moons(n_samples: int = 1000, noise: float = 0.2, seed: int = 0) -> Arrays:

@@ -30,7 +30,7 @@ from trainer.data.preprocessing import plain_problem
 from trainer.run import build_model
 from trainer.training.backends import memory_format_for, use_backend_settings
 from trainer.training.device import resolve_device
-from trainer.training.precision import AUTOCAST_DTYPES, autocast_to
+from trainer.training.precision import autocast_dtype, autocast_to
 from trainer.training.resume import read
 
 EXPORTED_SUFFIX = ".safetensors"
@@ -111,7 +111,7 @@ class Trained:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The run's trainer.precision, as its test ran."""
-        return autocast_to(self.device, AUTOCAST_DTYPES[self.config.trainer.precision])
+        return autocast_to(self.device, autocast_dtype(self.config.trainer.precision, self.device))
 
 
 def load(cfg: DictConfig) -> Trained:

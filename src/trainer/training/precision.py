@@ -10,6 +10,14 @@ import torch
 AUTOCAST_DTYPES = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
 
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """trainer.precision's float type on `device`: auto is bfloat16 on a CUDA GPU that computes in it (Ampere and
+    later), and float32 (no autocast: None) anywhere else, so that a recipe asking for bf16 runs on a CPU too."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "32"
+    return AUTOCAST_DTYPES[precision]
+
+
 def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
     """Autocast to `dtype` (one of AUTOCAST_DTYPES); for None no context at all (entering even a disabled one
     costs time at every step)."""
@@ -23,7 +31,7 @@ class Precision:
     the loss is multiplied up before backward and the gradients divided back down before the step."""
 
     def __init__(self, precision: str, device: torch.device):
-        self.device, self.dtype = device, AUTOCAST_DTYPES[precision]
+        self.device, self.dtype = device, autocast_dtype(precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
 
     @property

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from trainer.config import ConfigError, TrainerConfig
 from trainer.config.trust import Untrusted, check_trusted, command_config_dirs
 from trainer.data import Batcher
@@ -38,12 +40,10 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
         _check_trusted(state, "trainer.init_from", settings.init_from, engine.config)
         # A checkpoint of train's, or a bare state_dict (torch.save(model.state_dict(), PATH)): weights of your own.
         weights = state.get("model", state) if isinstance(state, dict) else {}
-        try:
-            engine.model.load_state_dict(weights)
-        except RuntimeError as error:
-            raise ConfigError("trainer.init_from", settings.init_from,
-                              f"a checkpoint of this model ({str(error).splitlines()[-1].strip()})") from None
-        log.info("model weights from %s", settings.init_from)
+        _start_from_weights(engine, weights, "trainer.init_from", settings.init_from, "a checkpoint of this model")
+    if settings.init_weights:
+        _start_from_weights(engine, settings.init_weights, "trainer.init_weights", "{...}",
+                            "a value for every parameter of this model, in its shape")
     checkpoint_dir = run_dir / settings.checkpoint.dir
     for stale in remove_stale_temp_files(checkpoint_dir):
         log.info("removed %s, left by a save that was killed part-way", stale)
@@ -63,6 +63,17 @@ def start_from_checkpoints(settings: TrainerConfig, engine: Engine, train: Batch
                                                        f"({type(error).__name__}: {reason})") from None
     _set_damaged_last_aside(checkpoint_dir / "last.pt", path)  # once the fallback is known to be good
     log.info("resumed from %s: %d epochs and %d steps done", path, engine.epoch, engine.global_step)
+
+
+def _start_from_weights(engine: Engine, weights: dict[str, Any], key: str, shown: str, allowed: str) -> None:
+    """The model's weights from a state_dict (trainer.init_from) or from plain values, nested lists of numbers
+    (trainer.init_weights), all of them."""
+    try:
+        engine.model.load_state_dict({name: torch.as_tensor(value, dtype=torch.float32) if isinstance(value, list)
+                                      else value for name, value in weights.items()})
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ConfigError(key, shown, f"{allowed} ({str(error).splitlines()[-1].strip()})") from None
+    log.info("model weights from %s", shown if key == "trainer.init_from" else key)
 
 
 def _checkpoint_to_resume(resume: Optional[str], checkpoint_dir: Path,

@@ -116,12 +116,16 @@ def test_validate_returns_the_typed_trainer_settings():
 SWEEP_GROUPS = ["hparams_search", "hydra"]
 """How a sweep runs (Optuna's sweeper, the Slurm launcher): test_sweep_configs, test_slurm_launcher and the e2e
 sweeps cover them."""
-GROUPS = sorted(path.name for path in config_dir().iterdir() if path.is_dir() and path.name not in SWEEP_GROUPS)
+RECIPE_GROUPS = ["experiment"]
+"""Recipes that set the other groups (# @package _global_): test_experiment_configs and e2e/test_experiments."""
+GROUPS = sorted(path.name for path in config_dir().iterdir()
+                if path.is_dir() and path.name not in SWEEP_GROUPS + RECIPE_GROUPS)
 
 
 def test_the_config_groups_are_the_ones_the_suite_covers():
     assert GROUPS == ["data", "logger", "loss", "model", "optimizer", "scheduler"]
-    assert sorted(path.name for path in config_dir().iterdir() if path.is_dir()) == sorted(GROUPS + SWEEP_GROUPS)
+    assert (sorted(path.name for path in config_dir().iterdir() if path.is_dir())
+            == sorted(GROUPS + SWEEP_GROUPS + RECIPE_GROUPS))
 
 
 # A loss option needs a data set whose task it can train (the default, digits, is multiclass).

@@ -87,6 +87,37 @@ def test_init_from_a_checkpoint_of_another_shape_names_the_key(tmp_path):
         build(compose_config("model.hidden_sizes=[64]", f"trainer.init_from={checkpoint}"), tmp_path)
 
 
+TINY_MLP = ("data=sine", "model.hidden_sizes=[2]", "trainer.curves=false")
+TINY_WEIGHTS = {"hidden.0.linear.weight": "[[1],[2]]", "hidden.0.linear.bias": "[3,4]", "head.weight": "[[5,6]]",
+                "head.bias": "[7]"}
+
+
+def init_weights(weights: dict[str, str]) -> str:
+    """The override ++trainer.init_weights={name:values,...}: ++, as the names are new keys of the mapping (and
+    one override per name would split it at the dots)."""
+    return "++trainer.init_weights={" + ",".join(f"{name}:{values}" for name, values in weights.items()) + "}"
+
+
+def test_init_weights_start_the_model_from_plain_values(tmp_path):
+    run = build(compose_config(*TINY_MLP, init_weights(TINY_WEIGHTS)), tmp_path)
+    weights = run.engine.model.state_dict()
+    assert weights["hidden.0.linear.weight"].tolist() == [[1.0], [2.0]]
+    assert weights["head.bias"].tolist() == [7.0]
+
+
+@pytest.mark.parametrize("name, values, why", [
+    ("head.bias", "[7,8]", "size mismatch"),
+    ("head.bias", "null", None),  # a parameter left out
+    ("head.bias", "[x]", None),
+])
+def test_init_weights_that_do_not_fit_the_model_name_the_key(tmp_path, name, values, why):
+    given = {**TINY_WEIGHTS, name: values}
+    given = {key: value for key, value in given.items() if value != "null"}
+    with pytest.raises(ConfigError, match=r"^trainer.init_weights: got '\{...\}', expected a value for every "
+                                          rf"parameter of this model, in its shape \({why or ''}"):
+        build(compose_config(*TINY_MLP, init_weights(given)), tmp_path)
+
+
 def test_a_checkpoint_of_plain_values_round_trips(tmp_path):
     save_checkpoint({"model": {}, "numbers": [1, 2.5, None, "text"]}, tmp_path / "plain.pt")
     assert load_checkpoint(tmp_path / "plain.pt")["numbers"] == [1, 2.5, None, "text"]

@@ -19,7 +19,7 @@ from conftest import options
 from helpers.commands import assert_succeeded, run_command, train
 from trainer.training.checkpoint import load_checkpoint
 
-GROUPS = ("data", "model", "loss", "optimizer", "scheduler")
+GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "experiment")
 
 
 def python_m_trainer(*args: str, cwd: Path) -> subprocess.CompletedProcess:

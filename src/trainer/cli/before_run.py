@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from trainer.cli.mistakes import quoted_for_hydra
-from trainer.cli.usage import exit_with_usage_error
+from trainer.cli.usage import UsageError, usage_errors_end
 from trainer.config import ConfigError, validate
 
 
@@ -26,36 +26,44 @@ class ValidateBeforeRun(Callback):
     leaves it None): a run refused once started removes the folders Hydra made below it."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            settings = validate(config)
-            from trainer.training.device import resolve_device  # imports torch: only once the config is known good
-
-            resolve_device(settings.device)
-        except ConfigError as error:
-            exit_with_usage_error("train", str(error))
-        _same_directory_on_every_rank(config, "run")
-        folder = _checked_directory(config, "run")
-        ValidateBeforeRun.existing_folder = next(path for path in (folder, *folder.parents) if path.exists())
-        from trainer.run_directory import refuse_a_directory_in_use, refuse_another_runs_records
-        from trainer.training.distributed import from_environment
-
-        if from_environment().rank == 0:  # (the others write nothing there)
-            try:
-                refuse_a_directory_in_use(folder, "hydra.run.dir")
-                refuse_another_runs_records(folder, config, "hydra.run.dir", f"{config.hydra.job.name}.log")
-            except ConfigError as error:
-                exit_with_usage_error("train", str(error))
+        with usage_errors_end("train"):
+            check_before_run(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _same_directory_on_every_rank(config, "sweep")
-        _checked_directory(config, "sweep")
+        with usage_errors_end("train"):
+            _same_directory_on_every_rank(config, "sweep")
+            _checked_directory(config, "sweep")
+
+
+def check_before_run(config: DictConfig) -> None:
+    """The config, the device, and the run directory, checked before anything is written: a mistake is a
+    UsageError."""
+    try:
+        settings = validate(config)
+        from trainer.training.device import resolve_device  # imports torch: only once the config is known good
+
+        resolve_device(settings.device)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    _same_directory_on_every_rank(config, "run")
+    folder = _checked_directory(config, "run")
+    ValidateBeforeRun.existing_folder = next(path for path in (folder, *folder.parents) if path.exists())
+    from trainer.run_directory import refuse_a_directory_in_use, refuse_another_runs_records
+    from trainer.training.distributed import from_environment
+
+    if from_environment().rank == 0:  # (the others write nothing there)
+        try:
+            refuse_a_directory_in_use(folder, "hydra.run.dir")
+            refuse_another_runs_records(folder, config, "hydra.run.dir", f"{config.hydra.job.name}.log")
+        except ConfigError as error:
+            raise UsageError(str(error)) from None
 
 
 def _checked_directory(config: DictConfig, mode: str) -> Path:
     """hydra.run.dir (or hydra.sweep.dir), absolute, resolved as Hydra will resolve it (${now:...} is cached in the
     config, so it names the same moment). One that cannot be resolved, that holds a `${` (Hydra resolves the run
-    directory again where it names the log file), or that is too long for this system ends the command here in one
-    line: Hydra would fail on it with a traceback."""
+    directory again where it names the log file), or that is too long for this system is a UsageError: Hydra would
+    fail on it with a traceback."""
     from trainer.run_directory import refuse_a_path_too_long
 
     key = f"hydra.{mode}.dir"
@@ -63,16 +71,15 @@ def _checked_directory(config: DictConfig, mode: str) -> Path:
         folder = Path(os.path.abspath(config.hydra[mode].dir))
     except OmegaConfBaseException as error:
         typed = OmegaConf.to_container(config.hydra[mode], resolve=False)["dir"]
-        exit_with_usage_error("train", str(ConfigError(key, typed, f"a path whose ${{...}} interpolations "
-                                                                   f"resolve ({str(error).splitlines()[0]})")))
+        raise UsageError(str(ConfigError(key, typed, f"a path whose ${{...}} interpolations resolve "
+                                                     f"({str(error).splitlines()[0]})"))) from None
     if "${" in str(folder):
-        exit_with_usage_error("train", str(ConfigError(key, str(folder), "a path without ${ in it (Hydra would read "
-                                                                         "it as an interpolation again when it names "
-                                                                         "the log file)")))
+        raise UsageError(str(ConfigError(key, str(folder), "a path without ${ in it (Hydra would read it as an "
+                                                           "interpolation again when it names the log file)")))
     try:
         refuse_a_path_too_long(folder, key)
     except ConfigError as error:
-        exit_with_usage_error("train", str(error))
+        raise UsageError(str(error)) from None
     return folder
 
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer.cli.before_run import ValidateBeforeRun
 from trainer.cli.mistakes import describe_mistake
-from trainer.cli.usage import exit_with_usage_error
+from trainer.cli.usage import UsageError
 from trainer.config import ConfigError
 from trainer.observe.run_records import UnreadableFile, read_summary
 from trainer.vocabulary import StopReason
@@ -45,12 +45,12 @@ def sole_owner_of(run_dir: Path, composed: DictConfig, rank: int) -> Iterator[Op
     try:
         held = lock(run_dir, key)
     except ConfigError as error:
-        exit_with_usage_error("train", str(error))
+        raise UsageError(str(error)) from None
     try:
         refuse_another_runs_records(run_dir, composed, key, f"{HydraConfig.get().job.name}.log")
     except ConfigError as error:
         held.release()
-        exit_with_usage_error("train", str(error))
+        raise UsageError(str(error)) from None
     try:
         yield held
     finally:
@@ -61,11 +61,10 @@ def sole_owner_of(run_dir: Path, composed: DictConfig, rank: int) -> Iterator[Op
 def run_dir_left_as_found_on_a_mistake(run_dir: Path, clean_up: bool = True,
                                        lock: Optional[RunDirectoryLock] = None) -> Iterator[None]:
     """Mistakes found only once the run has started (the data contradicts data.task, a component rejects its
-    arguments, a checkpoint to resume from does not fit) end in one line too, and leave the run directory as
-    they found it: the folders Hydra made for this run are removed again; in an existing one, what the attempt
-    wrote is removed and its lines are cut from the log (by rank 0 alone, in a distributed run). Exiting here,
-    inside the job, keeps Hydra from adding its own report. The run directory's `lock`, taken before, is let go
-    of (its file removed) before the folders are."""
+    arguments, a checkpoint to resume from does not fit) become a UsageError in one line too, and leave the run
+    directory as they found it: the folders Hydra made for this run are removed again; in an existing one, what
+    the attempt wrote is removed and its lines are cut from the log (by rank 0 alone, in a distributed run).
+    The run directory's `lock`, taken before, is let go of (its file removed) before the folders are."""
     before = {path.name for path in run_dir.iterdir()}
     log_file = run_dir / f"{HydraConfig.get().job.name}.log"
     log_stat = log_file.stat() if log_file.exists() else None
@@ -86,7 +85,7 @@ def run_dir_left_as_found_on_a_mistake(run_dir: Path, clean_up: bool = True,
             if lock is not None:
                 lock.release()
             _remove_folders_made_for(run_dir)
-        exit_with_usage_error("train", describe_mistake(error))
+        raise UsageError(describe_mistake(error)) from None
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from trainer.cli.during_run import (
 )
 from trainer.cli.failures import describe_uncompleted_job, refused_writes_in_one_line
 from trainer.cli.mistakes import describe_config_error
-from trainer.cli.usage import exit_with_usage_error
+from trainer.cli.usage import exit_with_usage_error, usage_errors_end
 from trainer.config import config_dir
 
 RESUME_ADVICE = ("; the checkpoints written before it are whole: once it can write, trainer.resume=auto carries the "
@@ -98,15 +98,29 @@ def _train_command() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train_app(cfg: DictConfig) -> float:
+    from trainer.training.distributed import from_environment
+    from trainer.training.interrupts import Interrupted
+
+    rank = from_environment().rank
+    if rank != 0:
+        _only_warnings_to_stderr(rank)
+    with usage_errors_end("train"):  # inside the job, so that Hydra adds no report of its own
+        try:
+            return train_job(cfg)
+        except Interrupted as stop:  # last.pt and the summary are written; the exit code says which signal
+            sys.exit(stop.exit_code)
+
+
+def train_job(cfg: DictConfig) -> float:
+    """One run in the run directory HydraConfig names (`train`'s job, and trainer.train's): the directory locked,
+    nothing done if it finished before, built, its config saved, executed. Returns the best value of the monitored
+    metric; a mistake is a UsageError, a signal that stopped the run Interrupted."""
     from trainer.run import build, execute
     from trainer.training.distributed import from_environment, wait_for_every_rank
-    from trainer.training.interrupts import Interrupted
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     composed = copy.deepcopy(cfg)  # as composed: building fills in what data.task=auto found
     rank = from_environment().rank
-    if rank != 0:
-        _only_warnings_to_stderr(rank)
     with refused_writes_in_one_line("train", RESUME_ADVICE), sole_owner_of(run_dir, composed, rank) as lock:
         finished = finished_before(composed, run_dir)  # a sweep started again: this job is done
         if finished is not None:
@@ -117,10 +131,7 @@ def _train_app(cfg: DictConfig) -> float:
                 run = build(cfg, work_dir)
             if rank == 0:
                 save_run_config(composed, run_dir / ".hydra")
-            try:
-                value = execute(run, work_dir)
-            except Interrupted as stop:  # last.pt and the summary are written; the exit code says which signal
-                sys.exit(stop.exit_code)
+            value = execute(run, work_dir)
             wait_for_every_rank()  # the processes leave together
         return value
 

@@ -73,13 +73,14 @@ def output_folder(trained: Trained) -> Path:
     return run_dir / "evaluation" / trained.path.stem
 
 
-def report(trained: Trained, evaluation: Evaluation) -> str:
-    """The metrics as run.result_table shows them, then for classifiers the confusion matrix."""
-    lines = [f"test metrics of {trained.path} (after epoch {trained.epoch}, {evaluation.samples} samples, on "
-             f"{trained.device})", *metric_lines(evaluation.test)]
-    if evaluation.confusion_matrix is not None:
+def report(record: dict) -> str:
+    """The metrics of evaluated()'s record as run.result_table shows them, then for classifiers the confusion
+    matrix."""
+    lines = [f"test metrics of {record['checkpoint']} (after epoch {record['epoch']}, {record['samples']} samples, "
+             f"on {record['device']})", *metric_lines(record["test"])]
+    if record["confusion_matrix"] is not None:
         lines += ["confusion matrix (rows: true class, columns: predicted class)",
-                  *confusion_lines(evaluation.class_names, evaluation.confusion_matrix)]
+                  *confusion_lines(record["class_names"], record["confusion_matrix"])]
     return "\n".join(lines)
 
 
@@ -109,19 +110,28 @@ def draw_confusion(names: list[str], counts: list[list[int]], path: Path, title:
     figure.savefig(path, format="png")
 
 
-def main(cfg: DictConfig) -> None:
-    """`evaluate`, once Hydra has composed configs/evaluate.yaml: evaluate, print, write the files."""
+def evaluated(cfg: DictConfig) -> dict:
+    """What `evaluate` (or trainer.evaluate) does once configs/evaluate.yaml is composed: evaluate, and write
+    evaluation.json (the record returned: checkpoint, epoch, device and the Evaluation's fields) and for
+    classifiers confusion.png; the record's "written" names the files."""
     trained = load(cfg)
     evaluation = evaluate(trained)
     folder = Path(cfg.output_dir) if cfg.output_dir is not None else output_folder(trained)
     folder.mkdir(parents=True, exist_ok=True)
-    print(report(trained, evaluation))
-    written = {"checkpoint": str(trained.path), "epoch": trained.epoch,
-               "device": str(trained.device), **asdict(evaluation)}
-    (folder / "evaluation.json").write_text(json.dumps(written, indent=2) + "\n")
-    files = ["evaluation.json"]
+    record = {"checkpoint": str(trained.path), "epoch": trained.epoch, "device": str(trained.device),
+              **asdict(evaluation)}
+    (folder / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n")
+    written = [folder / "evaluation.json"]
     if evaluation.confusion_matrix is not None:
         draw_confusion(evaluation.class_names, evaluation.confusion_matrix, folder / CONFUSION_PNG,
                        title=f"{trained.path}: test accuracy {evaluation.test['accuracy']:.4f}")
-        files.append(CONFUSION_PNG)
-    print(f"written to {folder}: {', '.join(files)}")
+        written.append(folder / CONFUSION_PNG)
+    return {**record, "written": [str(path) for path in written]}
+
+
+def main(cfg: DictConfig) -> None:
+    """`evaluate`: evaluated()'s record printed."""
+    record = evaluated(cfg)
+    print(report(record))
+    written = [Path(path) for path in record["written"]]
+    print(f"written to {written[0].parent}: {', '.join(path.name for path in written)}")

@@ -227,15 +227,23 @@ def write_csv(predictions: list[Prediction], path: Path) -> None:
         csv.writer(file).writerows([header, *rows])
 
 
-def main(cfg: DictConfig) -> None:
-    """`predict`, once Hydra has composed configs/predict.yaml: predict, print, and write output= if set."""
+def predicted(cfg: DictConfig) -> list[Prediction]:
+    """What `predict` (or trainer.predict) does once configs/predict.yaml is composed: predict, and write output=
+    if set."""
     if not POSITIVE_INT.accepts(cfg.top_k):
         raise ConfigError("top_k", cfg.top_k, POSITIVE_INT.allowed)
     trained = load(cfg)
     source = Path(required(cfg, "input", "an image, a folder of images, or a .csv, .csv.gz, .parquet or .json file of "
                                          "rows"))
     predictions = predict(trained, source)
-    print("\n".join(prediction_lines(predictions, cfg.top_k)))
     if cfg.output is not None:
         write_csv(predictions, Path(cfg.output))
+    return predictions
+
+
+def main(cfg: DictConfig) -> None:
+    """`predict`: predicted()'s predictions printed, with top_k classes each."""
+    predictions = predicted(cfg)
+    print("\n".join(prediction_lines(predictions, cfg.top_k)))
+    if cfg.output is not None:
         print(f"written to {cfg.output}")

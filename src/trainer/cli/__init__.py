@@ -16,6 +16,9 @@ Hydra's. So does `train-export` (configs/export.yaml, trainer.inference.export),
 as a .safetensors file and a JSON file that `evaluate` and `predict` take in its place.
 
 `train-report` (report) and `train-plot` (plot) read what runs wrote (trainer.observe), and import no torch.
+
+From Python, `trainer.train`, `trainer.evaluate` and `trainer.predict` (python_api) run the same checks and jobs,
+return what the commands print, and raise UsageError where they exit 2.
 """
 
 from trainer.cli.before_run import ValidateBeforeRun

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -19,7 +20,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from trainer.config import TrainerConfig, check_task_fit, validate
 from trainer.data import Batcher, DataDescription, DataSplits, batchers, build_data, limit_batches
 from trainer.data.batcher import RowsOf
-from trainer.observe import inspection
+from trainer.observe import inspection, lr_find
 from trainer.observe.curves import draw_run_curves, run_title
 from trainer.observe.health import GradientHealth
 from trainer.observe.loggers import build_logger
@@ -36,6 +37,7 @@ from trainer.training.early_stopping import EarlyStopping
 from trainer.training.engine import Engine
 from trainer.training.interrupts import Interrupted, StopRequests, answer_stop_signal, ignore_stop_signals
 from trainer.training.losses import num_outputs
+from trainer.training.lr_finder import find_lr
 from trainer.training.nonfinite import NonFinitePolicy
 from trainer.training.observers import Observer, ProgressBar
 from trainer.training.precision import Precision
@@ -190,10 +192,14 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
 
 
 def execute(run: Run, run_dir: Path) -> float:
-    """What the config asks of a built run: fit and test it, or with trainer.inspect show one step. The batchers'
-    DataLoader workers end with it: a sweep runs many jobs in one process, and each would otherwise keep its own."""
+    """What the config asks of a built run: fit and test it, with trainer.inspect show one step, or with
+    trainer.find_lr sweep the learning rate. The batchers' DataLoader workers end with it: a sweep runs many jobs in
+    one process, and each would otherwise keep its own."""
+    settings = run.engine.settings
     try:
-        return inspect(run, run_dir) if run.engine.settings.inspect else fit_and_test(run, run_dir)
+        if settings.inspect:
+            return inspect(run, run_dir)
+        return learning_rate_range_test(run, run_dir) if settings.find_lr else fit_and_test(run, run_dir)
     finally:
         for batches in (run.train, run.val, run.test):
             batches.close()
@@ -207,6 +213,18 @@ def inspect(run: Run, run_dir: Path) -> float:
         inspection.save(report, run_dir / "inspect.json")
         log.info("%s\n(every value: %s)", inspection.printout(report), run_dir / "inspect.json")
     return report["loss_after"]
+
+
+def learning_rate_range_test(run: Run, run_dir: Path) -> float:
+    """trainer.find_lr: the sweep (the weights and the optimiser put back afterwards), lr_find.csv, lr_find.png
+    and the line with the suggested learning rate; nothing is saved. Returns the suggestion (nan: none)."""
+    sweep = find_lr(run.engine, run.train)
+    if run.engine.processes.is_main:
+        lr_find.write_csv(sweep, run_dir / "lr_find.csv")
+        lr_find.draw(sweep, run_dir / "lr_find.png", title=run_title(run.engine.config))
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+        log.info("%s", lr_find.suggestion_line(sweep, overrides))
+    return sweep.suggestion if sweep.suggestion is not None else math.nan
 
 
 def fit_and_test(run: Run, run_dir: Path) -> float:

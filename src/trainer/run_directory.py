@@ -34,9 +34,10 @@ except ImportError:  # Windows has no flock: runs there are not locked
 LOCK_NAME = ".train.lock"
 """The lock file in the run directory, holding its holder's pid as text. The holder removes it when the run ends;
 one left by a killed process is taken over."""
-TRAINER_KEYS_OF_THE_RUN = (("checkpoint", "dir"), ("inspect",))
+TRAINER_KEYS_OF_THE_RUN = {("checkpoint", "dir"): None, ("inspect",): None, ("find_lr",): False}
 """Besides the setup that the checkpoints depend on, what makes a run directory's records this run's: where its
-checkpoints are (a run that looks elsewhere finds none and starts over those records), and whether it trains."""
+checkpoints are (a run that looks elsewhere finds none and starts over those records), and whether it trains (not
+when it inspects a step or sweeps the learning rate). Each with what a config saved before the key existed meant."""
 NAMES_SHOWN = 4
 MOMENT_SECONDS = 0.5
 """How long a run that finds the lock taken looks again before it takes the holder for a run: a process that only
@@ -262,8 +263,9 @@ def _not_this_runs(run_dir: Path, config: DictConfig, held: list[str]) -> Option
 
 
 def _trainer_difference(saved: dict[str, Any], current: dict[str, Any]) -> Optional[str]:
-    for path in TRAINER_KEYS_OF_THE_RUN:
+    for path, before_the_key in TRAINER_KEYS_OF_THE_RUN.items():
         old, new = _setting(saved, "trainer", *path), _setting(current, "trainer", *path)
+        old = before_the_key if old is None else old
         if old != new:
             return f"trainer.{'.'.join(path)} is {old!r} there, {new!r} here"
     return None

@@ -111,6 +111,9 @@ FOLDERS = {
     "an inspect run": (earlier_run(("trainer.inspect=true",)),
                        "(it holds .hydra, health.csv, inspect.json, train.log): trainer.resume=auto carries on",
                        "(its .hydra/config.yaml is another run's: trainer.inspect is True there, False here)"),
+    "a find_lr run": (earlier_run(("trainer.find_lr=true", "trainer.lr_find.num_steps=12")),
+                      "(it holds .hydra, lr_find.csv, lr_find.png, train.log): trainer.resume=auto carries on",
+                      "(its .hydra/config.yaml is another run's: trainer.find_lr is True there, False here)"),
     "the user's metrics.csv": (users_files("metrics.csv"), "(it holds metrics.csv): use a new hydra.run.dir",
                                "(it holds metrics.csv, but no checkpoint to resume from and no readable "
                                ".hydra/config.yaml): use a new hydra.run.dir"),

@@ -17,6 +17,7 @@ from trainer.config.schema import (
     CheckpointConfig,
     EarlyStoppingConfig,
     HealthConfig,
+    LrFindConfig,
     TrainerConfig,
 )
 from trainer.config.validation import check_task_fit, validate
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError",
     "EarlyStoppingConfig",
     "HealthConfig",
+    "LrFindConfig",
     "Rule",
     "TrainerConfig",
     "check_task_fit",

@@ -95,6 +95,30 @@ class HealthConfig:
 
 
 @dataclass
+class LrFindConfig:
+    min_lr: float = 1e-7
+    """trainer.find_lr: the learning rate of the sweep's first step."""
+    max_lr: float = 10.0
+    """The learning rate of its last step, unless the loss diverges before."""
+    num_steps: int = 100
+    """Steps of the sweep, the learning rate growing by the same factor at each (an exponential sweep); the
+    training batches are gone through again when there are fewer."""
+    stop_factor: float = 4.0
+    """The sweep stops once the smoothed loss exceeds this many times its smallest value so far (or is not
+    finite): the learning rate has made training diverge."""
+
+    def __post_init__(self) -> None:
+        if not self.min_lr > 0:
+            raise ConfigError("lr_find.min_lr", self.min_lr, "a number > 0")
+        if not self.max_lr > self.min_lr:
+            raise ConfigError("lr_find.max_lr", self.max_lr, f"a number > lr_find.min_lr={self.min_lr}")
+        if self.num_steps < 2:
+            raise ConfigError("lr_find.num_steps", self.num_steps, "an integer >= 2")
+        if not self.stop_factor > 1:
+            raise ConfigError("lr_find.stop_factor", self.stop_factor, "a number > 1")
+
+
+@dataclass
 class TrainerConfig:
     max_epochs: int = 100
     """Upper bound on epochs; early stopping may end the run sooner."""
@@ -183,7 +207,14 @@ class TrainerConfig:
     limit_test_batches: Union[int, float] = 1.0
     """Test batches (of trainer.eval_batch_size samples): a count N >= 1 or a fraction in (0, 1]."""
     curves: bool = True
-    """Draw curves.png (train and val loss, the val metric and the learning rate against epoch) when the run ends."""
+    """Draw curves.png (train and val loss, the val metric and the learning rate against epoch) when the run ends,
+    and for a classifier of two features decision_boundary.png (the predicted class over the plane, and the points)."""
+    find_lr: bool = False
+    """Instead of training: the learning-rate range test (lr_find sets it), which raises the learning rate step by
+    step until the loss diverges, writes lr_find.csv and lr_find.png, and prints the learning rate it suggests; the
+    weights and the optimiser are put back afterwards, and nothing is saved."""
+    lr_find: LrFindConfig = field(default_factory=LrFindConfig)
+    """find_lr's sweep: from which learning rate to which, in how many steps, and when the loss has diverged."""
     health: HealthConfig = field(default_factory=HealthConfig)
     """Gradient health: how often to check each layer's gradients, and the bounds that warn."""
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
@@ -229,6 +260,11 @@ class TrainerConfig:
                 raise ConfigError(name, getattr(self, name), "an integer >= 1")
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError("num_threads", self.num_threads, "an integer >= 1, or null")
+        if self.find_lr and self.inspect:
+            raise ConfigError("find_lr", self.find_lr, "false when inspect is true (each is a run of its own)")
+        if self.find_lr and self.resume is not None:
+            raise ConfigError("find_lr", self.find_lr, "false when resume is set (a resumed run carries on training; "
+                              "the sweep starts from fresh or init_from weights)")
         self._check_debug_modes()
 
     def _check_debug_modes(self) -> None:

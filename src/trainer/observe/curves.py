@@ -104,7 +104,7 @@ def draw_run_curves(rows: Rows, path: Path, best_epoch: Optional[int] = None, ti
                                label=f"best epoch {best_epoch}: {best[panel.column]:.4g}")
     for panel_axes in axes[:-1] if best is not None else axes[:1]:  # the panels with labelled lines or points
         panel_axes.legend(loc="best", fontsize="small")
-    _save(figure, path)
+    save_png(figure, path)
     return figure
 
 
@@ -133,7 +133,7 @@ def draw_runs_curves(runs: Mapping[str, Rows], path: Path,
     if marked:
         handles.append(Line2D([], [], marker="o", linestyle="none", color="0.3", label="best epoch"))
     _legend_below(figure, handles)
-    _save(figure, path)
+    save_png(figure, path)
     return figure
 
 
@@ -197,7 +197,7 @@ def _scale(axes: Axes, panel: Panel, values: list[float]) -> None:
         axes.set_ylim(bottom=0)
 
 
-def _save(figure: Figure, path: Path) -> None:
+def save_png(figure: Figure, path: Path) -> None:
     """Write the PNG beside `path` and rename it into place, so that a reader never finds half a picture."""
     partial = path.with_name(path.name + ".partial")
     figure.savefig(partial, format="png")

@@ -57,6 +57,11 @@ class NonFinitePolicy:
                                f"values, more than trainer.max_skipped={self.max_skipped}; stopping. {ADVICE}")
         return False
 
+    def start_over(self, skipped_steps: int) -> None:
+        """Forget the steps taken since the count of skipped ones was `skipped_steps` (trainer.find_lr's, whose
+        learning rates are meant to make the loss diverge)."""
+        self.skipped_steps, self.divergence, self._unchecked_losses = skipped_steps, None, []
+
     def diverged(self, step: int, epoch: int, lr: float, check_weights: bool = False) -> bool:
         """Whether the run must stop, `step` being the last taken: checks the losses noted since the last check
         (one sync) and names the first non-finite one. With `check_weights`, before a save within the epoch,

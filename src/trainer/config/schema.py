@@ -102,7 +102,8 @@ class LrFindConfig:
     """The learning rate of its last step, unless the loss diverges before."""
     num_steps: int = 100
     """Steps of the sweep, the learning rate growing by the same factor at each (an exponential sweep); the
-    training batches are gone through again when there are fewer."""
+    training batches are gone through again when there are fewer. The loss is smoothed over about 50 steps, as
+    fastai and Lightning do with their 100: far fewer steps smooth over more decades and raise the suggestion."""
     stop_factor: float = 4.0
     """The sweep stops once the smoothed loss exceeds this many times its smallest value so far (or is not
     finite): the learning rate has made training diverge."""

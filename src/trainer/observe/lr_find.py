@@ -33,7 +33,8 @@ def write_csv(sweep: LrSweep, path: Path) -> None:
 def draw(sweep: LrSweep, path: Path, title: str = "") -> Figure:
     """The loss of each step and the smoothed loss against the learning rate (log axis), the suggestion marked.
     The y axis spans the losses from the lowest to the first smoothed one (and a little more): the diverging
-    steps' losses, many times larger, would squash the part that matters. Written to `path` as PNG; returns the figure."""
+    steps' losses, many times larger, would squash the part that matters. Written to `path` as PNG; returns the
+    figure."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=FIGURE_INCHES, dpi=DPI, layout="constrained")

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import compose_config
 from helpers.config_errors import assert_names_key_and_value
-from trainer.config import ConfigError, EarlyStoppingConfig, TrainerConfig, validate
+from trainer.config import ConfigError, EarlyStoppingConfig, LrFindConfig, TrainerConfig, validate
 
 
 @pytest.mark.parametrize("key, value", [
@@ -34,6 +34,33 @@ def test_trainer_config_rejects_a_bad_value_naming_key_and_value(key, value):
     with pytest.raises(ConfigError) as error:
         TrainerConfig(**{key: value})
     assert_names_key_and_value(error.value, key, repr(value))
+
+
+@pytest.mark.parametrize("settings, key", [
+    ({"find_lr": True, "inspect": True}, "find_lr"),
+    ({"find_lr": True, "resume": "auto"}, "find_lr"),
+], ids=["inspect", "resume"])
+def test_find_lr_is_refused_with_what_it_cannot_be_combined_with(settings, key):
+    with pytest.raises(ConfigError) as error:
+        TrainerConfig(**settings)
+    assert_names_key_and_value(error.value, key, "True")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("min_lr", 0.0),
+    ("min_lr", -1e-7),
+    ("min_lr", math.nan),
+    ("max_lr", 1e-8),  # below min_lr
+    ("max_lr", math.nan),
+    ("num_steps", 1),
+    ("stop_factor", 1.0),
+    ("stop_factor", math.nan),
+])
+def test_lr_find_config_rejects_a_bad_value_naming_key_and_value(key, value):
+    with pytest.raises(ConfigError) as error:
+        LrFindConfig(**{key: value})
+    assert_names_key_and_value(error.value, f"lr_find.{key}", repr(value))
 
 
 @pytest.mark.parametrize("settings", [

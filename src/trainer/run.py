@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from trainer.config import TrainerConfig, check_task_fit, validate
 from trainer.data import Batcher, DataDescription, DataSplits, batchers, build_data, limit_batches
 from trainer.data.batcher import RowsOf
-from trainer.observe import inspection, lr_find
+from trainer.observe import decision_boundary, inspection, lr_find
 from trainer.observe.curves import draw_run_curves, run_title
 from trainer.observe.health import GradientHealth
 from trainer.observe.loggers import build_logger
@@ -240,6 +240,10 @@ def fit_and_test(run: Run, run_dir: Path) -> float:
         if run.engine.settings.curves and run.metrics_log.rows:  # none when no epoch has ended
             draw_run_curves(run.metrics_log.rows, run_dir / "curves.png", result.best_epoch,
                             title=run_title(run.engine.config))
+        if run.engine.settings.curves and test and decision_boundary.draws_a_plane(run.data.description):
+            decision_boundary.draw(run.engine.model, run.data.description, run.data.train, run.data.test,
+                                   run_dir / "decision_boundary.png", run.engine.device,
+                                   title=run_title(run.engine.config))  # the best weights, which the test loaded
     if interrupted:
         # As at the end of every run, the processes leave together, here before the host's handler (which may
         # exit at once) gets the signal: rank 0 has written the summary before any peer tears its connections down.

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import asdict
@@ -50,8 +51,9 @@ class Interrupted(Exception):
 
 def train(*overrides: str) -> dict[str, Any]:
     """`train OVERRIDES...` in this process: the run's summary.json as a dict, with "run_dir" added (for
-    trainer.inspect=true, inspect.json's report). The run directory is the command's: hydra.run.dir, by default
-    outputs/DATE/TIME."""
+    trainer.inspect=true, inspect.json's report; for trainer.find_lr=true, "suggested_lr" and "lr_find_csv"; for
+    trainer.fast_dev_run, which keeps no summary, "fast_dev_run" and the monitored metric's "best_value"). The run
+    directory is the command's: hydra.run.dir, by default outputs/DATE/TIME."""
     _refuse_multirun(overrides)
     with _composed("train", overrides) as cfg:
         if cfg.hydra.mode == RunMode.MULTIRUN:  # hparams_search=optuna: a sweep
@@ -68,12 +70,18 @@ def train(*overrides: str) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         with _job_logging(cfg, run_dir):
             try:
-                train_job(job_cfg)
+                value = train_job(job_cfg)
             except interrupts.Interrupted as stop:
                 summary = _run_record(run_dir)
                 raise Interrupted(f"train: {stop}: last.pt and summary.json are saved in {run_dir}; "
                                   f"train(..., 'hydra.run.dir={run_dir}', 'trainer.resume=auto') carries the run on",
                                   summary) from None
+    settings = job_cfg.trainer
+    if settings.find_lr:
+        return {"suggested_lr": None if math.isnan(value) else value, "lr_find_csv": str(run_dir / "lr_find.csv"),
+                "run_dir": str(run_dir)}
+    if settings.fast_dev_run:
+        return {"fast_dev_run": int(settings.fast_dev_run), "best_value": value, "run_dir": str(run_dir)}
     return _run_record(run_dir)
 
 

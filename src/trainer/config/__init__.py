@@ -11,15 +11,8 @@ checkpoint's) may name only the `_target_`s the person running the command trust
 from trainer.config.errors import ConfigError
 from trainer.config.location import config_dir
 from trainer.config.rules import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, RULES, Rule, is_finite_number
-from trainer.config.schema import (
-    COMPILE_MODES,
-    MATMUL_PRECISIONS,
-    CheckpointConfig,
-    EarlyStoppingConfig,
-    HealthConfig,
-    LrFindConfig,
-    TrainerConfig,
-)
+from trainer.config.schema import COMPILE_MODES, MATMUL_PRECISIONS, TrainerConfig
+from trainer.config.sections import CheckpointConfig, EarlyStoppingConfig, HealthConfig, LrFindConfig
 from trainer.config.validation import check_task_fit, validate
 
 __all__ = [

@@ -12,3 +12,9 @@ class ConfigError(ValueError):
     def __init__(self, key: str, value: Any, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}: got {value!r}, expected {allowed}")
+
+
+def one_of(key: str, value: Any, choices: tuple) -> None:
+    """Refuse `value` for `key` unless it is one of `choices`, listing them."""
+    if value not in choices:
+        raise ConfigError(key, value, "one of " + ", ".join(choices))

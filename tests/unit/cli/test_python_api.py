@@ -51,6 +51,19 @@ def test_the_default_run_directory_is_the_command_s(tmp_path, monkeypatch):
     assert re.fullmatch(r"outputs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d{6}", relative.as_posix())
 
 
+def test_find_lr_returns_the_suggestion_and_its_csv(tmp_path):
+    found = trainer.train(*MOONS, "trainer.find_lr=true", "trainer.lr_find.num_steps=40",
+                          f"hydra.run.dir={tmp_path / 'lr'}")
+    assert found["run_dir"] == str(tmp_path / "lr") and Path(found["lr_find_csv"]).is_file()
+    assert found["suggested_lr"] is None or 1e-7 < found["suggested_lr"] < 10
+
+
+def test_fast_dev_run_returns_its_metric_though_it_keeps_no_summary(tmp_path):
+    checked = trainer.train(*MOONS, "trainer.fast_dev_run=2", f"hydra.run.dir={tmp_path / 'dev'}")
+    assert checked["fast_dev_run"] == 2 and checked["best_value"] > 0
+    assert not (tmp_path / "dev" / "summary.json").exists()
+
+
 @pytest.mark.parametrize("override", ["model=nope", "optimizer.lr=abc", "trainer.max_epochs=0", "trainer.nope=1",
                                       "optimizer=sgd,adam", "data.noise=-1"])
 def test_a_mistake_raises_the_command_s_one_line_and_writes_nothing(override, tmp_path, train_in_this_process,

@@ -22,7 +22,7 @@ from trainer.data import Batcher, DataDescription, DataSplits, batchers, build_d
 from trainer.data.batcher import RowsOf
 from trainer.observe import decision_boundary, inspection, lr_find
 from trainer.observe.curves import draw_run_curves, run_title
-from trainer.observe.health import GradientHealth
+from trainer.observe.health import GradientHealth, HealthReportSink
 from trainer.observe.loggers import build_logger
 from trainer.observe.metrics_log import MetricsLog
 from trainer.observe.model_summary import summary_table
@@ -148,7 +148,8 @@ def _observers(cfg: DictConfig, settings: TrainerConfig, model: torch.nn.Module,
     logger = build_logger(cfg.get("logger"), run_dir)
     observers: list[Observer] = []
     if settings.health.every_n_steps is not None:
-        observers.append(GradientHealth(model, settings.health, run_dir / "health.csv", report_to=logger))
+        observers.append(GradientHealth(model, settings.health, run_dir / "health.csv",
+                                        report_to=logger if isinstance(logger, HealthReportSink) else None))
     return [*observers, *([logger] if logger is not None else []), ProgressBar(settings.log_every_n_steps)]
 
 
@@ -244,6 +245,8 @@ def fit_and_test(run: Run, run_dir: Path) -> float:
             decision_boundary.draw(run.engine.model, run.data.description, run.data.train, run.data.test,
                                    run_dir / "decision_boundary.png", run.engine.device,
                                    title=run_title(run.engine.config))  # the best weights, which the test loaded
+        for observer in run.engine.observers:
+            observer.on_run_end(run.engine, summary)
     if interrupted:
         # As at the end of every run, the processes leave together, here before the host's handler (which may
         # exit at once) gets the signal: rank 0 has written the summary before any peer tears its connections down.

@@ -137,6 +137,8 @@ RULES: dict[str, Rule] = {
     "scheduler.interval": _choice("step", "epoch"),
     "logger.every_n_steps": POSITIVE_INT,
     "logger.histograms": BOOL,
+    "logger.tracking_uri": TEXT,
+    "logger.experiment_name": _or_null(TEXT),
 }
 
 IMAGE_FOLDER = "trainer.data.image_folder.image_folder"

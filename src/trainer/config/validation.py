@@ -14,7 +14,9 @@ from trainer.config.schema import TrainerConfig
 from trainer.vocabulary import LOSSES, TASKS, measured_metrics
 
 PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
-TENSORBOARD = "trainer.loggers.TensorBoardLogger"
+LOGGER_PACKAGES = {"trainer.loggers.TensorBoardLogger": "tensorboard",
+                   "trainer.observe.mlflow_logger.MlflowLogger": "mlflow"}
+"""The loggers that need an extra, and the package it installs (also the option's and the extra's name)."""
 
 
 def validate(cfg: DictConfig) -> TrainerConfig:
@@ -47,10 +49,11 @@ def validate(cfg: DictConfig) -> TrainerConfig:
     if cfg.scheduler.get("_target_") == PLATEAU and cfg.scheduler.get("interval") != "epoch":
         raise ConfigError("scheduler.interval", cfg.scheduler.get("interval"),
                           "epoch (reduce-on-plateau compares the monitored metric, measured once per epoch)")
-    tensorboard = cfg.get("logger") and cfg.logger.get("_target_") == TENSORBOARD
-    if tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("logger", "tensorboard", 'csv, or tensorboard once its extra is installed: '
-                                                   'pip install "trainer[tensorboard]"')
+    logger = cfg.logger.get("_target_") if cfg.get("logger") else None
+    if logger in LOGGER_PACKAGES and importlib.util.find_spec(LOGGER_PACKAGES[logger]) is None:
+        option = LOGGER_PACKAGES[logger]
+        raise ConfigError("logger", option, f'csv, or {option} once its extra is installed: '
+                                            f'pip install "trainer[{option}]"')
     try:
         settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     except ConfigError as error:

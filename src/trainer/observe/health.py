@@ -13,7 +13,7 @@ import math
 import typing
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -35,7 +35,10 @@ EXPLODING_HINT = ("the steps throw the weights around. Usual cures: a lower lear
                   "initialisation (model.init=xavier)")
 
 
+@runtime_checkable
 class HealthReportSink(Protocol):
+    """A logger that shows each gradient check too (logger=tensorboard; logger=mlflow logs health.csv at the end)."""
+
     def log_health(self, report: list[TensorHealth]) -> None: ...
 
 

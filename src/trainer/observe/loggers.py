@@ -1,6 +1,7 @@
 """Loggers beyond the CSV files every run writes (metrics.csv per epoch, health.csv per gradient check).
 
 logger=tensorboard: TensorBoard event files in <run dir>/tensorboard, read by `tensorboard --logdir outputs`.
+logger=mlflow: an MLflow run per run (observe.mlflow_logger), read by `mlflow ui`.
 """
 
 from __future__ import annotations
@@ -83,10 +84,16 @@ class TensorBoardLogger(Observer):
 TensorBoardLogger.__module__ = "trainer.loggers"
 
 
-def build_logger(logger_cfg: Optional[dict], run_dir: Path) -> Optional[TensorBoardLogger]:
+MLFLOW = "trainer.observe.mlflow_logger.MlflowLogger"
+"""logger=mlflow's _target_: the logger takes the run directory (its name, its files), not a folder of its own."""
+
+
+def build_logger(logger_cfg: Optional[dict], run_dir: Path) -> Optional[Observer]:
     """The logger of the `logger` group's option: none for csv (the CSV files are always written)."""
     if not logger_cfg or "_target_" not in logger_cfg:
         return None
     from hydra.utils import instantiate
 
+    if logger_cfg["_target_"] == MLFLOW:
+        return instantiate(logger_cfg, run_dir=run_dir)
     return instantiate(logger_cfg, log_dir=run_dir / "tensorboard")

@@ -42,6 +42,10 @@ class Observer:
     def on_fit_end(self, engine: Engine) -> None:
         """When fit returns or raises."""
 
+    def on_run_end(self, engine: Engine, summary: dict[str, Any]) -> None:
+        """Once the run's records are written (summary.json, curves.png), the test done or, for a run stopped by a
+        signal, skipped: `summary` is summary.json's content. Rank 0's observers only."""
+
     def state_dict(self) -> dict[str, Any]:
         """Entries this observer adds to every checkpoint (at its top level)."""
         return {}

@@ -11,6 +11,7 @@ import csv
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -105,6 +106,19 @@ def test_the_commands_export_and_take_the_pair_elsewhere(runs, tmp_path, train_i
                                                             command=command) for path in (shared, checkpoint))
         assert_succeeded(from_pair)
         assert from_pair.stdout == from_checkpoint.stdout.replace(str(checkpoint), str(shared))
+
+
+@pytest.mark.parametrize("format", ["onnx", "torchscript"])
+def test_the_command_exports_a_graph_checked_against_pytorch_in_one_line(runs, tmp_path, train_in_this_process,
+                                                                         format):
+    checkpoint, graph = best_checkpoint(runs["classes"]), tmp_path / f"model.{format}"
+    result = train_in_this_process(f"ckpt_path={checkpoint}", f"format={format}", f"output={graph}", cwd=tmp_path,
+                                   command="export")
+    assert_succeeded(result)
+    assert result.stderr == ""  # neither the exporter's reports nor torch's warnings on TorchScript
+    assert re.fullmatch(rf"exported {re.escape(str(checkpoint))} \(epoch 2\) to {re.escape(str(graph))}; its outputs "
+                        rf"differ from PyTorch's by at most [0-9.e-]+\n", result.stdout)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [graph.name]
 
 
 def with_json(weights: Path, change) -> Path:
@@ -239,7 +253,7 @@ def test_a_read_only_folder_is_one_line_naming_the_file(runs, read_only_folder, 
 
 
 @pytest.mark.parametrize("override, key, allowed", [
-    ("format=onnx", "format", "one of safetensors (onnx and torchscript are planned)"),
+    ("format=pdf", "format", "one of safetensors, onnx, torchscript"),
     ("output={tmp}/model.pt", "output", "the path of a .safetensors file to write"),
     ("output={tmp}/a-file/model.safetensors", "output", "a path in a folder ({tmp}/a-file is a file)"),
 ])

@@ -28,14 +28,15 @@ def compose_command(name: str, *overrides: str) -> DictConfig:
         return compose(name, overrides=list(overrides))
 
 
-def train_tiny_runs(folder: Path, runs: dict[str, tuple[str, ...]]) -> dict[str, Path]:
-    """Each run trained in-process in folder/NAME, on one thread (as the tests that evaluate them run)."""
+def train_tiny_runs(folder: Path, runs: dict[str, tuple[str, ...]], tiny: tuple[str, ...] = TINY) -> dict[str, Path]:
+    """Each run trained in-process in folder/NAME, on one thread (as the tests that evaluate them run), with the
+    overrides `tiny` (those of other models than the MLP: without model.hidden_sizes) first."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for name, overrides in runs.items():
             (folder / name).mkdir()
-            train(compose_config(*TINY, *overrides), folder / name)
+            train(compose_config(*tiny, *overrides), folder / name)
     finally:
         torch.set_num_threads(threads)
     return {name: folder / name for name in runs}

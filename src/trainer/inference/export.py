@@ -1,4 +1,5 @@
-"""The `export` command: a checkpoint's model to share without code, as NAME.safetensors and NAME.json beside it.
+"""The `export` command: a checkpoint's model to share without code, as NAME.safetensors and NAME.json beside it;
+or, with format=onnx or format=torchscript, as one graph that runs without this package (graph_export).
 
 A checkpoint is a pickle: torch reads it with weights_only=True, but whoever receives it still needs torch's
 unpickler to trust. The exported pair holds no pickle at all. NAME.safetensors is the model's state_dict alone, a
@@ -23,13 +24,16 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from trainer.config import ConfigError
-from trainer.inference.trained_model import EXPORT_FORMAT_VERSION, EXPORTED_SUFFIX, read_trusted
+from trainer.inference.graph_export import exported_graph
+from trainer.inference.prediction import description_of
+from trainer.inference.trained_model import EXPORT_FORMAT_VERSION, EXPORTED_SUFFIX, Trained, read_trusted, run_settings
 
-FORMATS = ("safetensors",)
-"""What `format` may be; onnx and torchscript are planned."""
+SUFFIXES = {"safetensors": EXPORTED_SUFFIX, "onnx": ".onnx", "torchscript": ".torchscript"}
+"""What `format` may be, and the suffix of the file each writes. (Not .pt for TorchScript: beside best.pt, the
+default would overwrite the checkpoint it was read from.)"""
 SAFETENSORS_METADATA = {"format": "trainer", "format_version": str(EXPORT_FORMAT_VERSION)}
 """The header of every NAME.safetensors (safetensors metadata is strings only): which program's layout it has."""
 
@@ -70,14 +74,17 @@ def write_together(files: dict[Path, bytes]) -> None:
 
 
 def output_path(cfg: DictConfig, checkpoint: Path) -> Path:
-    """Where NAME.safetensors goes: `output`, or beside the checkpoint (runs/x/checkpoints/best.pt ->
-    runs/x/checkpoints/best.safetensors). Its JSON goes beside it, with the same stem."""
+    """Where the file of `format` goes: `output`, or beside the checkpoint with the format's suffix
+    (runs/x/checkpoints/best.pt -> runs/x/checkpoints/best.safetensors). A safetensors file's JSON goes beside it,
+    with the same stem."""
+    suffix = SUFFIXES[cfg.format]
     if cfg.output is None:
-        return checkpoint.with_suffix(EXPORTED_SUFFIX)
+        return checkpoint.with_suffix(suffix)
     output = Path(str(cfg.output))
-    if not isinstance(cfg.output, str) or output.suffix != EXPORTED_SUFFIX or output.is_dir():
-        raise ConfigError("output", cfg.output, f"the path of a {EXPORTED_SUFFIX} file to write (its .json is written "
-                                                f"beside it), or null: beside the checkpoint")
+    if not isinstance(cfg.output, str) or output.suffix != suffix or output.is_dir():
+        beside = " (its .json is written beside it)" if cfg.format == "safetensors" else ""
+        raise ConfigError("output", cfg.output, f"the path of a {suffix} file to write{beside}, or null: beside the "
+                                                f"checkpoint")
     folder = next(folder for folder in output.absolute().parents if folder.exists())
     if not folder.is_dir():
         raise ConfigError("output", cfg.output, f"a path in a folder ({folder} is a file)")
@@ -85,16 +92,30 @@ def output_path(cfg: DictConfig, checkpoint: Path) -> Path:
 
 
 def main(cfg: DictConfig) -> None:
-    """`export`, once Hydra has composed configs/export.yaml: read the checkpoint as evaluate does, write the pair."""
-    if cfg.format not in FORMATS:
-        raise ConfigError("format", cfg.format, f"one of {', '.join(FORMATS)} (onnx and torchscript are planned)")
+    """`export`, once Hydra has composed configs/export.yaml: read the checkpoint as evaluate does, write the pair
+    (or the graph of format=onnx or torchscript)."""
+    if not isinstance(cfg.format, str) or cfg.format not in SUFFIXES:
+        raise ConfigError("format", cfg.format, f"one of {', '.join(SUFFIXES)}")
     checkpoint, state = read_trusted(cfg)
     weights_path = output_path(cfg, checkpoint)
-    json_path = weights_path.with_suffix(".json")
     model = state["model"]
     if not (isinstance(model, dict) and all(isinstance(name, str) and isinstance(tensor, torch.Tensor)
                                             for name, tensor in model.items())):
         raise ConfigError("ckpt_path", str(checkpoint), "a checkpoint whose model is a state_dict of tensors")
+    if cfg.format != "safetensors":
+        _export_graph(cfg.format, checkpoint, state, weights_path)
+        return
+    json_path = weights_path.with_suffix(".json")
     weights, described = exported_pair(state)
     write_together({weights_path: weights, json_path: (json.dumps(described, indent=2) + "\n").encode()})
     print(f"exported {checkpoint} (epoch {described['epoch']}) to {weights_path} and {json_path}")
+
+
+def _export_graph(format: str, checkpoint: Path, state: dict[str, Any], output: Path) -> None:
+    """The checkpoint's model, on the CPU, as the graph of `format` (onnx or torchscript), written to `output`."""
+    config = OmegaConf.create(state["config"])
+    config.trainer = run_settings(config.trainer)
+    trained = Trained(checkpoint, state, config, torch.device("cpu"))
+    content, checked = exported_graph(format, trained, description_of(trained))
+    write_together({output: content})
+    print(f"exported {checkpoint} (epoch {trained.epoch}) to {output}; {checked}")

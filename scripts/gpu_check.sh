@@ -93,7 +93,7 @@ try:
                     bf16=torch.cuda.is_bf16_supported())
 except Exception as error:  # a broken torch is what this step is to show
     info["torch_error"] = f"{type(error).__name__}: {error}"
-for package in ("trainer", "hydra-core", "torchvision", "triton", "pytest", "pytest-xdist"):
+for package in ("hydra-torch-trainer", "hydra-core", "torchvision", "triton", "pytest", "pytest-xdist"):
     try:
         info[package] = importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:

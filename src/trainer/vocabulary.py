@@ -1,7 +1,8 @@
 """The words the parts of trainer share, in one place and without torch: the tasks a data set can be for, the
 validation metrics each task measures and which way each is better, and the losses of configs/loss/ with the
 tasks they can train, and why a run ends. config checks settings against them, metrics computes the metrics, the
-engine's early stopping and train-report rank by their directions, summary.json says the reason."""
+engine's early stopping and train-report rank by their directions, summary.json says the reason; and the name the
+package is installed by, which the messages that ask for an extra give."""
 
 from __future__ import annotations
 
@@ -48,3 +49,13 @@ class StopReason(str, enum.Enum):
     DIVERGED = "diverged"
     INTERRUPTED = "interrupted"
     """A stop signal (SIGTERM, SIGUSR1, SIGUSR2, Ctrl-C): last.pt holds where training was."""
+
+
+DISTRIBUTION = "hydra-torch-trainer"
+"""The name pip installs this package by (pyproject's [project] name); it is imported as `trainer`. The package index
+gives the name `trainer` to another project, whose import name is `trainer` too."""
+
+
+def install_command(extra: str) -> str:
+    """The command that installs one of pyproject's extras: pip install "hydra-torch-trainer[onnx]"."""
+    return f'pip install "{DISTRIBUTION}[{extra}]"'

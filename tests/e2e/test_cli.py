@@ -119,9 +119,9 @@ train()
 
 @pytest.mark.parametrize("plugin, args, said", [
     ("hydra_submitit_launcher", ["-m", "hydra/launcher=slurm"], 'hydra/launcher=slurm needs the `slurm` extra, which '
-                                                                'is not installed: pip install "trainer[slurm]"'),
+                                                                'is not installed: pip install "hydra-torch-trainer[slurm]"'),
     ("hydra_optuna_sweeper", ["-m", "hparams_search=optuna"], 'hparams_search=optuna needs the `optuna` extra, which '
-                                                              'is not installed: pip install "trainer[optuna]"'),
+                                                              'is not installed: pip install "hydra-torch-trainer[optuna]"'),
 ], ids=["slurm", "optuna"])
 def test_an_option_whose_extra_is_missing_names_the_install(elsewhere, plugin, args, said):
     modules = ",".join(f"hydra_plugins.{plugin}{part}" for part in ("", ".config", ".submitit_launcher",

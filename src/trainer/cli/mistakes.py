@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException, MissingConfigException, Overrid
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from trainer.config import ConfigError
+from trainer.vocabulary import install_command
 
 TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
@@ -32,7 +33,7 @@ def describe_config_error(error: Exception, command: str = "train") -> str:
     """One line for Hydra's and OmegaConf's composition errors: the key, the value and what is allowed."""
     if isinstance(error, MissingConfigException) and error.missing_cfg_file in PLUGIN_EXTRAS:
         option, extra = PLUGIN_EXTRAS[error.missing_cfg_file]
-        return f"{option} needs the `{extra}` extra, which is not installed: pip install \"trainer[{extra}]\""
+        return f"{option} needs the `{extra}` extra, which is not installed: {install_command(extra)}"
     if isinstance(error, MissingConfigException) and error.options is not None and error.missing_cfg_file:
         group, _, option = error.missing_cfg_file.rpartition("/")
         return str(ConfigError(group, option, "one of " + ", ".join(sorted(error.options))))

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainer.config.errors import ConfigError
 from trainer.config.rules import RULES, RULES_OF_DATA_OPTION, is_finite_number
 from trainer.config.schema import TrainerConfig
-from trainer.vocabulary import LOSSES, TASKS, measured_metrics
+from trainer.vocabulary import LOSSES, TASKS, install_command, measured_metrics
 
 PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
 LOGGER_PACKAGES = {"trainer.loggers.TensorBoardLogger": "tensorboard",
@@ -52,8 +52,7 @@ def validate(cfg: DictConfig) -> TrainerConfig:
     logger = cfg.logger.get("_target_") if cfg.get("logger") else None
     if logger in LOGGER_PACKAGES and importlib.util.find_spec(LOGGER_PACKAGES[logger]) is None:
         option = LOGGER_PACKAGES[logger]
-        raise ConfigError("logger", option, f'csv, or {option} once its extra is installed: '
-                                            f'pip install "trainer[{option}]"')
+        raise ConfigError("logger", option, f"csv, or {option} once its extra is installed: {install_command(option)}")
     try:
         settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     except ConfigError as error:

@@ -35,6 +35,7 @@ from trainer.config import ConfigError
 from trainer.data import DataDescription
 from trainer.inference.trained_model import Trained
 from trainer.training.losses import num_outputs
+from trainer.vocabulary import install_command
 
 GRAPH_FORMAT_VERSION = 1
 """The layout of the graph's inputs, outputs and description: what GRAPH_FORMAT_VERSION 1 says in the docstring."""
@@ -148,15 +149,16 @@ def _onnx(prepared: Prepared, example: torch.Tensor, description: DataDescriptio
         for package in ONNX_PACKAGES:
             importlib.import_module(package)
     except ImportError as error:
-        raise _refused("onnx", f"{error.name} is not installed: pip install \"hydra-torch-trainer[onnx]\"") from None
+        raise _refused("onnx", f"{error.name} is not installed: {install_command('onnx')}") from None
     try:
-        program = torch.export.export(prepared, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},),
-                                      strict=False)
+        with _quiet():
+            program = torch.export.export(prepared, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                          strict=False)
     except Exception as error:  # torch.export says why in its first lines, and where in the model's code
         raise _refused("onnx", f"torch.export cannot take its forward whole: {_first_reason(error)}") from None
     input_name, output_name = graph_names(description)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), _quiet_logs():  # (the exporter reports each of its passes)
+        with _quiet():
             graph = torch.onnx.export(program, dynamo=True, opset_version=ONNX_OPSET, input_names=[input_name],
                                       output_names=[output_name], verbose=False).model_proto
     except Exception as error:  # an op ONNX lacks: the exporter names it
@@ -170,11 +172,13 @@ def _onnx(prepared: Prepared, example: torch.Tensor, description: DataDescriptio
 
 
 @contextlib.contextmanager
-def _quiet_logs():
-    """No log records below warnings while it lasts: the ONNX optimiser logs each pass it makes as info."""
-    logging.disable(logging.INFO)
+def _quiet():
+    """No log records and no printing while it lasts: torch.export logs the graph it could not finish, and the ONNX
+    exporter reports each of its passes. What went wrong comes back as the exception, which the refusal names."""
+    logging.disable(logging.CRITICAL)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         logging.disable(logging.NOTSET)
 
@@ -215,5 +219,6 @@ def _first_reason(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     reason = next((line for line in lines if line.startswith("<class ")), lines[0] if lines else type(error).__name__)
     reason = reason.split(": ", 1)[-1] if reason.startswith("<class ") else reason
+    reason = reason.split(". ")[0].rstrip(".")  # its first sentence: the rest is advice to torch's developers
     where = next((line for line in lines if line.startswith("File ") and ", in " in line), None)
     return f"{reason} at {where[5:]}" if where else reason

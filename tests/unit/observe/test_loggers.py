@@ -45,7 +45,8 @@ def test_tensorboard_without_its_extra_is_refused_naming_the_install(monkeypatch
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *rest: None if name == "tensorboard" else find_spec(name, *rest))
-    with pytest.raises(ConfigError, match=r"^logger: got 'tensorboard', expected .*pip install \"trainer\[tensorb"):
+    with pytest.raises(ConfigError, match=r"^logger: got 'tensorboard', expected .*pip install "
+                                          r"\"hydra-torch-trainer\[tensorb"):
         validate(compose_config("logger=tensorboard"))
 
 

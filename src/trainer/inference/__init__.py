@@ -2,6 +2,7 @@
 predictions, or exported.
 
 trained_model (a checkpoint or an export read as a stranger's, its model built), trust (which `_target_`s a file
-may name), evaluation (`evaluate`), prediction (`predict`), export (`train-export`)."""
+may name), evaluation (`evaluate`), prediction (`predict`), export (`train-export`), graph_export (its ONNX and
+TorchScript formats)."""
 
-__all__ = ["evaluation", "export", "prediction", "trained_model", "trust"]
+__all__ = ["evaluation", "export", "graph_export", "prediction", "trained_model", "trust"]

@@ -95,7 +95,8 @@ def test_mlflow_without_its_extra_is_refused_naming_the_install(monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *rest: None if name == "mlflow" else find_spec(name, *rest))
-    with pytest.raises(ConfigError, match=r"^logger: got 'mlflow', expected .*pip install \"trainer\[mlflow\]\""):
+    with pytest.raises(ConfigError,
+                       match=r"^logger: got 'mlflow', expected .*pip install \"hydra-torch-trainer\[mlflow\]\""):
         validate(compose_config("logger=mlflow"))
 
 

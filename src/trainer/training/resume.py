@@ -73,6 +73,11 @@ def _start_from_weights(engine: Engine, weights: dict[str, Any], key: str, shown
                                       else value for name, value in weights.items()})
     except (RuntimeError, TypeError, ValueError) as error:
         raise ConfigError(key, shown, f"{allowed} ({str(error).splitlines()[-1].strip()})") from None
+    # nan, inf, or a number beyond float32's range (1e39 becomes inf): the first step's loss would not be finite,
+    # and the run would stop blaming the learning rate.
+    for name, tensor in engine.model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ConfigError(key, shown, f"finite weights ({name} holds nan or inf; float32 reaches ±3.4e38)")
     log.info("model weights from %s", shown if key == "trainer.init_from" else key)
 
 

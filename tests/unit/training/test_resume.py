@@ -118,6 +118,13 @@ def test_init_weights_that_do_not_fit_the_model_name_the_key(tmp_path, name, val
         build(compose_config(*TINY_MLP, init_weights(given)), tmp_path)
 
 
+@pytest.mark.parametrize("values", ["[nan]", "[-inf]", "[1e39]"])  # 1e39 is inf in float32
+def test_init_weights_that_are_not_finite_are_refused_naming_the_parameter(tmp_path, values):
+    with pytest.raises(ConfigError, match=r"^trainer.init_weights: got '\{...\}', expected finite weights \(head.bias "
+                                          r"holds nan or inf"):
+        build(compose_config(*TINY_MLP, init_weights({**TINY_WEIGHTS, "head.bias": values})), tmp_path)
+
+
 def test_a_checkpoint_of_plain_values_round_trips(tmp_path):
     save_checkpoint({"model": {}, "numbers": [1, 2.5, None, "text"]}, tmp_path / "plain.pt")
     assert load_checkpoint(tmp_path / "plain.pt")["numbers"] == [1, 2.5, None, "text"]

@@ -72,6 +72,9 @@ def train(*overrides: str) -> dict[str, Any]:
             try:
                 value = train_job(job_cfg)
             except interrupts.Interrupted as stop:
+                if cfg.trainer.fast_dev_run:  # its last.pt and summary went with its scratch folder
+                    raise Interrupted(f"train: {stop}: trainer.fast_dev_run keeps nothing; call train() again to "
+                                      f"check the config", {"run_dir": str(run_dir)}) from None
                 summary = _run_record(run_dir)
                 raise Interrupted(f"train: {stop}: last.pt and summary.json are saved in {run_dir}; "
                                   f"train(..., 'hydra.run.dir={run_dir}', 'trainer.resume=auto') carries the run on",

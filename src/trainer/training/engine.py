@@ -111,7 +111,7 @@ class Engine:
         if self.stop.signal_received():  # came after the last epoch's last step, which was saved since
             if not self.settings.checkpoint.save_last:
                 self._save_checkpoints(best=False, last=True)
-            return self.stop.stopped_by_signal(self.epoch + 1, self.global_step)
+            return self.stop.stopped_by_signal(self.epoch + 1, self.global_step, bool(self.settings.fast_dev_run))
         train_loss = self.train_epoch(train)
         stopped_part_way = self.stop.requests.received is not None and train.position != 0
         if self.nonfinite.diverged(self.global_step, self.epoch + 1, self.lr, check_weights=stopped_part_way):
@@ -119,7 +119,7 @@ class Engine:
             return StopReason.DIVERGED
         if stopped_part_way:
             self._save_checkpoints(best=False, last=True)
-            return self.stop.stopped_by_signal(self.epoch + 1, self.global_step)
+            return self.stop.stopped_by_signal(self.epoch + 1, self.global_step, bool(self.settings.fast_dev_run))
         # A signal after the epoch's last step is answered once the epoch is validated and saved, above.
         lr = self.progress.lr
         metrics = {f"val_{name}": value for name, value in self.evaluate(val).items()}

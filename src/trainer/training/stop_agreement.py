@@ -42,8 +42,13 @@ class StopAgreement:
             received = self.requests.received = signal.Signals(signal_number)
         return received is not None
 
-    def stopped_by_signal(self, epoch: int, step: int) -> StopReason:
-        """Say where the run stopped, last.pt being saved, and how to go on."""
-        log.warning("stopped by %s at epoch %d, step %d; last.pt saved (train ... trainer.resume=auto in the same "
-                    "run directory carries on)", self.requests.received.name, epoch, step)
+    def stopped_by_signal(self, epoch: int, step: int, dev_run: bool = False) -> StopReason:
+        """Say where the run stopped, last.pt being saved, and how to go on; a dev run's last.pt goes with its
+        scratch folder, and it cannot be resumed."""
+        if dev_run:
+            log.warning("stopped by %s at epoch %d, step %d; trainer.fast_dev_run keeps nothing to carry on from",
+                        self.requests.received.name, epoch, step)
+        else:
+            log.warning("stopped by %s at epoch %d, step %d; last.pt saved (train ... trainer.resume=auto in the "
+                        "same run directory carries on)", self.requests.received.name, epoch, step)
         return StopReason.INTERRUPTED

@@ -133,6 +133,18 @@ def test_a_signal_raises_interrupted_once_last_pt_and_the_summary_are_saved(tmp_
     assert signal.getsignal(signal.SIGTERM) == handler
 
 
+def test_a_signal_stopping_a_dev_run_raises_interrupted_saying_nothing_was_kept(tmp_path):
+    with pytest.raises(trainer.Interrupted, match=r"^train: interrupted by SIGTERM: trainer.fast_dev_run keeps "
+                                                  r"nothing") as stopped:
+        trainer.train(*MOONS, "trainer.fast_dev_run=3", f"model._target_={__name__}.SignalledMLP",
+                      f"hydra.run.dir={tmp_path}")
+    assert stopped.value.summary == {"run_dir": str(tmp_path)}
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".hydra", "train.log"]
+    log = (tmp_path / "train.log").read_text()
+    assert "stopped by SIGTERM at epoch 1, step 1; trainer.fast_dev_run keeps nothing" in log
+    assert "resume" not in log
+
+
 def test_evaluate_returns_the_metrics_of_the_run_s_test(moons_run, tmp_path):
     evaluation = trainer.evaluate(f"ckpt_path={moons_run['run_dir']}/checkpoints/best.pt", "device=cpu",
                                   f"output_dir={tmp_path}")

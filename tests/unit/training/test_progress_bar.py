@@ -36,9 +36,9 @@ def test_the_bar_is_closed_before_a_signal_s_stop_is_saved_and_said(run_dir):
     run = build(compose_config(*RUN), run_dir)
     bar, stopped_by_signal, open_when_said = bar_of(run), run.engine.stop.stopped_by_signal, []
 
-    def noting_stopped_by_signal(epoch, step):
+    def noting_stopped_by_signal(epoch, step, *dev_run):
         open_when_said.append(bar.bar is not None)
-        return stopped_by_signal(epoch, step)
+        return stopped_by_signal(epoch, step, *dev_run)
 
     run.engine.stop.stopped_by_signal = noting_stopped_by_signal
     signal_during_step(run.engine, after_step=2, signum=signal.SIGUSR1)

@@ -70,7 +70,9 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
     """Data first, since the model's input and output sizes come from it."""
     settings = validate(cfg)
     if settings.fast_dev_run:  # one epoch of a few batches (TrainerConfig.fast_dev_run)
-        settings = dataclasses.replace(settings, max_epochs=1)
+        # Its checkpoints in its scratch folder, which goes at the end, wherever trainer.checkpoint.dir points.
+        settings = dataclasses.replace(settings, max_epochs=1,
+                                       checkpoint=dataclasses.replace(settings.checkpoint, dir="checkpoints"))
     processes = distributed.from_environment()
     distributed.start(processes)
     device = resolve_device(settings.device)

@@ -34,6 +34,19 @@ def test_fast_dev_run_with_a_batch_count_takes_that_many_steps(tmp_path, elsewhe
     assert not (run_dir / "fast_dev_run").exists()
 
 
+@pytest.mark.parametrize("checkpoint_dir", ["ABSOLUTE", "../checkpoints"])
+def test_fast_dev_run_keeps_no_checkpoints_wherever_trainer_checkpoint_dir_points(tmp_path, elsewhere,
+                                                                                  train_in_this_process,
+                                                                                  checkpoint_dir):
+    run_dir, outside = tmp_path / "run", tmp_path / "checkpoints_of_mine"
+    checkpoint_dir = str(outside) if checkpoint_dir == "ABSOLUTE" else checkpoint_dir
+    result = train_in_this_process("trainer.fast_dev_run=true", f"trainer.checkpoint.dir={checkpoint_dir}",
+                                   f"hydra.run.dir={run_dir}", cwd=elsewhere)
+    assert_succeeded(result)
+    assert sorted(path.name for path in run_dir.iterdir()) == [".hydra", "train.log"]
+    assert not outside.exists()
+
+
 def test_fast_dev_run_with_resume_is_one_line_and_exit_2(tmp_path, elsewhere):
     result = train("trainer.fast_dev_run=true", "trainer.resume=auto", f"hydra.run.dir={tmp_path / 'run'}",
                    cwd=elsewhere)

@@ -97,7 +97,7 @@ class TrainerConfig:
     """A quick check of a config before a long run: true (1) or N trains one epoch of N batches, validates on N
     and tests on N, then deletes everything the run wrote but its log and .hydra/ (checkpoints, metrics.csv,
     health.csv, curves.png, a logger's files, summary.json are written, in a scratch folder of the run directory,
-    so that their code runs too); false (or 0): off."""
+    so that their code runs too; logger=mlflow opens its store but logs no run); false (or 0): off."""
     overfit_batches: int = 0
     """N >= 1: train every epoch on the same first N batches of the train split (in order, unaugmented) and
     validate on those same batches: a model that cannot drive their loss towards zero has a bug. The test split is

@@ -57,6 +57,9 @@ class MlflowLogger(Observer):
         self.run_id = state.get("mlflow_run_id")  # None: a checkpoint of a run logged elsewhere, or not at all
 
     def on_fit_start(self, engine: Engine) -> None:
+        if engine.settings.fast_dev_run:  # its store is opened (checked), but a dev run keeps nothing, there too
+            log.info("mlflow: trainer.fast_dev_run is not logged to %s", self.tracking_uri)
+            return
         with self._calls_to_the_store():
             if self.run_id is not None and _holds_run(self.client, self.run_id, self.tracking_uri):
                 self.client.update_run(self.run_id, status="RUNNING")

@@ -73,6 +73,13 @@ def test_a_resumed_run_continues_its_mlflow_run_and_logs_again_what_came_after_i
     assert resumed.data.metrics["val_loss"] == pytest.approx(float(last_row["val_loss"]))
 
 
+def test_a_dev_run_logs_no_mlflow_run(run_dir, tracking_uri):
+    train(compose_config(*SMALL, "trainer.fast_dev_run=true", f"logger.tracking_uri={tracking_uri}"), run_dir)
+    client = mlflow_tracking.MlflowClient(tracking_uri)
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    assert client.search_runs(experiments) == []
+
+
 @pytest.mark.parametrize("tracking_uri", ["nowhere://at/all", "sqlite:////proc/no/such/folder/mlflow.db"])
 def test_a_store_that_cannot_be_opened_is_refused_naming_logger_tracking_uri(run_dir, tracking_uri):
     with pytest.raises(ConfigError, match=rf"^logger.tracking_uri: got '{tracking_uri}', expected a tracking store"):

@@ -6,7 +6,8 @@ run's summary (summary.json, with "run_dir"), the evaluation's record (evaluatio
 mistake raises UsageError carrying the command's one line; nothing calls sys.exit. A run stopped by a signal
 (SIGTERM, SIGUSR1, SIGUSR2, or Ctrl-C: a notebook's interrupt) raises Interrupted once last.pt and summary.json are
 written, so that a script told to stop does stop. Hydra's global state (GlobalHydra, HydraConfig) and the root
-logger are as the caller had them after each call, so a notebook can call train() again.
+logger are as the caller had them after each call, so a notebook can call train() again; calls from several
+threads run one at a time, as that state is the process's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -38,6 +40,9 @@ from trainer.config import ConfigError, config_dir
 from trainer.training import interrupts
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+ONE_CALL_AT_A_TIME = threading.RLock()
+"""Hydra's state (GlobalHydra, HydraConfig) is the process's: a second thread's call cleared the first's mid-run,
+or failed on it. Calls from several threads wait their turn."""
 
 
 class Interrupted(Exception):
@@ -127,19 +132,20 @@ def _composed(command: str, overrides: tuple[str, ...]) -> Iterator[DictConfig]:
     """configs/COMMAND.yaml composed with `overrides`, Hydra's settings included; a composition error is a
     UsageError in the command's one line. GlobalHydra and HydraConfig are put back as they were afterwards: a
     caller's own initialized Hydra (which initialize_config_dir refuses to replace) is set aside meanwhile."""
-    callers_hydra, callers_config = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(str(config_dir()), job_name=command, version_base="1.3"):
-            try:
-                cfg = compose(config_name=command, overrides=list(overrides), return_hydra_config=True)
-            except (HydraException, OmegaConfBaseException) as error:
-                raise UsageError(describe_config_error(error, command)) from None
-            yield cfg
-    finally:
-        HydraConfig.instance().cfg = callers_config
-        if callers_hydra is not None:
-            GlobalHydra.instance().initialize(callers_hydra)
+    with ONE_CALL_AT_A_TIME:
+        callers_hydra, callers_config = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(str(config_dir()), job_name=command, version_base="1.3"):
+                try:
+                    cfg = compose(config_name=command, overrides=list(overrides), return_hydra_config=True)
+                except (HydraException, OmegaConfBaseException) as error:
+                    raise UsageError(describe_config_error(error, command)) from None
+                yield cfg
+        finally:
+            HydraConfig.instance().cfg = callers_config
+            if callers_hydra is not None:
+                GlobalHydra.instance().initialize(callers_hydra)
 
 
 def _without_hydra(cfg: DictConfig) -> DictConfig:

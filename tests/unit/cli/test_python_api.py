@@ -99,6 +99,19 @@ def test_two_calls_in_one_process_leave_hydra_and_the_root_logger_as_the_caller_
     assert (root.handlers, root.level) == (handlers, level)
 
 
+def test_two_threads_calling_train_at_once_each_get_their_own_run(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    run_dirs = [tmp_path / "a", tmp_path / "b"]
+    with ThreadPoolExecutor(2) as pool:
+        summaries = list(pool.map(lambda run_dir: trainer.train(*MOONS, "trainer.max_epochs=1",
+                                                                 f"hydra.run.dir={run_dir}"), run_dirs))
+    assert [summary["run_dir"] for summary in summaries] == [str(run_dir) for run_dir in run_dirs]
+    for run_dir in run_dirs:  # each run's records say its own directory, not the other's
+        assert f"dir: {run_dir}" in (run_dir / ".hydra" / "hydra.yaml").read_text()
+    assert GlobalHydra.instance().hydra is None
+
+
 def test_a_finished_run_carried_on_with_resume_auto_returns_its_summary_and_trains_nothing(tmp_path):
     run = (*MOONS, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}", "trainer.resume=auto")
     first = trainer.train(*run)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
-from trainer.config import TrainerConfig, check_task_fit, validate
+from trainer.config import ConfigError, TrainerConfig, check_task_fit, validate
 from trainer.data import Batcher, DataDescription, DataSplits, batchers, build_data, limit_batches
 from trainer.data.batcher import RowsOf
 from trainer.observe import decision_boundary, inspection, lr_find
@@ -98,6 +98,10 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
         overfit_batches=settings.overfit_batches)
     for batches, limit in zip((train_batches, val_batches, test_batches), settings.batch_limits):
         limit_batches(batches, limit)
+    if settings.find_lr and len(train_batches) == 0:  # its sweep goes round the epochs until it has its steps
+        raise ConfigError("trainer.find_lr", True, f"a training split of at least one batch ({len(data.train[0])} "
+                          f"samples, data.batch_size={cfg.data.batch_size}, "
+                          f"data.drop_last={str(cfg.data.drop_last).lower()})")
     steps_per_epoch = -(-len(train_batches) // settings.accumulate_grad_batches)
     scheduler = build_scheduler(cfg.scheduler, optimizer, total_steps=steps_per_epoch * settings.max_epochs,
                                 mode=settings.early_stopping.direction)

@@ -9,7 +9,7 @@ import shlex
 
 import pytest
 
-from helpers.commands import assert_succeeded
+from helpers.commands import assert_succeeded, train
 from helpers.files import PNG_SIGNATURE, png_size
 from trainer.observe.curves import DPI
 from trainer.observe.lr_find import FIGURE_INCHES
@@ -53,4 +53,16 @@ def test_find_lr_with_what_it_cannot_work_with_is_one_line_and_exit_2(tmp_path, 
     assert result.returncode == 2
     assert result.stderr.splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(f"train: error: {key}: got "), result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_find_lr_on_a_training_split_of_no_batches_is_one_line_and_exit_2(tmp_path):
+    # data.drop_last with fewer samples than a batch: the sweep waited for ever for a batch (a subprocess, whose
+    # timeout ends the test should it hang again).
+    result = train(*SWEEP, "data.n_samples=20", "data.batch_size=64", "data.drop_last=true",
+                   f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("train: error: trainer.find_lr: got True, expected a training split of at least "
+                                     "one batch (14 samples, data.batch_size=64, data.drop_last=true)")
     assert not (tmp_path / "run").exists()

@@ -98,10 +98,10 @@ def build(cfg: DictConfig, run_dir: Path) -> Run:
         overfit_batches=settings.overfit_batches)
     for batches, limit in zip((train_batches, val_batches, test_batches), settings.batch_limits):
         limit_batches(batches, limit)
-    if settings.find_lr and len(train_batches) == 0:  # its sweep goes round the epochs until it has its steps
-        raise ConfigError("trainer.find_lr", True, f"a training split of at least one batch ({len(data.train[0])} "
-                          f"samples, data.batch_size={cfg.data.batch_size}, "
-                          f"data.drop_last={str(cfg.data.drop_last).lower()})")
+    if len(train_batches) == 0:  # (drop_last on too few samples) a run would train nothing; find_lr's sweep hang
+        raise ConfigError("data.batch_size", cfg.data.batch_size,
+                          f"at most the {len(data.train[0])} training samples when data.drop_last=true (no training "
+                          f"batch is left: the run would train nothing)")
     steps_per_epoch = -(-len(train_batches) // settings.accumulate_grad_batches)
     scheduler = build_scheduler(cfg.scheduler, optimizer, total_steps=steps_per_epoch * settings.max_epochs,
                                 mode=settings.early_stopping.direction)

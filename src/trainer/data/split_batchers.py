@@ -42,6 +42,9 @@ def batchers(data_cfg: DictConfig, data: DataSplits, model: torch.nn.Module, dev
     if overfit_batches:  # two batchers of the same batches: each keeps its own place in its epoch
         train, val = (make(*data.train, batch_size, drop_last=drop_last, shuffle=False,
                            normalize=data.description.pixels) for _ in range(2))
+        if overfit_batches > len(train):
+            log.warning("trainer.overfit_batches=%d: the train split has only %d batches of data.batch_size=%d; "
+                        "all of them are trained and validated on", overfit_batches, len(train), batch_size)
         train.limit = val.limit = overfit_batches
         return train, val, test
     return (make(*data.train, batch_size, drop_last=drop_last, seed=seed, normalize=data.description.pixels,

@@ -93,3 +93,16 @@ def test_overfit_batches_train_and_validate_on_the_same_first_training_batches_e
     assert_same_batches(batches(train), first)
     assert_same_batches(batches(val), first)
     assert torch.equal(torch.cat([labels for _, labels in test]), y[25:])  # the test split as usual
+
+
+def test_overfit_batches_beyond_the_train_split_s_batches_are_all_of_them_with_a_warning(caplog):
+    x, y = torch.rand(10, 2), torch.arange(10)
+    described = DataDescription(task="multiclass", input_shape=(2,), num_classes=10)
+    data = DataSplits(train=(x, y), val=(x[:2], y[:2]), test=(x[:2], y[:2]), description=described)
+    cfg = OmegaConf.create({"pipeline": "device", "num_workers": 0, "pin_memory": False, "batch_size": 4,
+                            "drop_last": False})
+    train, val, _ = batchers(cfg, data, torch.nn.Linear(1, 1), CPU, seed=0, eval_batch_size=2, overfit_batches=1000)
+    assert len(train) == len(val) == 3
+    assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == [
+        "trainer.overfit_batches=1000: the train split has only 3 batches of data.batch_size=4; all of them are "
+        "trained and validated on"]

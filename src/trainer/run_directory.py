@@ -204,8 +204,11 @@ def refuse_another_runs_records(run_dir: Path, config: DictConfig, key: str, log
     settings = config.trainer
     if settings.resume is None:
         holds_a_run = ".hydra" in held or log_name in held  # (every run leaves its log, and .hydra/ once built)
-        carry_on = f"trainer.resume=auto carries on the run there, or use a new {key}" if holds_a_run else (
-            f"use a new {key}")
+        why_not = None if held == [log_name] else _not_this_runs(
+            run_dir, OmegaConf.merge(config, {"trainer": {"resume": "auto"}}), held)
+        carry_on = f"use a new {key}" if not holds_a_run else (
+            f"trainer.resume=auto carries on the run there, or use a new {key}" if why_not is None else
+            f"use a new {key} (trainer.resume=auto would not carry it on: {why_not})")  # (an inspect or find_lr run)
         raise ConfigError(key, str(run_dir), f"an empty folder for a new run (it holds {_listed(held)}): {carry_on}")
     reason = None if held == [log_name] else _not_this_runs(run_dir, config, held)
     if reason is not None:

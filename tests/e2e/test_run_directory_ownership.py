@@ -104,15 +104,20 @@ def users_files(*names: str):
 FOLDERS = {
     "a run whose checkpoints are elsewhere": (
         earlier_run(("trainer.checkpoint.dir=ckA",)),
-        "(it holds .hydra, ckA, health.csv, metrics.csv and 2 more): trainer.resume=auto carries on the run there, "
-        "or use a new hydra.run.dir",
+        "(it holds .hydra, ckA, health.csv, metrics.csv and 2 more): use a new hydra.run.dir (trainer.resume=auto "
+        "would not carry it on: its .hydra/config.yaml is another run's: trainer.checkpoint.dir is 'ckA' there, "
+        "'checkpoints' here)",
         "(its .hydra/config.yaml is another run's: trainer.checkpoint.dir is 'ckA' there, 'checkpoints' here): use a "
         "new hydra.run.dir"),
     "an inspect run": (earlier_run(("trainer.inspect=true",)),
-                       "(it holds .hydra, health.csv, inspect.json, train.log): trainer.resume=auto carries on",
+                       "(it holds .hydra, health.csv, inspect.json, train.log): use a new hydra.run.dir (trainer.resume=auto would "
+                       "not carry it on: its .hydra/config.yaml is another run's: trainer.inspect is True there, "
+                       "False here)",
                        "(its .hydra/config.yaml is another run's: trainer.inspect is True there, False here)"),
     "a find_lr run": (earlier_run(("trainer.find_lr=true", "trainer.lr_find.num_steps=12")),
-                      "(it holds .hydra, lr_find.csv, lr_find.png, train.log): trainer.resume=auto carries on",
+                      "(it holds .hydra, lr_find.csv, lr_find.png, train.log): use a new hydra.run.dir (trainer.resume=auto "
+                      "would not carry it on: its .hydra/config.yaml is another run's: trainer.find_lr is True "
+                      "there, False here)",
                       "(its .hydra/config.yaml is another run's: trainer.find_lr is True there, False here)"),
     "the user's metrics.csv": (users_files("metrics.csv"), "(it holds metrics.csv): use a new hydra.run.dir",
                                "(it holds metrics.csv, but no checkpoint to resume from and no readable "
@@ -120,6 +125,17 @@ FOLDERS = {
     "the user's files": (users_files("notes.txt", "data.npy"), "(it holds data.npy, notes.txt): use a new "
                                                                "hydra.run.dir", "(it holds data.npy, notes.txt, but"),
 }
+
+
+def test_a_folder_of_a_run_stopped_while_it_was_built_points_to_resume_which_starts_it_again(tmp_path,
+                                                                                           train_in_this_process):
+    run_dir = tmp_path / "run"
+    users_files("train.log")(run_dir, train_in_this_process)
+
+    line = one_line(train_in_this_process(*XOR, f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert line.endswith("(it holds train.log): trainer.resume=auto carries on the run there, or use a new "
+                         "hydra.run.dir"), line
+    assert_succeeded(train_in_this_process(*XOR, "trainer.resume=auto", f"hydra.run.dir={run_dir}", cwd=tmp_path))
 
 
 @pytest.mark.parametrize("make, new_run, resumed", FOLDERS.values(), ids=FOLDERS.keys())

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("curves.png", "summary.json", "metrics.csv", "health.csv", "decision_boundary.png", "lr_find.png",
-             "lr_find.csv", ".hydra/config.yaml")
-"""The run directory's files logged as artifacts at the end of a run, those of them that the run wrote."""
+RUN_FILES = ("curves.png", "summary.json", "metrics.csv", "health.csv", "decision_boundary.png", ".hydra/config.yaml")
+"""The run directory's files logged as artifacts at the end of a run, those of them that the run wrote. (A
+trainer.find_lr run trains nothing and logs no MLflow run: its lr_find.csv and lr_find.png stay in its folder.)"""
 NOT_METRICS = ("epoch", "step")
 """The columns of a metrics.csv row that say when, not how well: the epoch is the metrics' step."""
 FINAL_STATUS = {"interrupted": "KILLED"}

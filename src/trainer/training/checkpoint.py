@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import stat
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
@@ -122,8 +123,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",
     DamagedCheckpoint saying what is wrong."""
     with _open_regular_file(path, inside) as file:
         try:
-            state = torch.load(file, map_location=map_location, weights_only=True)
+            with warnings.catch_warnings():  # (torch warns, over two lines, before refusing a TorchScript archive)
+                warnings.filterwarnings("ignore", ".*looks like a TorchScript archive", UserWarning)
+                state = torch.load(file, map_location=map_location, weights_only=True)
         except Exception as error:  # a damaged zip or pickle fails in many ways: KeyError, IndexError, ...
+            if "TorchScript archives" in str(error):
+                raise DamagedCheckpoint("it is a TorchScript graph, as train-export format=torchscript writes, "
+                                        "which torch.jit.load runs: not a checkpoint") from None
             raise DamagedCheckpoint(_first_sentence(error)) from None
     if not isinstance(state, dict):
         raise DamagedCheckpoint(f"it holds a {type(state).__name__}, not a dict")

@@ -2,6 +2,7 @@ import errno
 import os
 import sys
 import threading
+import warnings
 
 import pytest
 import torch
@@ -319,3 +320,15 @@ def test_a_read_only_folder_names_the_checkpoint_not_its_temp_file(tmp_path, mon
     with pytest.raises(CheckpointNotSaved) as error:
         save_checkpoint({"epoch": 1}, path)
     assert (error.value.errno, error.value.filename) == (errno.EROFS, str(path))
+
+
+def test_a_torchscript_file_is_refused_in_words_without_torch_s_warning(tmp_path):
+    path = tmp_path / "best.torchscript"  # as train-export format=torchscript writes it
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 1)), str(path))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch.load warns that it "looks like a TorchScript archive", over 2 lines
+        with pytest.raises(DamagedCheckpoint, match=r"^it is a TorchScript graph, as train-export format="
+                                                    r"torchscript writes, which torch\.jit\.load runs: not a "
+                                                    r"checkpoint$"):
+            load_checkpoint(path)

@@ -268,3 +268,16 @@ def test_export_mistakes_name_the_key_the_value_and_what_is_allowed(runs, tmp_pa
     assert refused.stderr.startswith(f"train-export: error: {key}: got '{filled.partition('=')[2]}', expected "
                                      f"{allowed.format(tmp=tmp_path)}")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
+
+
+@pytest.mark.parametrize("format, output", [("torchscript", "model.torchscript"), ("onnx", "null")])
+def test_export_refuses_to_write_over_the_checkpoint_it_reads(runs, tmp_path, train_in_this_process, format, output):
+    checkpoint = tmp_path / f"model.{format}"  # a checkpoint named with the format's suffix: output names it again
+    checkpoint.write_bytes(best_checkpoint(runs["classes"]).read_bytes())
+    refused = train_in_this_process(f"ckpt_path={checkpoint}", f"format={format}", f"output={output}", cwd=tmp_path,
+                                    command="export")
+    assert refused.returncode == 2
+    given = "None" if output == "null" else repr(output)
+    assert refused.stderr == (f"train-export: error: output: got {given}, expected the path of a file other than the "
+                              f"checkpoint it reads ({checkpoint})\n")
+    assert checkpoint.read_bytes() == best_checkpoint(runs["classes"]).read_bytes()

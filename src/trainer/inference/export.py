@@ -76,18 +76,19 @@ def write_together(files: dict[Path, bytes]) -> None:
 def output_path(cfg: DictConfig, checkpoint: Path) -> Path:
     """Where the file of `format` goes: `output`, or beside the checkpoint with the format's suffix
     (runs/x/checkpoints/best.pt -> runs/x/checkpoints/best.safetensors). A safetensors file's JSON goes beside it,
-    with the same stem."""
+    with the same stem. Never the checkpoint itself (one named best.onnx, or a pair exported again onto itself)."""
     suffix = SUFFIXES[cfg.format]
-    if cfg.output is None:
-        return checkpoint.with_suffix(suffix)
-    output = Path(str(cfg.output))
-    if not isinstance(cfg.output, str) or output.suffix != suffix or output.is_dir():
+    output = checkpoint.with_suffix(suffix) if cfg.output is None else Path(str(cfg.output))
+    if cfg.output is not None and (not isinstance(cfg.output, str) or output.suffix != suffix or output.is_dir()):
         beside = " (its .json is written beside it)" if cfg.format == "safetensors" else ""
         raise ConfigError("output", cfg.output, f"the path of a {suffix} file to write{beside}, or null: beside the "
                                                 f"checkpoint")
     folder = next(folder for folder in output.absolute().parents if folder.exists())
     if not folder.is_dir():
         raise ConfigError("output", cfg.output, f"a path in a folder ({folder} is a file)")
+    written = (output, output.with_suffix(".json")) if cfg.format == "safetensors" else (output,)
+    if any(path.exists() and path.samefile(checkpoint) for path in written):  # (a checkpoint named best.onnx)
+        raise ConfigError("output", cfg.output, f"the path of a file other than the checkpoint it reads ({checkpoint})")
     return output
 
 

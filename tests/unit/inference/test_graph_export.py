@@ -170,3 +170,20 @@ def test_the_graph_s_description_says_what_it_takes_and_returns():
         "feature_names": None,
         "input": "uint8 pixels (N, 1, 8, 8), converted and resized as the training images were, not normalised",
         "output": "float32 probabilities (N, 3), one per class, in the order of class_names"}
+
+
+def test_values_in_the_hundreds_of_thousands_are_checked_relative_to_their_size(tmp_path, offline_data_sets):
+    """House prices: float32 holds 5e5 to 0.03, so ONNX's kernels and PyTorch's differ there by that much."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 3))
+    prices = 5e5 + 1e5 * features @ np.array([1.0, 2.0, -1.0])
+    np.savetxt(tmp_path / "houses.csv", np.c_[features, prices], delimiter=",", header="a,b,c,price", comments="")
+    run = train_tiny_runs(tmp_path, {"houses": ("data=csv", f"data.path={tmp_path / 'houses.csv'}",
+                                                "data.target=price", *RUNS["transformer"])},
+                          tiny=("trainer.device=cpu", "trainer.curves=false", "trainer.max_epochs=1"))["houses"]
+
+    graph = exported_to(run, "onnx")
+
+    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"features": features[:5].astype(np.float32)})
+    assert output.shape == (5, 1) and np.all(np.abs(output) > 1e4)

@@ -281,3 +281,11 @@ def test_export_refuses_to_write_over_the_checkpoint_it_reads(runs, tmp_path, tr
     assert refused.stderr == (f"train-export: error: output: got {given}, expected the path of a file other than the "
                               f"checkpoint it reads ({checkpoint})\n")
     assert checkpoint.read_bytes() == best_checkpoint(runs["classes"]).read_bytes()
+
+
+def test_an_output_name_too_long_for_the_folder_is_one_line(runs, tmp_path, train_in_this_process):
+    output = tmp_path / ("a" * 300 + ".onnx")
+    failed = train_in_this_process(f"ckpt_path={best_checkpoint(runs['classes'])}", "format=onnx", f"output={output}",
+                                   cwd=tmp_path, command="export")
+    assert failed.returncode == 1
+    assert failed.stderr == f"train-export: error: could not write {output}: File name too long (ENAMETOOLONG)\n"

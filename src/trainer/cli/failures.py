@@ -11,8 +11,10 @@ from typing import Iterator, Optional
 
 from hydra.errors import InstantiationException
 
-FILE_SYSTEM_REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.EFBIG)
-"""The OS errors of a file system that refuses a write: the command ends in one line, not a traceback."""
+FILE_SYSTEM_REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.EFBIG,
+                        errno.ENAMETOOLONG)
+"""The OS errors of a file system that refuses a write (or a name longer than it takes): the command ends in one
+line, not a traceback."""
 
 
 @contextlib.contextmanager

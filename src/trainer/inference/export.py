@@ -55,7 +55,8 @@ def write_together(files: dict[Path, bytes]) -> None:
     file as it was and no temp file. (Between the renames a reader finds the new weights with the old JSON: their
     SHA-256 differs, and the pair is refused, never half believed.) A refused write raises an OSError whose filename
     is the file that was being written."""
-    temps = {path: path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in files}
+    # (A stem cut to 100 characters: a temp name longer than the file's own would fail where the file's would not.)
+    temps = {path: path.with_name(f".{path.stem[:100]}{path.suffix}.{os.getpid()}.tmp") for path in files}
     try:
         for writing, content in files.items():
             writing.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def write_together(files: dict[Path, bytes]) -> None:
         raise OSError(error.errno, error.strerror or str(error), str(writing)) from None
     finally:
         for temp in temps.values():
-            if temp.exists():  # (unlinking a missing file on a read-only disk fails, and would hide the first error)
+            if os.path.lexists(temp):  # (unlinking a missing file on a read-only disk fails, and would hide the first error)
                 temp.unlink()
 
 
@@ -79,15 +80,16 @@ def output_path(cfg: DictConfig, checkpoint: Path) -> Path:
     with the same stem. Never the checkpoint itself (one named best.onnx, or a pair exported again onto itself)."""
     suffix = SUFFIXES[cfg.format]
     output = checkpoint.with_suffix(suffix) if cfg.output is None else Path(str(cfg.output))
-    if cfg.output is not None and (not isinstance(cfg.output, str) or output.suffix != suffix or output.is_dir()):
+    if cfg.output is not None and (not isinstance(cfg.output, str) or output.suffix != suffix
+                                   or os.path.isdir(output)):  # (Path.is_dir raises for a name too long)
         beside = " (its .json is written beside it)" if cfg.format == "safetensors" else ""
         raise ConfigError("output", cfg.output, f"the path of a {suffix} file to write{beside}, or null: beside the "
                                                 f"checkpoint")
-    folder = next(folder for folder in output.absolute().parents if folder.exists())
+    folder = next(folder for folder in output.absolute().parents if os.path.exists(folder))
     if not folder.is_dir():
         raise ConfigError("output", cfg.output, f"a path in a folder ({folder} is a file)")
     written = (output, output.with_suffix(".json")) if cfg.format == "safetensors" else (output,)
-    if any(path.exists() and path.samefile(checkpoint) for path in written):  # (a checkpoint named best.onnx)
+    if any(os.path.exists(path) and path.samefile(checkpoint) for path in written):  # (a checkpoint named best.onnx)
         raise ConfigError("output", cfg.output, f"the path of a file other than the checkpoint it reads ({checkpoint})")
     return output
 

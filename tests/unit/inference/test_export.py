@@ -18,6 +18,7 @@ import conftest
 from helpers.trained_runs import best_checkpoint, compose_command, export_best, exported, train_tiny_runs
 from trainer.training.checkpoint import load_checkpoint
 from trainer.inference.evaluation import evaluate
+from trainer.inference.export import write_together
 from trainer.inference.prediction import predict
 from trainer.inference.trained_model import load
 
@@ -66,3 +67,13 @@ def test_predict_on_the_pair_gives_exactly_the_checkpoint_s_predictions(runs):
 
 # (the file whose write the disk refuses, the OS error); export writes the weights first, then the JSON
 
+
+
+def test_a_pair_with_the_longest_name_a_folder_takes_is_written(tmp_path):
+    """The temp files' names are no longer than the files' own: a 255-byte name (the usual limit) is written."""
+    weights, described = tmp_path / ("a" * 243 + ".safetensors"), tmp_path / ("a" * 243 + ".json")
+
+    write_together({weights: b"weights", described: b"{}"})
+
+    assert (weights.read_bytes(), described.read_bytes()) == (b"weights", b"{}")
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([weights.name, described.name])

@@ -116,8 +116,13 @@ def offline_data_sets(tmp_path_factory):
     write_csv_table(STAND_IN_ROOT / "table.csv")
     write_parquet_table(STAND_IN_ROOT / "table.parquet", STAND_IN_ROOT / "table.csv")
     write_image_folder(STAND_IN_ROOT / "image_folder")
+    import matplotlib.font_manager  # noqa: F401  (builds the font cache where it is missing, before any command)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DATA_DIR", str(STAND_IN_ROOT))
+        # matplotlib keeps its font cache where it was, not in the session's empty XDG_CACHE_HOME: a command that
+        # drew the first figure of a session would print "Matplotlib is building the font cache" among its lines.
+        patch.setenv("MPLCONFIGDIR", matplotlib.get_cachedir())
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         # torchvision checks the real CIFAR-10 files' MD5 sums; a stand-in passes only its existence check.
         for split in ("train_list", "test_list"):

@@ -283,6 +283,23 @@ def test_export_refuses_to_write_over_the_checkpoint_it_reads(runs, tmp_path, tr
     assert checkpoint.read_bytes() == best_checkpoint(runs["classes"]).read_bytes()
 
 
+def test_export_refuses_a_name_whose_json_is_another_file_and_replaces_a_pair_exported_before(runs, tmp_path,
+                                                                                              train_in_this_process):
+    summary = tmp_path / "summary.json"  # output=RUN_DIR/summary.safetensors: its JSON would be the run's summary
+    summary.write_text('{"epochs": 3}\n')
+    refused = train_in_this_process(f"ckpt_path={best_checkpoint(runs['classes'])}",
+                                    f"output={tmp_path / 'summary.safetensors'}", cwd=tmp_path, command="export")
+    assert refused.returncode == 2
+    assert refused.stderr == (f"train-export: error: output: got '{tmp_path / 'summary.safetensors'}', expected a "
+                              f"name whose .json is free or an exported pair's ({summary} is another file, which the "
+                              f"pair's JSON would replace)\n")
+    assert summary.read_text() == '{"epochs": 3}\n' and not (tmp_path / "summary.safetensors").exists()
+    for _ in range(2):  # the second export replaces the first's pair
+        assert_succeeded(train_in_this_process(f"ckpt_path={best_checkpoint(runs['classes'])}",
+                                               f"output={tmp_path / 'model.safetensors'}", cwd=tmp_path,
+                                               command="export"))
+
+
 def test_an_output_name_too_long_for_the_folder_is_one_line(runs, tmp_path, train_in_this_process):
     output = tmp_path / ("a" * 300 + ".onnx")
     failed = train_in_this_process(f"ckpt_path={best_checkpoint(runs['classes'])}", "format=onnx", f"output={output}",

@@ -91,7 +91,19 @@ def output_path(cfg: DictConfig, checkpoint: Path) -> Path:
     written = (output, output.with_suffix(".json")) if cfg.format == "safetensors" else (output,)
     if any(os.path.exists(path) and path.samefile(checkpoint) for path in written):  # (a checkpoint named best.onnx)
         raise ConfigError("output", cfg.output, f"the path of a file other than the checkpoint it reads ({checkpoint})")
+    if cfg.format == "safetensors" and os.path.lexists(written[1]) and not _is_an_exported_json(written[1]):
+        raise ConfigError("output", cfg.output, f"a name whose .json is free or an exported pair's ({written[1]} is "
+                                                f"another file, which the pair's JSON would replace)")
     return output
+
+
+def _is_an_exported_json(path: Path) -> bool:
+    """Whether `path` is the JSON of a pair exported before, which exporting again replaces (summary.json is not)."""
+    try:
+        described = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # (UnicodeDecodeError is a ValueError)
+        return False
+    return isinstance(described, dict) and {"format_version", "sha256"} <= described.keys()
 
 
 def main(cfg: DictConfig) -> None:

@@ -56,15 +56,14 @@ def test_find_lr_with_what_it_cannot_work_with_is_one_line_and_exit_2(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("find_lr", ["true", "false"])
-def test_a_training_split_of_no_batches_is_one_line_and_exit_2(find_lr, tmp_path):
+def test_a_training_split_of_no_batches_is_one_line_and_exit_2(tmp_path, train_in_this_process):
     # data.drop_last with fewer samples than a batch: a run trained nothing and reported test metrics, and the sweep
-    # waited for ever for a batch (a subprocess, whose timeout ends the test should it hang again).
-    result = train(*SWEEP, f"trainer.find_lr={find_lr}", "data.n_samples=20", "data.batch_size=64",
-                   "data.drop_last=true", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-
-    assert result.returncode == 2
-    assert result.stderr.strip() == ("train: error: data.batch_size: got 64, expected at most the 14 training samples "
-                                     "when data.drop_last=true (no training batch is left: the run would train "
-                                     "nothing)")
-    assert not (tmp_path / "run").exists()
+    # waited for ever for a batch (find_lr in a subprocess, whose timeout ends the test should it hang again).
+    no_batches = ("data.n_samples=20", "data.batch_size=64", "data.drop_last=true", f"hydra.run.dir={tmp_path / 'run'}")
+    for result in (train(*SWEEP, *no_batches, cwd=tmp_path),
+                   train_in_this_process(*SWEEP, "trainer.find_lr=false", *no_batches, cwd=tmp_path)):
+        assert result.returncode == 2
+        assert result.stderr.strip() == ("train: error: data.batch_size: got 64, expected at most the 14 training "
+                                         "samples when data.drop_last=true (no training batch is left: the run would "
+                                         "train nothing)")
+        assert not (tmp_path / "run").exists()

@@ -197,8 +197,8 @@ def test_a_bad_input_exits_2_with_one_line_and_leaves_the_run_directory_as_it_wa
 
 @pytest.mark.parametrize("args", [["optimizer.lr=-1"], ["data=xor", "model=resnet"]],
                          ids=["before the run", "once it started"])
-def test_a_bad_input_leaves_no_folder_behind(tmp_path, args):
-    result = train(*args, f"hydra.run.dir={tmp_path / 'outputs' / 'day' / 'time'}", cwd=tmp_path)
+def test_a_bad_input_leaves_no_folder_behind(tmp_path, train_in_this_process, args):
+    result = train_in_this_process(*args, f"hydra.run.dir={tmp_path / 'outputs' / 'day' / 'time'}", cwd=tmp_path)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert list(tmp_path.iterdir()) == []
 

@@ -58,12 +58,13 @@ def test_python_m_trainer_runs_like_train(tmp_path, elsewhere):
     assert "test metrics (best epoch 1 of 1" in result.stdout
 
 
-def test_a_user_config_folder_adds_options(tmp_path, elsewhere):
+def test_a_user_config_folder_adds_options(tmp_path, elsewhere, train_in_this_process):
+    """--config-dir is Hydra's reading of the command line, not the console script's: this process will do."""
     (tmp_path / "conf" / "model").mkdir(parents=True)
     (tmp_path / "conf" / "model" / "tiny.yaml").write_text("_target_: trainer.models.MLP\nhidden_sizes: [8]\n")
     run_dir = tmp_path / "run"
-    result = train("--config-dir", str(tmp_path / "conf"), "model=tiny", "trainer.max_epochs=1",
-                   f"hydra.run.dir={run_dir}", cwd=elsewhere)
+    result = train_in_this_process("--config-dir", str(tmp_path / "conf"), "model=tiny", "trainer.max_epochs=1",
+                                   f"hydra.run.dir={run_dir}", cwd=elsewhere)
     assert_succeeded(result)
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").model.hidden_sizes == [8]
     weights = load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"]
@@ -155,10 +156,12 @@ def test_cfg_job_prints_the_composed_config_with_the_overrides(tmp_path, elsewhe
 
 # --- mistakes ---------------------------------------------------------------------------------------------------
 
-def test_an_argument_the_model_rejects_exits_2_with_one_line(tmp_path, elsewhere):
+def test_an_argument_the_model_rejects_exits_2_with_one_line(tmp_path, elsewhere, train_in_this_process):
     """The mistakes with the key, value and what is allowed are the table of test_bad_input; this one is the
-    user's own argument, which only the model's class can judge."""
-    result = train("+model.foo=1", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=elsewhere)
+    user's own argument, which only the model's class can judge (in this process: the refusal is train's, not the
+    console script's)."""
+    result = train_in_this_process("+model.foo=1", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}",
+                                   cwd=elsewhere)
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr
     assert result.stderr.splitlines() == [result.stderr.strip()]

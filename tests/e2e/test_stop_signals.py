@@ -42,13 +42,11 @@ def signal_at_step_7(tmp_path: Path, *signals: signal.Signals, args: tuple[str, 
     return process
 
 
-@pytest.mark.parametrize("received", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2],
-                         ids=lambda s: s.name)
-def test_a_stop_signal_finishes_the_step_saves_last_pt_and_writes_the_summary(tmp_path, received):
-    process = signal_at_step_7(tmp_path, received)
+def assert_stopped_after_step_7(process: TrainProcess, received: signal.Signals, run_dir: Path) -> None:
+    """The step the signal came in was finished, last.pt saved there, the summary written, and the exit 128 + the
+    signal's number."""
     assert process.process.returncode == 128 + received.value, process.stderr
     assert "Traceback" not in process.stderr + process.stdout
-    run_dir = tmp_path / "run"
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert (state["engine"]["global_step"], state["batcher"]["position"]) == (7, 7)  # step 7 was finished
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -56,11 +54,19 @@ def test_a_stop_signal_finishes_the_step_saves_last_pt_and_writes_the_summary(tm
     assert f"stopped by {received.name} at epoch 1, step 7; last.pt saved" in (run_dir / "train.log").read_text()
 
 
-def test_a_resumed_run_reports_the_training_time_of_every_start(tmp_path):
-    """The second start's summary counts the first start's time (up to its save at step 7) on top of its own,
+@pytest.mark.parametrize("received", [signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2], ids=lambda s: s.name)
+def test_a_stop_signal_finishes_the_step_saves_last_pt_and_writes_the_summary(tmp_path, received):
+    """SIGTERM's case is the first start of the resumed run below, which shares its process."""
+    assert_stopped_after_step_7(signal_at_step_7(tmp_path, received), received, tmp_path / "run")
+
+
+def test_sigterm_stops_like_the_other_signals_and_the_resumed_run_reports_the_training_time_of_every_start(
+        tmp_path):
+    """The first start, stopped by SIGTERM, is checked as the other stop signals are above (one process spared).
+    The second start's summary counts the first start's time (up to its save at step 7) on top of its own,
     which is at least its epochs' `seconds` in metrics.csv (all three epochs end in the second start)."""
-    signal_at_step_7(tmp_path, signal.SIGTERM)
     run_dir = tmp_path / "run"
+    assert_stopped_after_step_7(signal_at_step_7(tmp_path, signal.SIGTERM), signal.SIGTERM, run_dir)
     assert json.loads((run_dir / "summary.json").read_text())["starts"] == 1
     first_start_seconds = load_checkpoint(run_dir / "checkpoints" / "last.pt")["engine"]["train_seconds"]
     second = TrainProcess(*RUN, f"hydra.run.dir={run_dir}", "trainer.resume=auto", folder=tmp_path / "second")

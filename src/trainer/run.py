@@ -207,6 +207,12 @@ def execute(run: Run, run_dir: Path) -> float:
         if settings.inspect:
             return inspect(run, run_dir)
         return learning_rate_range_test(run, run_dir) if settings.find_lr else fit_and_test(run, run_dir)
+    except Interrupted:  # its records are written: the observers ended the run with on_run_end
+        raise
+    except BaseException:
+        for observer in run.engine.observers if run.engine.processes.is_main else []:
+            observer.on_run_failed(run.engine)
+        raise
     finally:
         for batches in (run.train, run.val, run.test):
             batches.close()

@@ -65,7 +65,7 @@ class MlflowLogger(Observer):
                 self.client.update_run(self.run_id, status="RUNNING")
                 log.info("mlflow: run %s continued in %s", self.run_id, self.tracking_uri)
             else:
-                self.run_id = self._new_run(engine)
+                self.run_id = _new_run(self.client, engine, self.run_dir, self.experiment_name, self.tracking_uri)
             self._log_params(engine.config)
 
     def on_step_end(self, engine: Engine, loss: Optional[torch.Tensor]) -> None:
@@ -94,21 +94,15 @@ class MlflowLogger(Observer):
                 self.client.log_artifact(self.run_id, str(best), artifact_path=engine.checkpoint_dir.name)
             self.client.set_terminated(self.run_id, FINAL_STATUS.get(summary["stop_reason"], "FINISHED"))
 
+    def on_run_failed(self, engine: Engine) -> None:
+        if self.logging:
+            with self._calls_to_the_store():
+                self.client.set_terminated(self.run_id, "FAILED")
+
     @property
     def logging(self) -> bool:
         """Whether there is a run to log to: none before the fit (trainer.inspect's step), or once the store failed."""
         return self.run_id is not None and not self.broken
-
-    def _new_run(self, engine: Engine) -> str:
-        choices = engine.identity.get("choices") or {}
-        name = self.experiment_name or choices.get("data") or "trainer"
-        experiment = self.client.get_experiment_by_name(name)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
-        tags = {"run_dir": str(self.run_dir.resolve())}
-        tags |= {f"choice.{group}": option for group, option in choices.items() if option is not None}
-        run = self.client.create_run(experiment_id, run_name=self.run_dir.name, tags=tags)
-        log.info("mlflow: run %s in experiment %r of %s", run.info.run_id, name, self.tracking_uri)
-        return run.info.run_id
 
     def _log_params(self, config: dict[str, Any]) -> None:
         """The flattened config, in batches of the size MLflow takes, each value cut to the length it takes. A resumed
@@ -142,6 +136,20 @@ class MlflowLogger(Observer):
             self.broken = True
             log.warning("logger.tracking_uri=%s: MLflow failed, nothing more is logged there this run: %s",
                         self.tracking_uri, _first_line(error))
+
+
+def _new_run(client: Any, engine: Engine, run_dir: Path, experiment_name: Optional[str], tracking_uri: str) -> str:
+    """A run named after the run directory, in the experiment `experiment_name` (None: the data option's name),
+    tagged with the directory's path and the option of each config group; its id."""
+    choices = engine.identity.get("choices") or {}
+    name = experiment_name or choices.get("data") or "trainer"
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    tags = {"run_dir": str(run_dir.resolve())}
+    tags |= {f"choice.{group}": option for group, option in choices.items() if option is not None}
+    run = client.create_run(experiment_id, run_name=run_dir.name, tags=tags)
+    log.info("mlflow: run %s in experiment %r of %s", run.info.run_id, name, tracking_uri)
+    return run.info.run_id
 
 
 def _open_store(tracking_uri: str) -> Any:

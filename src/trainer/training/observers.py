@@ -46,6 +46,10 @@ class Observer:
         """Once the run's records are written (summary.json, curves.png), the test done or, for a run stopped by a
         signal, skipped: `summary` is summary.json's content. Rank 0's observers only."""
 
+    def on_run_failed(self, engine: Engine) -> None:
+        """The run ended with an exception rather than its records (a stop by a signal ends with on_run_end): a
+        logger marks its run failed. Rank 0's observers only."""
+
     def state_dict(self) -> dict[str, Any]:
         """Entries this observer adds to every checkpoint (at its top level)."""
         return {}

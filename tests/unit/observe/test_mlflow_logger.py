@@ -11,6 +11,7 @@ import pytest
 from conftest import compose_config
 from helpers.commands import assert_succeeded, run_command
 from trainer.config import ConfigError, validate
+from trainer.models import MLP
 from trainer.observe.mlflow_logger import MlflowLogger, flattened
 from trainer.run import train
 
@@ -55,6 +56,24 @@ def test_a_run_logs_the_config_the_epochs_the_steps_and_its_files(run_dir, track
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"summary.json", "metrics.csv", "checkpoints"} <= artifacts and "curves.png" not in artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
+
+
+class BrokenAtTheThirdStep(MLP):
+    """An MLP whose third training forward pass raises, as a bug in a user's model would."""
+
+    def forward(self, x):
+        if self.training:
+            self.steps = getattr(self, "steps", 0) + 1
+            if self.steps == 3:
+                raise RuntimeError("a bug in the model")
+        return super().forward(x)
+
+
+def test_a_run_that_raises_ends_its_mlflow_run_as_failed(run_dir, tracking_uri):
+    with pytest.raises(RuntimeError, match="a bug in the model"):
+        train(compose_config(*SMALL, f"logger.tracking_uri={tracking_uri}",
+                             f"model._target_={__name__}.BrokenAtTheThirdStep"), run_dir)
+    assert only_run(mlflow_tracking.MlflowClient(tracking_uri)).info.status == "FAILED"
 
 
 def test_a_resumed_run_continues_its_mlflow_run_and_logs_again_what_came_after_its_checkpoint(run_dir, tmp_path):

@@ -52,7 +52,8 @@ def predict_plane(model: torch.nn.Module, description: DataDescription, points: 
     """The model's class over a grid covering `points` (N, 2) in the data's units, with MARGIN around them. Each
     grid point is standardised as the training samples were; one output is a binary logit, more are class logits."""
     low, high = points.min(axis=0), points.max(axis=0)
-    margin = MARGIN * np.maximum(high - low, 1e-6)
+    # A feature that never varies (a constant column) still gets a side of its own size, not one of zero width.
+    margin = MARGIN * np.where(high > low, high - low, np.maximum(np.abs(low), 1.0))
     xs, ys = (np.linspace(low[k] - margin[k], high[k] + margin[k], GRID_POINTS) for k in range(2))
     grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2).astype(np.float32)  # row by row: y outer, x inner
     samples = description.features(grid) if description.features is not None else grid

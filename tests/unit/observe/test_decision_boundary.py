@@ -90,6 +90,20 @@ def test_several_classes_are_the_largest_logit():
     assert set(np.unique(plane.classes)) == {0, 1, 2}
 
 
+def test_a_feature_that_never_varies_is_drawn_on_a_side_of_its_own_size(tmp_path, recwarn):
+    model = linear([[1.0, 0.0]], [0.0])
+    raw = np.array([[0.0, 1000.0], [1.0, 1000.0], [2.0, 1000.0]], dtype=np.float32)  # b: a constant column
+    standardised = torch.from_numpy((raw - MEAN) / STD)
+    labels = torch.tensor([0, 1, 1])
+
+    figure = draw(model, described(), (standardised, labels), (standardised, labels), tmp_path / "plane.png",
+                  torch.device("cpu"))
+
+    bottom, top = figure.axes[0].get_ylim()
+    assert bottom == pytest.approx(900.0) and top == pytest.approx(1100.0)
+    assert [str(warning.message) for warning in recwarn] == []
+
+
 def test_the_colour_under_each_training_point_is_the_class_the_model_predicts_there(tmp_path):
     model = linear([[50.0, 0.0]], [0.0])  # so sure away from x = MEAN[0] that the colour is the class's full shade
     rng = np.random.default_rng(0)

@@ -30,6 +30,7 @@ from trainer.config import ConfigError
 from trainer.inference.graph_export import exported_graph
 from trainer.inference.prediction import description_of
 from trainer.inference.trained_model import EXPORT_FORMAT_VERSION, EXPORTED_SUFFIX, Trained, read_trusted, run_settings
+from trainer.training.checkpoint import fsync_folder
 
 SUFFIXES = {"safetensors": EXPORTED_SUFFIX, "onnx": ".onnx", "torchscript": ".torchscript"}
 """What `format` may be, and the suffix of the file each writes. (Not .pt for TorchScript: beside best.pt, the
@@ -53,7 +54,8 @@ def exported_pair(state: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
 def write_together(files: dict[Path, bytes]) -> None:
     """Write each file to a temp file in its folder, fsync it, then rename them all into place: a failure leaves every
     file as it was and no temp file. (Between the renames a reader finds the new weights with the old JSON: their
-    SHA-256 differs, and the pair is refused, never half believed.) A refused write raises an OSError whose filename
+    SHA-256 differs, and the pair is refused, never half believed.) The folders are synced too, so the renames
+    outlast a power cut. A refused write raises an OSError whose filename
     is the file that was being written."""
     # (A stem cut to 100 characters: a temp name longer than the file's own would fail where the file's would not.)
     temps = {path: path.with_name(f".{path.stem[:100]}{path.suffix}.{os.getpid()}.tmp") for path in files}
@@ -66,11 +68,13 @@ def write_together(files: dict[Path, bytes]) -> None:
                 os.fsync(file.fileno())
         for writing in files:
             os.replace(temps[writing], writing)
+        for folder in {path.parent for path in files}:
+            fsync_folder(folder)
     except OSError as error:
         raise OSError(error.errno, error.strerror or str(error), str(writing)) from None
     finally:
         for temp in temps.values():
-            if os.path.lexists(temp):  # (unlinking a missing file on a read-only disk fails, and would hide the first error)
+            if os.path.lexists(temp):  # (unlinking a missing file on a read-only disk fails, hiding the first error)
                 temp.unlink()
 
 

@@ -56,7 +56,7 @@ def save_checkpoint(payload: dict[str, Any], path: Path, keep_previous: bool = F
         if keep_previous and path.exists():
             os.replace(path, previous_path(path))
         os.replace(tmp, path)
-        _fsync_folder(path.parent)
+        fsync_folder(path.parent)
     except BaseException as error:
         with contextlib.suppress(OSError):  # (a read-only file system refuses even the unlink of a missing file)
             tmp.unlink(missing_ok=True)
@@ -104,7 +104,7 @@ def previous_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.previous{path.suffix}")
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     """Make the renames themselves durable: they live in the folder's entry list. (Windows cannot open a
     folder to sync it; there the renames are as durable as the file system makes them.)"""
     if os.name == "nt":

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,15 @@ def test_a_pair_with_the_longest_name_a_folder_takes_is_written(tmp_path):
 
     assert (weights.read_bytes(), described.read_bytes()) == (b"weights", b"{}")
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([weights.name, described.name])
+
+
+def test_the_pair_and_the_folder_it_is_renamed_into_are_synced_to_disk(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda descriptor: (synced.append(os.fstat(descriptor)), real_fsync(descriptor)))
+    folder = tmp_path / "shared"
+
+    write_together({folder / "digits.safetensors": b"weights", folder / "digits.json": b"{}"})
+
+    assert sum(stat.S_ISREG(each.st_mode) for each in synced) == 2
+    assert [each.st_ino for each in synced if stat.S_ISDIR(each.st_mode)] == [folder.stat().st_ino]

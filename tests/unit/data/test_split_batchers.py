@@ -10,8 +10,9 @@ from trainer.data.transforms import Augment, Normalize
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("pipeline", ["device", "dataloader"])
-def test_eval_batchers_serve_samples_in_order_normalised_and_not_augmented(pipeline):
+def thirty_images(pipeline: str):
+    """30 colour 6x6 images labelled 0..29, split 20 / 5 / 5 with augmentation, and a data config of batch 4: the
+    pixels, the labels, the train split's normalisation, the splits and the config."""
     x = torch.randint(1, 256, (30, 3, 6, 6), generator=torch.Generator().manual_seed(1)).to(torch.uint8)
     y = torch.arange(30)
     normalize = Normalize.fitted(x[:20])
@@ -20,6 +21,12 @@ def test_eval_batchers_serve_samples_in_order_normalised_and_not_augmented(pipel
                       augment=Augment(crop_padding=2, horizontal_flip=True))
     cfg = OmegaConf.create({"pipeline": pipeline, "num_workers": 0, "pin_memory": False, "batch_size": 4,
                             "drop_last": False})
+    return x, y, normalize, data, cfg
+
+
+@pytest.mark.parametrize("pipeline", ["device", "dataloader"])
+def test_eval_batchers_serve_samples_in_order_normalised_and_not_augmented(pipeline):
+    x, y, normalize, data, cfg = thirty_images(pipeline)
     train, val, test = batchers(cfg, data, torch.nn.Linear(1, 1), CPU, seed=0, eval_batch_size=2)
     for batcher, (x_part, y_part) in ((val, data.val), (test, data.test)):
         served = list(batcher)
@@ -78,14 +85,7 @@ def test_a_limited_batcher_resumed_mid_epoch_serves_the_rest_of_the_limited_epoc
 
 @pytest.mark.parametrize("pipeline", ["device", "dataloader"])
 def test_overfit_batches_train_and_validate_on_the_same_first_training_batches_every_epoch(pipeline):
-    x = torch.randint(1, 256, (30, 3, 6, 6), generator=torch.Generator().manual_seed(1)).to(torch.uint8)
-    y = torch.arange(30)
-    normalize = Normalize.fitted(x[:20])
-    described = DataDescription(task="multiclass", input_shape=(3, 6, 6), num_classes=30, pixels=normalize)
-    data = DataSplits(train=(x[:20], y[:20]), val=(x[20:25], y[20:25]), test=(x[25:], y[25:]), description=described,
-                      augment=Augment(crop_padding=2, horizontal_flip=True))
-    cfg = OmegaConf.create({"pipeline": pipeline, "num_workers": 0, "pin_memory": False, "batch_size": 4,
-                            "drop_last": False})
+    x, y, normalize, data, cfg = thirty_images(pipeline)
     train, val, test = batchers(cfg, data, torch.nn.Linear(1, 1), CPU, seed=0, eval_batch_size=2, overfit_batches=2)
     first = batches(train)
     assert [labels.tolist() for _, labels in first] == [[0, 1, 2, 3], [4, 5, 6, 7]]  # in order

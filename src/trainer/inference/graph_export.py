@@ -80,6 +80,8 @@ class Prepared(nn.Module):
         output = self.model(x).float()
         if self.task == "regression":
             return output * self.target_std + self.target_mean if self.scaled_targets else output
+        # training.metrics.class_probabilities, with its branch on the output's width taken once, here in
+        # __init__: a trace reads the width as a tensor, and would keep the branch of its one example.
         if self.one_logit:
             one = torch.sigmoid(output)
             return torch.cat([1 - one, one], dim=1)

@@ -36,7 +36,7 @@ from trainer.data.image_listing import image_paths
 from trainer.data.table import TABLE_FILES, table_columns
 from trainer.inference.trained_model import Trained, load, required
 from trainer.observe.text_table import aligned
-from trainer.training.metrics import predicted_classes
+from trainer.training.metrics import class_probabilities, predicted_classes
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ def predict(trained: Trained, source: Path) -> list[Prediction]:
     if description.task == "regression":
         values = output.numpy() if description.targets is None else description.targets.inverse(output.numpy())
         return [Prediction(sample, values=row.tolist()) for sample, row in zip(samples, values)]
-    # One logit (binary cross-entropy) is the probability of class 1 through a sigmoid; several, a softmax.
-    probabilities = (torch.cat([1 - torch.sigmoid(output), torch.sigmoid(output)], dim=1) if output.shape[1] == 1
-                     else torch.softmax(output, dim=1))  # (N, K)
+    probabilities = class_probabilities(output)  # (N, K)
     names = description.class_names
     return [Prediction(sample, names[predicted], probabilities=dict(zip(names, row)))
             for sample, predicted, row in zip(samples, predicted_classes(output).tolist(), probabilities.tolist())]

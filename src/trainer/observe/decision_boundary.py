@@ -16,6 +16,7 @@ import torch
 
 from trainer.data import DataDescription
 from trainer.observe.curves import DPI, save_png
+from trainer.training.metrics import class_probabilities, predicted_classes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -59,13 +60,10 @@ def predict_plane(model: torch.nn.Module, description: DataDescription, points: 
     samples = description.features(grid) if description.features is not None else grid
     was_training = model.training
     model.eval()
-    output = model(torch.from_numpy(samples).to(device)).float().cpu()  # (G*G, num_outputs)
+    with torch.inference_mode():
+        output = model(torch.from_numpy(samples).to(device)).float().cpu()  # (G*G, num_outputs)
     model.train(was_training)
-    if output.shape[1] == 1:
-        probability = torch.sigmoid(output[:, 0])
-        classes, confidence = (probability > 0.5).long(), torch.maximum(probability, 1 - probability)
-    else:
-        confidence, classes = torch.softmax(output, dim=1).max(dim=1)
+    classes, confidence = predicted_classes(output), class_probabilities(output).max(dim=1).values
     shape = (GRID_POINTS, GRID_POINTS)
     return PlanePredictions(xs, ys, classes.reshape(shape).numpy(), confidence.reshape(shape).numpy())
 

@@ -27,6 +27,15 @@ def predicted_classes(output: torch.Tensor) -> torch.Tensor:
     return output.argmax(dim=1) if output.shape[1] > 1 else (output[:, 0] > 0).long()
 
 
+def class_probabilities(output: torch.Tensor) -> torch.Tensor:
+    """(N, C) logits -> (N, C) softmax probabilities; (N, 1), binary cross-entropy's one logit -> (N, 2): the sigmoid
+    is class 1's probability, its complement class 0's."""
+    if output.shape[1] > 1:
+        return torch.softmax(output, dim=1)
+    one = torch.sigmoid(output)
+    return torch.cat([1 - one, one], dim=1)
+
+
 def accuracy(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Fraction of samples whose predicted class is the label. output: (N, C) logits, or (N, 1) for binary;
     labels: (N,) class indices."""

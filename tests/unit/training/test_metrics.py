@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.metrics import r2_score
 
-from trainer.training.metrics import accuracy, regression_errors
+from trainer.training.metrics import accuracy, class_probabilities, regression_errors
 
 
 def test_accuracy_of_multiclass_logits_takes_the_argmax():
@@ -74,3 +74,10 @@ def test_r2_is_one_for_a_perfect_prediction_and_zero_for_predicting_the_mean():
     mean = target.mean(dim=0, keepdim=True).expand_as(target)
     assert regression_errors(mean, target)["r2"].item() == pytest.approx(0.0, abs=1e-6)
 
+
+
+def test_class_probabilities_of_one_logit_are_its_sigmoid_and_complement_and_of_several_their_softmax():
+    one = class_probabilities(torch.tensor([[0.0], [math.log(3.0)]]))
+    assert torch.allclose(one, torch.tensor([[0.5, 0.5], [0.25, 0.75]]))
+    several = class_probabilities(torch.tensor([[0.0, math.log(3.0), 0.0]]))
+    assert torch.allclose(several, torch.tensor([[0.2, 0.6, 0.2]]))
